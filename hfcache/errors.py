@@ -1,0 +1,47 @@
+"""One exception family. Every message is the one line the CLI prints; callers catch `HfcacheError`."""
+
+from __future__ import annotations
+
+
+class HfcacheError(Exception):
+    """Base class. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class UsageError(HfcacheError):
+    """Bad arguments or environment: exit status 2, as for any usage error."""
+
+    exit_code = 2
+
+
+class RepoNotFound(HfcacheError):
+    pass
+
+
+class RevisionNotFound(HfcacheError):
+    pass
+
+
+class EntryNotFound(HfcacheError):
+    pass
+
+
+class AuthError(HfcacheError):
+    pass
+
+
+class EndpointError(HfcacheError):
+    """The endpoint could not be reached or answered something unusable."""
+
+
+class OfflineCacheMiss(HfcacheError):
+    """Offline mode is on and the cache cannot answer."""
+
+
+class IntegrityError(HfcacheError):
+    """Downloaded or stored bytes do not match the hash they must have."""
+
+
+class UnsafePath(HfcacheError):
+    """A file name from a server or a bundle would escape the folder it belongs in."""

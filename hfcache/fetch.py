@@ -1,0 +1,221 @@
+"""`download` and `snapshot`: the one path by which files enter the cache.
+
+Online, a revision is resolved to a commit, the commit's listing gives every file's size and blob name (so no
+HEAD per file is needed), and missing blobs are fetched in parallel, each under the same per-blob lock
+`huggingface_hub` takes. Offline (`HF_HUB_OFFLINE=1`), or when the endpoint cannot be reached, the cache alone
+answers, with the same completeness rule `snapshot_download` applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hfcache.errors import EndpointError, EntryNotFound, OfflineCacheMiss, UsageError
+from hfcache.hub import HubClient
+from hfcache.layout import FileMeta, HubCache, RepoRef, is_commit
+
+
+@dataclass(frozen=True)
+class FetchStats:
+    files_fetched: int = 0
+    files_reused: int = 0
+    bytes_fetched: int = 0
+    bytes_total: int = 0
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    repo: RepoRef
+    revision: str
+    commit: str
+    path: Path
+    files: int
+    stats: FetchStats
+    offline: bool = False
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    repo: RepoRef
+    revision: str
+    commit: str
+    paths: list[Path]
+    stats: FetchStats
+    offline: bool = False
+
+
+class Progress:
+    """Callbacks the renderer implements; the default does nothing (library callers want silence)."""
+
+    def start(self, files: int, total_bytes: int) -> None: ...
+    def advance(self, nbytes: int) -> None: ...
+    def file_done(self, path: str, size: int, fetched: bool) -> None: ...
+
+
+def _is_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+@dataclass
+class Fetcher:
+    cache: HubCache
+    client: HubClient | None = None
+    offline: bool | None = None
+    max_workers: int = 8
+    progress: Progress = field(default_factory=Progress)
+
+    def __post_init__(self) -> None:
+        if self.offline is None:
+            self.offline = _is_offline()
+        if self.client is None and not self.offline:
+            self.client = HubClient()
+
+    # -- public ------------------------------------------------------------------------------------------------
+    def snapshot(self, repo: RepoRef, revision: str = "main", include: Sequence[str] | None = None,
+                 exclude: Sequence[str] | None = None) -> SnapshotResult:
+        """Every file of a revision (filtered like `allow_patterns`/`ignore_patterns`), in the cache."""
+        if self.offline:
+            return self._snapshot_offline(repo, revision, include, exclude)
+        try:
+            commit = self.client.resolve_revision(repo, revision)
+            files = self.cache.read_tree(repo, commit)
+            if files is None:
+                files = self.client.list_files(repo, commit)
+                self.cache.write_tree(repo, commit, files)
+        except EndpointError as e:
+            try:
+                return self._snapshot_offline(repo, revision, include, exclude)
+            except OfflineCacheMiss:
+                raise e from None
+        self.cache.write_ref(repo, revision, commit)
+        selected = _filter(files, include, exclude)
+        stats = self._materialize(repo, commit, selected)
+        return SnapshotResult(repo, revision, commit, self.cache.snapshot_dir(repo, commit), len(selected), stats)
+
+    def download(self, repo: RepoRef, filenames: Sequence[str], revision: str = "main") -> DownloadResult:
+        """Some files of a revision, in the cache; returns their snapshot paths in the order asked."""
+        if not filenames:
+            raise UsageError("no file name given")
+        if self.offline:
+            return self._download_offline(repo, filenames, revision)
+        if is_commit(revision):
+            pointers = [self.cache.pointer_path(repo, revision, f) for f in filenames]
+            if all(p.exists() for p in pointers):
+                return DownloadResult(repo, revision, revision, pointers, FetchStats(files_reused=len(pointers)))
+        try:
+            commit = self.client.resolve_revision(repo, revision)
+            tree = self.cache.read_tree(repo, commit)
+            if tree is not None and all(f in tree for f in filenames):
+                metas = {f: tree[f] for f in filenames}
+            else:
+                metas = self.client.paths_info(repo, commit, filenames)
+        except EndpointError as e:
+            try:
+                return self._download_offline(repo, filenames, revision)
+            except (OfflineCacheMiss, EntryNotFound):
+                raise e from None
+        self.cache.write_ref(repo, revision, commit)
+        missing = [f for f in filenames if f not in metas]
+        for f in missing:
+            self.cache.mark_no_exist(repo, commit, f)
+        if missing:
+            raise EntryNotFound(f"{', '.join(missing)}: no such file in {repo} at {revision!r} ({commit[:12]})")
+        stats = self._materialize(repo, commit, {f: metas[f] for f in filenames})
+        return DownloadResult(repo, revision, commit,
+                              [self.cache.pointer_path(repo, commit, f) for f in filenames], stats)
+
+    # -- offline -----------------------------------------------------------------------------------------------
+    def _commit_from_cache(self, repo: RepoRef, revision: str) -> str:
+        commit = revision if is_commit(revision) else self.cache.read_ref(repo, revision)
+        if commit is None or not self.cache.snapshot_dir(repo, commit).is_dir():
+            raise OfflineCacheMiss(f"{repo}@{revision} is not in the cache at {self.cache.root}"
+                                   + (" (offline mode is on)" if self.offline else ""))
+        return commit
+
+    def _snapshot_offline(self, repo, revision, include, exclude) -> SnapshotResult:
+        commit = self._commit_from_cache(repo, revision)
+        folder = self.cache.snapshot_dir(repo, commit)
+        tree = self.cache.read_tree(repo, commit)
+        if tree is not None:
+            selected = _filter(tree, include, exclude)
+            absent = [f for f in selected if not self.cache.pointer_path(repo, commit, f).exists()]
+            if absent:
+                raise OfflineCacheMiss(f"the cached snapshot of {repo}@{revision} lacks {len(absent)} of "
+                                       f"{len(selected)} files (first: {absent[0]})")
+            count = len(selected)
+        else:
+            count = sum(1 for p in folder.rglob("*") if not p.is_dir())
+        return SnapshotResult(repo, revision, commit, folder, count, FetchStats(files_reused=count), offline=True)
+
+    def _download_offline(self, repo, filenames, revision) -> DownloadResult:
+        commit = self._commit_from_cache(repo, revision)
+        paths = []
+        for f in filenames:
+            p = self.cache.pointer_path(repo, commit, f)
+            if not p.exists():
+                if self.cache.no_exist_path(repo, commit, f).exists():
+                    raise EntryNotFound(f"{f}: no such file in {repo} at {revision!r} (recorded in the cache)")
+                raise OfflineCacheMiss(f"{f} of {repo}@{revision} is not in the cache at {self.cache.root}")
+            paths.append(p)
+        return DownloadResult(repo, revision, commit, paths, FetchStats(files_reused=len(paths)), offline=True)
+
+    # -- fetching ----------------------------------------------------------------------------------------------
+    def _materialize(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]) -> FetchStats:
+        from hfcache.transfer import Transfer
+
+        transfer = Transfer(self.client)
+        self.progress.start(len(files), sum(m.size for m in files.values()))
+        work: Callable[[tuple[str, FileMeta]], tuple[bool, int]] = (
+            lambda item: self._ensure_file(transfer, repo, commit, item[0], item[1])
+        )
+        # Largest first: the long transfers start early and small files fill the gaps.
+        items = sorted(files.items(), key=lambda kv: -kv[1].size)
+        if self.max_workers <= 1 or len(items) <= 1:
+            results = [work(i) for i in items]
+        else:
+            with ThreadPoolExecutor(self.max_workers, thread_name_prefix="hfcache-fetch") as pool:
+                results = list(pool.map(work, items))
+        fetched = sum(1 for was_fetched, _ in results if was_fetched)
+        return FetchStats(
+            files_fetched=fetched,
+            files_reused=len(results) - fetched,
+            bytes_fetched=sum(n for _, n in results),
+            bytes_total=sum(m.size for m in files.values()),
+        )
+
+    def _ensure_file(self, transfer, repo: RepoRef, commit: str, filename: str, meta: FileMeta) -> tuple[bool, int]:
+        pointer = self.cache.pointer_path(repo, commit, filename)
+        if pointer.exists():
+            self.progress.file_done(filename, meta.size, False)
+            return False, 0
+        blob = self.cache.blob_path(repo, meta.etag)
+        self.cache.ensure_tag()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        with self.cache.lock(repo, meta.etag):
+            if pointer.exists():
+                self.progress.file_done(filename, meta.size, False)
+                return False, 0
+            if blob.exists() and blob.stat().st_size == meta.size:
+                self.cache.link(repo, commit, filename, meta.etag, new_blob=False)
+                self.progress.file_done(filename, meta.size, False)
+                return False, 0
+            url = self.client.resolve_url(repo, commit, filename)
+            nbytes = transfer.fetch_blob(url, blob, meta, self.progress.advance)
+            self.cache.link(repo, commit, filename, meta.etag, new_blob=True)
+        self.progress.file_done(filename, meta.size, True)
+        return True, nbytes
+
+
+def _filter(files: dict[str, FileMeta], include: Sequence[str] | None,
+            exclude: Sequence[str] | None) -> dict[str, FileMeta]:
+    """`huggingface_hub`'s own pattern rules (fnmatch, `*` crosses `/`, trailing `/` means the folder)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    keep = filter_repo_objects(files, allow_patterns=list(include) if include else None,
+                               ignore_patterns=list(exclude) if exclude else None)
+    return {f: files[f] for f in keep}

@@ -1,0 +1,64 @@
+"""The one hashing path: blob names are content hashes, so every check in hfcache goes through here.
+
+A blob is named by sha256 (64 hex, LFS files) or by git's blob sha1 (40 hex) of `b"blob <size>\\0" + content`.
+Files are read in bounded chunks into one reused buffer, so memory stays flat whatever the file size; hashlib
+releases the GIL on large updates, so threads hash in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from typing import Literal, Protocol
+
+HashKind = Literal["sha256", "git-sha1"]
+CHUNK_SIZE = 4 * 1024 * 1024
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+_SHA1_RE = re.compile(r"[0-9a-f]{40}")
+
+
+class _Hash(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+    def hexdigest(self) -> str: ...
+
+
+def kind_of(name: str) -> HashKind | None:
+    """The hash kind a blob name encodes, or None when the name is not a content hash."""
+    if _SHA256_RE.fullmatch(name):
+        return "sha256"
+    if _SHA1_RE.fullmatch(name):
+        return "git-sha1"
+    return None
+
+
+def new_hasher(kind: HashKind, size: int) -> _Hash:
+    """A hasher primed for `kind`; git sha1 needs the size up front for its header."""
+    if kind == "sha256":
+        return hashlib.sha256()
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(b"blob %d\0" % size)
+    return h
+
+
+def hash_file(path: str | os.PathLike[str], kind: HashKind, chunk_size: int = CHUNK_SIZE) -> str:
+    """Hash a file by streaming it, with git's header computed from the file's own size."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        h = new_hasher(kind, size)
+        buf = bytearray(chunk_size)
+        view = memoryview(buf)
+        while n := f.readinto(buf):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+def hash_bytes(data: bytes, kind: HashKind) -> str:
+    h = new_hasher(kind, len(data))
+    h.update(data)
+    return h.hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The git-lfs pointer file that stands in git for an LFS file; the Hub's tree `oid` is its git sha1."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()

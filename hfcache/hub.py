@@ -1,0 +1,133 @@
+"""The Hub client: which commit a revision names, which files a commit holds, and where their bytes live.
+
+Metadata goes through `huggingface_hub.HfApi` (endpoint, token, user agent and error codes handled as users
+expect); its exceptions become hfcache's one-line errors here, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from urllib.parse import quote, urlsplit
+
+from hfcache.errors import (
+    AuthError,
+    EndpointError,
+    EntryNotFound,
+    OfflineCacheMiss,
+    RepoNotFound,
+    RevisionNotFound,
+)
+from hfcache.layout import FileMeta, RepoRef, is_commit, safe_relpath
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+class HubClient:
+    """Talks to one endpoint (`HF_ENDPOINT` by default) with one token (`HF_TOKEN` or the stored one)."""
+
+    def __init__(self, endpoint: str | None = None, token: str | bool | None = None) -> None:
+        from huggingface_hub import HfApi, constants
+
+        self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
+        self.token = token
+        self.api = HfApi(endpoint=self.endpoint, token=token)
+
+    # -- metadata ----------------------------------------------------------------------------------------------
+    def resolve_revision(self, repo: RepoRef, revision: str) -> str:
+        """The commit a branch, tag or `refs/pr/N` points to; a full commit sha is returned as is."""
+        if is_commit(revision):
+            return revision
+        with self._errors(repo, revision):
+            info = self.api.repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type)
+        if not info.sha or not is_commit(info.sha):
+            raise EndpointError(f"{self.endpoint} did not say which commit {revision!r} of {repo} is")
+        return info.sha
+
+    def list_files(self, repo: RepoRef, commit: str) -> dict[str, FileMeta]:
+        """Every file at a commit (recursive tree listing, paginated by the library)."""
+        with self._errors(repo, commit):
+            entries = list(self.api.list_repo_tree(repo.repo_id, revision=commit, repo_type=repo.repo_type,
+                                                    recursive=True))
+        return self._to_meta(entries)
+
+    def paths_info(self, repo: RepoRef, commit: str, paths: Iterable[str]) -> dict[str, FileMeta]:
+        """Metadata for a few files without listing the whole repo; missing paths are simply absent."""
+        with self._errors(repo, commit):
+            entries = self.api.get_paths_info(repo.repo_id, list(paths), revision=commit,
+                                              repo_type=repo.repo_type)
+        return self._to_meta(entries)
+
+    @staticmethod
+    def _to_meta(entries: Iterable[object]) -> dict[str, FileMeta]:
+        from huggingface_hub.hf_api import RepoFile
+
+        files: dict[str, FileMeta] = {}
+        for e in entries:
+            if isinstance(e, RepoFile):
+                files[safe_relpath(e.path)] = FileMeta(
+                    size=int(e.size),
+                    blob_id=e.blob_id,
+                    lfs_sha256=e.lfs.sha256 if e.lfs is not None else None,
+                    lfs_size=e.lfs.size if e.lfs is not None else None,
+                    xet_hash=e.xet_hash,
+                )
+        return files
+
+    # -- transfers ---------------------------------------------------------------------------------------------
+    def resolve_url(self, repo: RepoRef, commit: str, filename: str) -> str:
+        return f"{self.endpoint}/{repo.url_prefix}{repo.repo_id}/resolve/{commit}/{quote(filename)}"
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """Hub headers (user agent, token); the token only for the endpoint's own origin, never a CDN."""
+        from huggingface_hub.utils import build_hf_headers
+
+        headers = build_hf_headers(token=self.token, library_name="hfcache")
+        if _origin(url) != _origin(self.endpoint):
+            headers.pop("authorization", None)
+            headers.pop("Authorization", None)
+        return headers
+
+    # -- errors ------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _errors(self, repo: RepoRef, revision: str) -> Iterator[None]:
+        import httpx2
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            HfHubHTTPError,
+            OfflineModeIsEnabled,
+            RemoteEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        try:
+            yield
+        except GatedRepoError:
+            raise AuthError(f"{repo} is gated on {self.endpoint}: accept its terms and set HF_TOKEN") from None
+        except RepositoryNotFoundError as e:
+            status = e.response.status_code if e.response is not None else 404
+            if status == 401:
+                raise AuthError(f"{repo} not found on {self.endpoint}, or it is private and the token "
+                                "was refused (HTTP 401)") from None
+            raise RepoNotFound(f"repository {repo} not found on {self.endpoint}") from None
+        except RevisionNotFoundError:
+            raise RevisionNotFound(f"revision {revision!r} not found in {repo}") from None
+        except RemoteEntryNotFoundError:
+            raise EntryNotFound(f"entry not found in {repo} at {revision!r}") from None
+        except OfflineModeIsEnabled:
+            raise OfflineCacheMiss("offline mode is on (HF_HUB_OFFLINE=1)") from None
+        except HfHubHTTPError as e:
+            status = e.response.status_code if e.response is not None else 0
+            if status in (401, 403):
+                raise AuthError(f"{self.endpoint} refused access to {repo} (HTTP {status}): "
+                                "check HF_TOKEN") from None
+            raise EndpointError(f"{self.endpoint} answered HTTP {status} for {repo}") from None
+        except (httpx2.TransportError, OSError) as e:
+            raise EndpointError(f"cannot reach {self.endpoint}: {type(e).__name__}: {e}") from None
+        except ValueError as e:
+            raise EndpointError(f"{self.endpoint} sent an answer hfcache cannot read: {e}") from None

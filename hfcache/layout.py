@@ -1,0 +1,272 @@
+"""The cache layout `huggingface_hub` 2.x reads and writes, and nothing else.
+
+    <cache>/CACHEDIR.TAG
+    <cache>/.locks/<repo-folder>/<etag>.lock
+    <cache>/<type>s--<org>--<name>/blobs/<etag>
+                                 /refs/<revision>                   commit sha, no newline
+                                 /snapshots/<commit>/<path>         relative symlink to ../../blobs/<etag>
+                                 /trees/<commit>.json               tree listing, format_version 1
+                                 /.no_exist/<commit>/<path>         empty marker: the Hub says no such file
+
+Every write is atomic (temporary name, then `os.replace`), so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from hfcache.errors import UnsafePath, UsageError
+
+REPO_TYPES = ("model", "dataset", "space", "kernel")
+COMMIT_RE = re.compile(r"[0-9a-f]{40}")
+TREE_FORMAT_VERSION = 1
+CACHEDIR_TAG_CONTENT = (
+    "Signature: 8a477f597d28d172789f06886806bc55\n"
+    "# This file is a cache directory tag created by huggingface_hub.\n"
+    "# For information about cache directory tags, see:\n"
+    "#\thttps://bford.info/cachedir/\n"
+)
+
+
+def is_commit(revision: str) -> bool:
+    return COMMIT_RE.fullmatch(revision) is not None
+
+
+@dataclass(frozen=True)
+class RepoRef:
+    """A repo on a Hub: its id and type."""
+
+    repo_id: str
+    repo_type: str = "model"
+
+    def __post_init__(self) -> None:
+        if self.repo_type not in REPO_TYPES:
+            raise UsageError(f"unknown repo type {self.repo_type!r} (expected one of {', '.join(REPO_TYPES)})")
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(self.repo_id)
+        except HFValidationError as e:
+            raise UsageError(f"invalid repo id {self.repo_id!r}: {str(e).splitlines()[0]}") from None
+
+    @property
+    def folder_name(self) -> str:
+        return "--".join([f"{self.repo_type}s", *self.repo_id.split("/")])
+
+    @property
+    def url_prefix(self) -> str:
+        """Path prefix of resolve URLs: models have none, others their plural type."""
+        return "" if self.repo_type == "model" else f"{self.repo_type}s/"
+
+    @classmethod
+    def from_folder_name(cls, name: str) -> RepoRef | None:
+        """Inverse of `folder_name`; None for folders that are not repos."""
+        parts = name.split("--")
+        if len(parts) < 2 or not parts[0].endswith("s") or parts[0][:-1] not in REPO_TYPES:
+            return None
+        try:
+            return cls("/".join(parts[1:]), parts[0][:-1])
+        except UsageError:
+            return None
+
+    def __str__(self) -> str:
+        return self.repo_id if self.repo_type == "model" else f"{self.repo_type}:{self.repo_id}"
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """What the Hub says about one file at one commit; also one entry of `trees/<commit>.json`."""
+
+    size: int
+    blob_id: str
+    lfs_sha256: str | None = None
+    lfs_size: int | None = None
+    xet_hash: str | None = None
+
+    @property
+    def etag(self) -> str:
+        """The blob name: sha256 for LFS files, the git blob sha1 otherwise."""
+        return self.lfs_sha256 or self.blob_id
+
+    def to_json(self) -> dict:
+        info: dict = {"size": self.size, "blob_id": self.blob_id}
+        if self.lfs_sha256 is not None:
+            info["lfs_sha256"] = self.lfs_sha256
+            info["lfs_size"] = self.lfs_size
+        if self.xet_hash is not None:
+            info["xet_hash"] = self.xet_hash
+        return info
+
+    @classmethod
+    def from_json(cls, info: dict) -> FileMeta:
+        return cls(
+            size=int(info["size"]),
+            blob_id=info["blob_id"],
+            lfs_sha256=info.get("lfs_sha256"),
+            lfs_size=info.get("lfs_size"),
+            xet_hash=info.get("xet_hash"),
+        )
+
+
+def safe_relpath(name: str) -> str:
+    """Check a repo-relative file name from a server or bundle; refuse anything that could leave its folder."""
+    if (
+        not name
+        or "\0" in name
+        or "\\" in name
+        or name.startswith("/")
+        or re.match(r"^[A-Za-z]:", name)
+        or any(part in ("", ".", "..") for part in name.split("/"))
+    ):
+        raise UnsafePath(f"refusing unsafe file name {name!r}")
+    return name
+
+
+def default_cache_dir() -> Path:
+    """The hub cache as `huggingface_hub` resolves it (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME, ~)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+class HubCache:
+    """One hub cache folder: paths, refs, tree listings, markers, locks and links."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = (Path(root).expanduser() if root is not None else default_cache_dir()).absolute()
+        self._symlinks: bool | None = None
+
+    # -- paths -------------------------------------------------------------------------------------------------
+    def repo_dir(self, repo: RepoRef) -> Path:
+        return self.root / repo.folder_name
+
+    def blob_path(self, repo: RepoRef, etag: str) -> Path:
+        return self.repo_dir(repo) / "blobs" / etag
+
+    def snapshot_dir(self, repo: RepoRef, commit: str) -> Path:
+        return self.repo_dir(repo) / "snapshots" / commit
+
+    def pointer_path(self, repo: RepoRef, commit: str, filename: str) -> Path:
+        return self.snapshot_dir(repo, commit).joinpath(*safe_relpath(filename).split("/"))
+
+    def ref_path(self, repo: RepoRef, revision: str) -> Path:
+        return self.repo_dir(repo) / "refs" / revision
+
+    def tree_path(self, repo: RepoRef, commit: str) -> Path:
+        return self.repo_dir(repo) / "trees" / f"{commit}.json"
+
+    def no_exist_path(self, repo: RepoRef, commit: str, filename: str) -> Path:
+        return self.repo_dir(repo).joinpath(".no_exist", commit, *safe_relpath(filename).split("/"))
+
+    def lock_path(self, repo: RepoRef, etag: str) -> Path:
+        return self.root / ".locks" / repo.folder_name / f"{etag}.lock"
+
+    # -- refs and listings -------------------------------------------------------------------------------------
+    def read_ref(self, repo: RepoRef, revision: str) -> str | None:
+        try:
+            commit = self.ref_path(repo, revision).read_text().strip()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        return commit if is_commit(commit) else None
+
+    def write_ref(self, repo: RepoRef, revision: str, commit: str) -> None:
+        """Record what a branch or tag points to; a commit needs no ref, an unchanged ref is not rewritten."""
+        if revision == commit or self.read_ref(repo, revision) == commit:
+            return
+        _atomic_write(self.ref_path(repo, revision), commit.encode())
+
+    def read_tree(self, repo: RepoRef, commit: str) -> dict[str, FileMeta] | None:
+        try:
+            data = json.loads(self.tree_path(repo, commit).read_text(encoding="utf-8"))
+            if data.get("format_version") != TREE_FORMAT_VERSION:
+                return None
+            return {path: FileMeta.from_json(info) for path, info in data["files"].items()}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+    def write_tree(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]) -> None:
+        """Same bytes as `huggingface_hub._tree_cache.write_tree_cache`: sorted paths, `indent=1`."""
+        data = {"format_version": TREE_FORMAT_VERSION, "files": {p: files[p].to_json() for p in sorted(files)}}
+        path = self.tree_path(repo, commit)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+        os.replace(tmp, path)
+
+    def mark_no_exist(self, repo: RepoRef, commit: str, filename: str) -> None:
+        marker = self.no_exist_path(repo, commit, filename)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+    def ensure_tag(self) -> None:
+        tag = self.root / "CACHEDIR.TAG"
+        if not tag.exists():
+            self.root.mkdir(parents=True, exist_ok=True)
+            _atomic_write(tag, CACHEDIR_TAG_CONTENT.encode())
+
+    # -- locks and links ---------------------------------------------------------------------------------------
+    def lock(self, repo: RepoRef, etag: str, timeout: float = -1):
+        """The per-blob lock `huggingface_hub` takes, so both tools exclude each other."""
+        from filelock import FileLock
+
+        path = self.lock_path(repo, etag)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(path, mode=0o664, timeout=timeout)
+
+    def symlinks_supported(self) -> bool:
+        """Probed once per cache, as `huggingface_hub` does; HF_HUB_DISABLE_SYMLINKS forces the copy layout."""
+        if self._symlinks is None:
+            from huggingface_hub import constants
+
+            if constants.HF_HUB_DISABLE_SYMLINKS:
+                self._symlinks = False
+            else:
+                self.root.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryDirectory(dir=self.root) as tmp:
+                    src = Path(tmp) / "dummy_file_src"
+                    src.touch()
+                    try:
+                        os.symlink("dummy_file_src", Path(tmp) / "dummy_file_dst")
+                        self._symlinks = True
+                    except OSError:
+                        self._symlinks = False
+        return self._symlinks
+
+    def link(self, repo: RepoRef, commit: str, filename: str, etag: str, new_blob: bool) -> Path:
+        """Make `snapshots/<commit>/<filename>` point at `blobs/<etag>` with a relative link.
+
+        Without symlinks, as `huggingface_hub` does: a blob fetched just now is moved into place, an older one
+        is copied (atomically, so a partial copy is never visible).
+        """
+        pointer = self.pointer_path(repo, commit, filename)
+        blob = self.blob_path(repo, etag)
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        if self.symlinks_supported():
+            target = os.path.relpath(blob, pointer.parent)
+            tmp = pointer.with_name(f".{pointer.name}.{uuid.uuid4().hex[:8]}.tmp")
+            os.symlink(target, tmp)
+            os.replace(tmp, pointer)
+        elif new_blob:
+            os.replace(blob, pointer)
+        else:
+            tmp = pointer.with_name(f".{pointer.name}.{uuid.uuid4().hex[:8]}.tmp")
+            shutil.copyfile(blob, tmp)
+            os.replace(tmp, pointer)
+        return pointer

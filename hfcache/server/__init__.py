@@ -1,0 +1,1 @@
+"""`hfcache serve`: a Hub-compatible server (Starlette on uvicorn) over a cache and plain folders."""

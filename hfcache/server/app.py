@@ -1,0 +1,253 @@
+"""The Hub's HTTP surface, as `huggingface_hub` and hfcache use it, without Xet (plain HTTP clients work).
+
+    GET  /api/{type}s/{repo}[/revision/{rev}]          repo info: id, sha, siblings (?blobs=True for sizes)
+    GET  /api/{type}s/{repo}/tree/{rev}[/{path}]       listing (?recursive=true), paginated with Link: rel="next"
+    POST /api/{type}s/{repo}/paths-info/{rev}          metadata for a few paths
+    HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{path}    bytes, with X-Repo-Commit, ETag, X-Linked-*, Range
+    GET  /cdn/{sha256}?expires=&sig=                   LFS bytes on the "CDN" origin (when cdn_host is set)
+
+Paths are parsed from the raw path so that `refs%2Fpr%2F1` stays one segment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import time
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import quote, unquote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from hfcache.hashing import hash_bytes
+from hfcache.layout import FileMeta, RepoRef
+from hfcache.server.catalog import Catalog, ServedRepo
+
+PAGE_SIZE = 1000
+_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    method: str
+    host: str
+    path: str
+    authorization: str | None
+
+
+class _BlobResponse(FileResponse):
+    chunk_size = 1024 * 1024
+
+
+def _error(status: int, code: str, message: str, commit: str | None = None) -> Response:
+    headers = {"X-Error-Code": code, "X-Error-Message": message}
+    if commit:
+        headers["X-Repo-Commit"] = commit
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _tree_entry(path: str, meta: FileMeta) -> dict:
+    entry: dict = {"type": "file", "oid": meta.blob_id, "size": meta.size, "path": path}
+    if meta.lfs_sha256:
+        pointer_size = len(f"version https://git-lfs.github.com/spec/v1\noid sha256:{meta.lfs_sha256}\n"
+                           f"size {meta.size}\n")
+        entry["lfs"] = {"oid": meta.lfs_sha256, "size": meta.size, "pointerSize": pointer_size}
+    return entry
+
+
+def _dir_entry(path: str, children: list[str]) -> dict:
+    oid = hash_bytes("\n".join(sorted(children)).encode(), "git-sha1")
+    return {"type": "directory", "oid": oid, "path": path}
+
+
+class HubApp:
+    """Routes requests over a `Catalog`.
+
+    `cdn_host` sends LFS downloads to another origin, as the Hub sends them to its CDN: the same server under
+    another host name (`localhost` for `127.0.0.1`), so clients must treat it as a foreign origin.
+    """
+
+    def __init__(self, catalog: Catalog, cdn_host: str | None = None, cdn_ttl: float = 3600.0) -> None:
+        self.catalog = catalog
+        self.cdn_host = cdn_host
+        self.cdn_ttl = cdn_ttl
+        self.log: deque[RequestRecord] = deque(maxlen=100_000)
+        self._key = os.urandom(16)
+        methods = ["GET", "HEAD", "POST"]
+        self.asgi = Starlette(routes=[Route("/{path:path}", self.dispatch, methods=methods)])
+        self.asgi.state.hub = self
+
+    async def dispatch(self, request: Request) -> Response:
+        raw = request.scope.get("raw_path") or request.scope["path"].encode()
+        segs = [unquote(s) for s in raw.decode("latin-1").split("?")[0].split("/")[1:]]
+        self.log.append(RequestRecord(request.method, request.headers.get("host", ""), "/".join(segs),
+                                      request.headers.get("authorization")))
+        if segs and segs[-1] == "":
+            segs = segs[:-1]
+        if len(segs) >= 2 and segs[0] == "api" and segs[1] in _TYPES:
+            return await self._api(request, _TYPES[segs[1]], segs[2:])
+        if len(segs) == 2 and segs[0] == "cdn":
+            return self._cdn(request, segs[1])
+        repo_type = "model"
+        if segs and segs[0] in _TYPES and segs[0] != "models":
+            repo_type, segs = _TYPES[segs[0]], segs[1:]
+        for n in (1, 2):
+            if len(segs) > n + 1 and segs[n] == "resolve":
+                served = self._find(repo_type, segs[:n])
+                if served is not None or n == 2:
+                    return self._resolve(request, served, "/".join(segs[:n]), repo_type, segs[n + 1],
+                                         "/".join(segs[n + 2:]))
+        return _error(404, "NotFound", "no such route")
+
+    # -- lookup ------------------------------------------------------------------------------------------------
+    def _find(self, repo_type: str, parts: list[str]) -> ServedRepo | None:
+        try:
+            return self.catalog.get(RepoRef("/".join(parts), repo_type))
+        except Exception:
+            return None
+
+    def _split_repo(self, repo_type: str, rest: list[str]) -> tuple[ServedRepo | None, str, list[str]]:
+        """Repo ids are `name` or `ns/name`: prefer whichever exists."""
+        if len(rest) >= 2 and (served := self._find(repo_type, rest[:2])) is not None:
+            return served, "/".join(rest[:2]), rest[2:]
+        if rest and (served := self._find(repo_type, rest[:1])) is not None:
+            return served, rest[0], rest[1:]
+        n = 2 if len(rest) >= 2 and rest[1] not in ("revision", "tree", "paths-info", "resolve") else 1
+        return None, "/".join(rest[:n]), rest[n:]
+
+    # -- API ---------------------------------------------------------------------------------------------------
+    async def _api(self, request: Request, repo_type: str, rest: list[str]) -> Response:
+        served, repo_id, rest = self._split_repo(repo_type, rest)
+        if served is None:
+            return _error(404, "RepoNotFound", f"Repository {repo_id} not found")
+        if not rest or rest[0] == "revision":
+            revision = "/".join(rest[1:]) or "main"
+            return self._info(request, served, revision)
+        if rest[0] == "tree" and len(rest) >= 2:
+            revision, path = self._split_rev(served, rest[1:])
+            return self._tree(request, served, revision, path)
+        if rest[0] == "paths-info" and len(rest) >= 2 and request.method == "POST":
+            form = await request.form()
+            return self._paths_info(served, "/".join(rest[1:]), [str(p) for p in form.getlist("paths")])
+        return _error(404, "NotFound", "no such route")
+
+    @staticmethod
+    def _split_rev(served: ServedRepo, parts: list[str]) -> tuple[str, str]:
+        """`tree/refs/pr/1/sub` when a client did not encode the slashes: longest known ref wins."""
+        for n in range(len(parts), 1, -1):
+            if "/".join(parts[:n]) in served.refs:
+                return "/".join(parts[:n]), "/".join(parts[n:])
+        return parts[0], "/".join(parts[1:])
+
+    def _info(self, request: Request, served: ServedRepo, revision: str) -> Response:
+        commit = served.resolve(revision)
+        if commit is None:
+            return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        files = served.commits[commit]
+        blobs = request.query_params.get("blobs", "").lower() == "true"
+        siblings = []
+        for path in sorted(files):
+            sib: dict = {"rfilename": path}
+            if blobs:
+                meta = files[path].meta
+                sib.update(size=meta.size, blobId=meta.blob_id)
+                if meta.lfs_sha256:
+                    sib["lfs"] = {k if k != "oid" else "sha256": v for k, v in _tree_entry(path, meta)["lfs"].items()}
+            siblings.append(sib)
+        repo = served.repo
+        return JSONResponse({
+            "_id": hashlib.sha1(str(repo).encode(), usedforsecurity=False).hexdigest()[:24],
+            "id": repo.repo_id, "sha": commit, "private": False, "disabled": False, "gated": False,
+            "tags": [], "downloads": 0, "likes": 0, "siblings": siblings,
+            "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z",
+        })
+
+    def _tree(self, request: Request, served: ServedRepo, revision: str, path: str) -> Response:
+        commit = served.resolve(revision)
+        if commit is None:
+            return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        files = served.commits[commit]
+        recursive = request.query_params.get("recursive", "").lower() in ("true", "1")
+        prefix = f"{path}/" if path else ""
+        if path and path in files:
+            entries = [_tree_entry(path, files[path].meta)]
+        else:
+            below = [p for p in sorted(files) if p.startswith(prefix)]
+            if path and not below:
+                return _error(404, "EntryNotFound", f"{path} does not exist at {revision}", commit)
+            dirs: dict[str, list[str]] = {}
+            entries = []
+            for p in below:
+                parts = p[len(prefix):].split("/")
+                for i in range(1, len(parts)):
+                    d = prefix + "/".join(parts[:i])
+                    dirs.setdefault(d, []).append(files[p].meta.blob_id)
+                if recursive or len(parts) == 1:
+                    entries.append(_tree_entry(p, files[p].meta))
+            shown = [d for d in dirs if recursive or "/" not in d[len(prefix):]]
+            entries = [_dir_entry(d, dirs[d]) for d in shown] + entries
+            entries.sort(key=lambda e: e["path"])
+        cursor = int(request.query_params.get("cursor", "0") or 0)
+        page = entries[cursor:cursor + PAGE_SIZE]
+        headers = {}
+        if cursor + PAGE_SIZE < len(entries):
+            nxt = request.url.include_query_params(cursor=cursor + PAGE_SIZE)
+            headers["Link"] = f'<{nxt}>; rel="next"'
+        return JSONResponse(page, headers=headers)
+
+    def _paths_info(self, served: ServedRepo, revision: str, paths: list[str]) -> Response:
+        commit = served.resolve(revision)
+        if commit is None:
+            return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        files = served.commits[commit]
+        out = []
+        for p in paths:
+            p = p.strip("/")
+            if p in files:
+                out.append(_tree_entry(p, files[p].meta))
+            elif any(f.startswith(p + "/") for f in files):
+                out.append(_dir_entry(p, [files[f].meta.blob_id for f in files if f.startswith(p + "/")]))
+        return JSONResponse(out)
+
+    # -- bytes -------------------------------------------------------------------------------------------------
+    def _resolve(self, request: Request, served: ServedRepo | None, repo_id: str, repo_type: str,
+                 revision: str, path: str) -> Response:
+        if served is None:
+            return _error(404, "RepoNotFound", f"Repository {repo_id} not found")
+        commit = served.resolve(revision)
+        if commit is None:
+            return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        entry = served.commits[commit].get(path)
+        if entry is None:
+            return _error(404, "EntryNotFound", f"{path} does not exist at {revision}", commit)
+        meta = entry.meta
+        headers = {"X-Repo-Commit": commit, "ETag": f'"{meta.etag}"', "Accept-Ranges": "bytes"}
+        if meta.lfs_sha256:
+            headers.update({"X-Linked-Etag": f'"{meta.lfs_sha256}"', "X-Linked-Size": str(meta.size)})
+            if self.cdn_host:
+                base = f"{request.url.scheme}://{self.cdn_host}:{request.url.port}"
+                return RedirectResponse(self.cdn_url(base, meta.lfs_sha256), status_code=302, headers=headers)
+        return _BlobResponse(entry.local, headers=headers, media_type="application/octet-stream")
+
+    def cdn_url(self, base: str, sha256: str, expires: float | None = None) -> str:
+        expires = int(expires if expires is not None else time.time() + self.cdn_ttl)
+        sig = hmac.new(self._key, f"{sha256}:{expires}".encode(), "sha256").hexdigest()[:32]
+        return f"{base}/cdn/{quote(sha256)}?expires={expires}&sig={sig}"
+
+    def _cdn(self, request: Request, sha256: str) -> Response:
+        try:
+            expires = int(request.query_params.get("expires", "0"))
+        except ValueError:
+            expires = 0
+        sig = hmac.new(self._key, f"{sha256}:{expires}".encode(), "sha256").hexdigest()[:32]
+        if not hmac.compare_digest(sig, request.query_params.get("sig", "")) or expires < time.time():
+            return Response("Request has expired or its signature is invalid", status_code=403)
+        local = self.catalog.find_sha256(sha256)
+        if local is None:
+            return Response("Not found", status_code=404)
+        return _BlobResponse(local, headers={"ETag": f'"{sha256}"'}, media_type="application/octet-stream")

@@ -1,0 +1,190 @@
+"""What the server serves: repos read from a hub cache, or built from plain folders.
+
+A served repo is refs (branch or tag -> commit) and, per commit, its files with the metadata the Hub gives
+(size, git blob id, LFS sha256) and the local file holding the bytes. Nothing outside the cache root or the
+given folders is ever indexed, so no request can reach it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hfcache.hashing import hash_bytes, hash_file, kind_of, lfs_pointer
+from hfcache.layout import REPO_TYPES, FileMeta, HubCache, RepoRef, is_commit
+
+# The Hub's default .gitattributes: these files are stored with LFS, as is anything over 10 MB.
+LFS_PATTERNS = (
+    "*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib", "*.lfs.*", "*.mlmodel",
+    "*.model", "*.msgpack", "*.npy", "*.npz", "*.onnx", "*.ot", "*.parquet", "*.pb", "*.pickle", "*.pkl", "*.pt",
+    "*.pth", "*.rar", "*.safetensors", "saved_model/**/*", "*.tar.*", "*.tar", "*.tflite", "*.tgz", "*.wasm",
+    "*.xz", "*.zip", "*.zst", "*tfevents*", "*.lz4", "*.mds", "*.mp3", "*.ogg", "*.wav", "*.flac", "*.jpg",
+    "*.jpeg", "*.png", "*.webp", "*.mp4", "*.webm",
+)
+LFS_SIZE_THRESHOLD = 10 * 1000 * 1000
+
+
+def is_lfs_path(path: str, size: int) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return size > LFS_SIZE_THRESHOLD or any(
+        fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(path, p) for p in LFS_PATTERNS
+    )
+
+
+def file_meta(path: Path, repo_path: str) -> FileMeta:
+    """Hub metadata for a local file: LFS by the default rules, git blob id otherwise."""
+    size = path.stat().st_size
+    if is_lfs_path(repo_path, size):
+        sha = hash_file(path, "sha256")
+        pointer = lfs_pointer(sha, size)
+        return FileMeta(size=size, blob_id=hash_bytes(pointer, "git-sha1"), lfs_sha256=sha, lfs_size=size)
+    return FileMeta(size=size, blob_id=hash_file(path, "git-sha1"))
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    meta: FileMeta
+    local: Path
+
+
+@dataclass
+class ServedRepo:
+    repo: RepoRef
+    refs: dict[str, str] = field(default_factory=dict)
+    commits: dict[str, dict[str, ServedFile]] = field(default_factory=dict)
+
+    def resolve(self, revision: str) -> str | None:
+        if revision in self.refs:
+            return self.refs[revision]
+        if is_commit(revision) and revision in self.commits:
+            return revision
+        return None
+
+
+def folder_commit(files: dict[str, ServedFile], parent: str | None = None) -> str:
+    """A commit id derived from content alone: same files, same commit, on any machine."""
+    h = hashlib.sha1(b"hfcache-folder-commit\n", usedforsecurity=False)
+    if parent:
+        h.update(f"parent {parent}\n".encode())
+    for path in sorted(files):
+        h.update(f"{path}\0{files[path].meta.blob_id}\n".encode())
+    return h.hexdigest()
+
+
+def scan_folder(folder: Path) -> dict[str, ServedFile]:
+    """The files of a folder as a repo would hold them (`.git` skipped, links leaving the folder ignored)."""
+    root = folder.resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"{folder} is not a folder")
+    files: dict[str, ServedFile] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != ".git")
+        for name in sorted(filenames):
+            local = Path(dirpath) / name
+            real = local.resolve()
+            if not real.is_file() or not real.is_relative_to(root):
+                continue
+            rel = local.relative_to(root).as_posix()
+            files[rel] = ServedFile(file_meta(real, rel), real)
+    return files
+
+
+class Catalog:
+    """All served repos: folder repos given up front, cache repos read lazily (and re-read when they change)."""
+
+    def __init__(self, cache_dir: Path | None = None) -> None:
+        self.cache = HubCache(cache_dir) if cache_dir is not None else None
+        self._folders: dict[RepoRef, ServedRepo] = {}
+        self._cached: dict[RepoRef, tuple[float, ServedRepo]] = {}
+        self._lock = threading.Lock()
+
+    def add_folder(self, repo: RepoRef, folder: Path, revision: str = "main") -> str:
+        """Serve `folder` as `revision` of `repo`; returns the commit id it gets."""
+        served = self._folders.setdefault(repo, ServedRepo(repo))
+        files = scan_folder(folder)
+        commit = folder_commit(files)
+        served.commits[commit] = files
+        served.refs[revision] = commit
+        return commit
+
+    def get(self, repo: RepoRef) -> ServedRepo | None:
+        if repo in self._folders:
+            return self._folders[repo]
+        if self.cache is None:
+            return None
+        repo_dir = self.cache.repo_dir(repo)
+        try:
+            stamp = max(os.stat(repo_dir / d).st_mtime for d in ("refs", "snapshots") if (repo_dir / d).exists())
+        except ValueError:
+            return None
+        with self._lock:
+            hit = self._cached.get(repo)
+            if hit is None or hit[0] != stamp:
+                hit = (stamp, self._read_cached(repo))
+                self._cached[repo] = hit
+            return hit[1]
+
+    def repos(self) -> list[RepoRef]:
+        found = set(self._folders)
+        if self.cache is not None and self.cache.root.is_dir():
+            for d in self.cache.root.iterdir():
+                ref = RepoRef.from_folder_name(d.name)
+                if ref is not None and ref.repo_type in REPO_TYPES:
+                    found.add(ref)
+        return sorted(found, key=lambda r: (r.repo_type, r.repo_id))
+
+    def find_sha256(self, sha256: str) -> Path | None:
+        """The local bytes of an LFS object, for the CDN route."""
+        for repo in self.repos():
+            served = self.get(repo)
+            for files in (served.commits.values() if served else ()):
+                for f in files.values():
+                    if f.meta.lfs_sha256 == sha256:
+                        return f.local
+        return None
+
+    def _read_cached(self, repo: RepoRef) -> ServedRepo:
+        """Index one cache repo; metadata from `trees/` where recorded, from blob names otherwise."""
+        cache = self.cache
+        assert cache is not None
+        root = cache.root.resolve()
+        repo_dir = cache.repo_dir(repo)
+        served = ServedRepo(repo)
+        refs_dir = repo_dir / "refs"
+        if refs_dir.is_dir():
+            for ref in refs_dir.rglob("*"):
+                if ref.is_file():
+                    commit = ref.read_text().strip()
+                    if is_commit(commit):
+                        served.refs[ref.relative_to(refs_dir).as_posix()] = commit
+        snaps = repo_dir / "snapshots"
+        for snap in sorted(snaps.iterdir()) if snaps.is_dir() else ():
+            if not is_commit(snap.name):
+                continue
+            tree = cache.read_tree(repo, snap.name) or {}
+            files: dict[str, ServedFile] = {}
+            for local in snap.rglob("*"):
+                real = local.resolve()
+                if not real.is_file() or not real.is_relative_to(root):
+                    continue
+                rel = local.relative_to(snap).as_posix()
+                meta = tree.get(rel) or _meta_from_blob(local, real, rel)
+                files[rel] = ServedFile(meta, real)
+            served.commits[snap.name] = files
+        return served
+
+
+def _meta_from_blob(link: Path, real: Path, rel: str) -> FileMeta:
+    size = real.stat().st_size
+    name = os.readlink(link).rsplit("/", 1)[-1] if link.is_symlink() else ""
+    kind = kind_of(name)
+    if kind == "sha256":
+        return FileMeta(size=size, blob_id=hash_bytes(lfs_pointer(name, size), "git-sha1"),
+                        lfs_sha256=name, lfs_size=size)
+    if kind == "git-sha1":
+        return FileMeta(size=size, blob_id=name)
+    return file_meta(real, rel)
