@@ -8,7 +8,7 @@ answers, with the same completeness rule `snapshot_download` applies.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,9 +170,10 @@ class Fetcher:
 
         transfer = Transfer(self.client)
         self.progress.start(len(files), sum(m.size for m in files.values()))
-        work: Callable[[tuple[str, FileMeta]], tuple[bool, int]] = (
-            lambda item: self._ensure_file(transfer, repo, commit, item[0], item[1])
-        )
+
+        def work(item: tuple[str, FileMeta]) -> tuple[bool, int]:
+            return self._ensure_file(transfer, repo, commit, *item)
+
         # Largest first: the long transfers start early and small files fill the gaps.
         items = sorted(files.items(), key=lambda kv: -kv[1].size)
         if self.max_workers <= 1 or len(items) <= 1:
