@@ -75,7 +75,8 @@ class Transfer:
                         attempt += 1
                         if attempt > self.retries:
                             raise EndpointError(f"giving up on {url} after {self.retries} retries: {e}") from None
-                        time.sleep(e.wait if e.wait is not None else min(8.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5))
+                        backoff = min(8.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5)
+                        time.sleep(e.wait if e.wait is not None else backoff)
                 size = f.tell()
             if size != meta.size:
                 raise IntegrityError(f"{dest.name}: expected {meta.size} bytes, received {size}")

@@ -69,11 +69,14 @@ class HubApp:
     """Routes requests over a `Catalog`.
 
     `cdn_host` sends LFS downloads to another origin, as the Hub sends them to its CDN: the same server under
-    another host name (`localhost` for `127.0.0.1`), so clients must treat it as a foreign origin.
+    another host name (`localhost` for `127.0.0.1`), so clients must treat it as a foreign origin. `token`
+    makes every repo private: requests must carry `Authorization: Bearer <token>` (the CDN needs none).
     """
 
-    def __init__(self, catalog: Catalog, cdn_host: str | None = None, cdn_ttl: float = 3600.0) -> None:
+    def __init__(self, catalog: Catalog, cdn_host: str | None = None, cdn_ttl: float = 3600.0,
+                 token: str | None = None) -> None:
         self.catalog = catalog
+        self.token = token
         self.cdn_host = cdn_host
         self.cdn_ttl = cdn_ttl
         self.log: deque[RequestRecord] = deque(maxlen=100_000)
@@ -89,6 +92,12 @@ class HubApp:
                                       request.headers.get("authorization")))
         if segs and segs[-1] == "":
             segs = segs[:-1]
+        if self.token and not (len(segs) == 2 and segs[0] == "cdn"):
+            auth = request.headers.get("authorization")
+            if auth is None:
+                return _error(401, "RepoNotFound", "Repository not found (or private and no token sent)")
+            if not hmac.compare_digest(auth, f"Bearer {self.token}"):
+                return _error(401, "Unauthorized", "Invalid credentials in Authorization header")
         if len(segs) >= 2 and segs[0] == "api" and segs[1] in _TYPES:
             return await self._api(request, _TYPES[segs[1]], segs[2:])
         if len(segs) == 2 and segs[0] == "cdn":

@@ -1,0 +1,32 @@
+"""The `hfcache` command: a thin typer layer. Each command parses, calls one library function, renders.
+
+Commands live one module per area (`cli/fetch.py`, `cli/serve.py`, ...), each registering on `app`. Heavy
+imports (huggingface_hub, requests, the server, rich tables) happen inside commands, so `--help` and
+`--version` stay fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from hfcache.cli import fetch as _fetch  # noqa: F401  (registers download, snapshot)
+from hfcache.cli import serve as _serve  # noqa: F401  (registers serve)
+from hfcache.cli.common import app
+
+
+def main() -> None:
+    from hfcache.errors import HfcacheError
+
+    try:
+        app()
+    except HfcacheError as e:
+        print(f"hfcache: error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        print("hfcache: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+__all__ = ["app", "main"]

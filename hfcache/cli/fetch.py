@@ -1,0 +1,77 @@
+"""`hfcache download` and `hfcache snapshot`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hfcache.cli.common import CacheDir, Json, RepoType, Revision, app
+
+
+def _progress(label: str, quiet: bool):
+    from hfcache.fetch import Progress
+
+    if quiet or not sys.stderr.isatty():
+        return Progress()
+    from hfcache.render import RichProgress
+
+    return RichProgress(label)
+
+
+def _fetcher(cache_dir: Path | None, max_workers: int, progress):
+    from hfcache.fetch import Fetcher
+    from hfcache.layout import HubCache
+
+    return Fetcher(HubCache(cache_dir), max_workers=max_workers, progress=progress)
+
+
+@app.command()
+def download(
+    repo_id: Annotated[str, typer.Argument(help="Repo id, e.g. bert-base-uncased or org/name.")],
+    filenames: Annotated[list[str], typer.Argument(help="Files to fetch, as paths in the repo.")],
+    revision: Revision = "main",
+    repo_type: RepoType = "model",
+    cache_dir: CacheDir = None,
+    max_workers: Annotated[int, typer.Option("--max-workers", min=1)] = 8,
+    as_json: Json = False,
+) -> None:
+    """Fetch files into the cache and print each one's path in the snapshot, one per line."""
+    from hfcache.layout import RepoRef
+    from hfcache.render import Timer, render_download
+
+    progress = _progress(f"{repo_id}", as_json)
+    with Timer() as t:
+        try:
+            result = _fetcher(cache_dir, max_workers, progress).download(
+                RepoRef(repo_id, repo_type), filenames, revision)
+        finally:
+            getattr(progress, "stop", lambda: None)()
+    render_download(result, t.seconds, as_json)
+
+
+@app.command()
+def snapshot(
+    repo_id: Annotated[str, typer.Argument(help="Repo id, e.g. bert-base-uncased or org/name.")],
+    revision: Revision = "main",
+    repo_type: RepoType = "model",
+    include: Annotated[list[str] | None, typer.Option("--include", help="Only files matching this glob.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip files matching this glob.")] = None,
+    cache_dir: CacheDir = None,
+    max_workers: Annotated[int, typer.Option("--max-workers", min=1, help="Files fetched at once.")] = 8,
+    as_json: Json = False,
+) -> None:
+    """Fetch a whole revision into the cache; the snapshot folder is the last line of stdout."""
+    from hfcache.layout import RepoRef
+    from hfcache.render import Timer, render_snapshot
+
+    progress = _progress(f"{repo_id}", as_json)
+    with Timer() as t:
+        try:
+            result = _fetcher(cache_dir, max_workers, progress).snapshot(
+                RepoRef(repo_id, repo_type), revision, include, exclude)
+        finally:
+            getattr(progress, "stop", lambda: None)()
+    render_snapshot(result, t.seconds, as_json)

@@ -1,0 +1,49 @@
+"""`hfcache serve`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hfcache.cli.common import CacheDir, app
+
+
+@app.command()
+def serve(
+    cache_dir: CacheDir = None,
+    repo: Annotated[list[str] | None, typer.Option(
+        "--repo", help="Serve a folder as a repo: [TYPE:]ORG/NAME[@REVISION]=FOLDER (repeatable).")] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="0 picks a free port.")] = 8000,
+    cdn_host: Annotated[str | None, typer.Option(
+        "--cdn-host", help="Redirect LFS downloads to this host name (another origin, like the Hub's CDN).")] = None,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="HFCACHE_SERVE_TOKEN", help="Make every repo private: clients must send this token.")] = None,
+) -> None:
+    """Serve a cache (and folders) as a Hub: point HF_ENDPOINT at the printed URL."""
+    from hfcache.server.app import HubApp
+    from hfcache.server.catalog import Catalog
+    from hfcache.server.run import serve_forever
+    from hfcache.serving import add_folder_specs
+
+    catalog = Catalog(_served_cache(cache_dir, repo))
+    add_folder_specs(catalog, repo or [])
+    hub_app = HubApp(catalog, cdn_host=cdn_host, token=token)
+
+    def ready(url: str) -> None:
+        print(url, flush=True)
+        print(f"hfcache: serving {len(catalog.repos())} repos at {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+
+    serve_forever(hub_app, host, port, ready)
+
+
+def _served_cache(cache_dir: Path | None, folder_specs: list[str] | None) -> Path | None:
+    """The cache is served when named, or when no folder is given."""
+    if cache_dir is not None or not folder_specs:
+        from hfcache.layout import HubCache
+
+        return HubCache(cache_dir).root
+    return None
