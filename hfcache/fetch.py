@@ -16,6 +16,7 @@ from pathlib import Path
 from hfcache.errors import EndpointError, EntryNotFound, OfflineCacheMiss, UsageError
 from hfcache.hub import HubClient
 from hfcache.layout import FileMeta, HubCache, RepoRef, is_commit
+from hfcache.transfer import TransferOptions
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Fetcher:
     offline: bool | None = None
     max_workers: int = 8
     progress: Progress = field(default_factory=Progress)
+    transfer_options: TransferOptions | None = None
 
     def __post_init__(self) -> None:
         if self.offline is None:
@@ -168,7 +170,7 @@ class Fetcher:
     def _materialize(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]) -> FetchStats:
         from hfcache.transfer import Transfer
 
-        transfer = Transfer(self.client)
+        transfer = Transfer(self.client, self.transfer_options)
         self.progress.start(len(files), sum(m.size for m in files.values()))
 
         def work(item: tuple[str, FileMeta]) -> tuple[bool, int]:
@@ -176,11 +178,14 @@ class Fetcher:
 
         # Largest first: the long transfers start early and small files fill the gaps.
         items = sorted(files.items(), key=lambda kv: -kv[1].size)
-        if self.max_workers <= 1 or len(items) <= 1:
-            results = [work(i) for i in items]
-        else:
-            with ThreadPoolExecutor(self.max_workers, thread_name_prefix="hfcache-fetch") as pool:
-                results = list(pool.map(work, items))
+        try:
+            if self.max_workers <= 1 or len(items) <= 1:
+                results = [work(i) for i in items]
+            else:
+                with ThreadPoolExecutor(self.max_workers, thread_name_prefix="hfcache-fetch") as pool:
+                    results = list(pool.map(work, items))
+        finally:
+            transfer.close()
         fetched = sum(1 for was_fetched, _ in results if was_fetched)
         return FetchStats(
             files_fetched=fetched,
@@ -197,6 +202,7 @@ class Fetcher:
         blob = self.cache.blob_path(repo, meta.etag)
         self.cache.ensure_tag()
         blob.parent.mkdir(parents=True, exist_ok=True)
+        self.cache.check_inside(blob.parent, pointer.parent)
         with self.cache.lock(repo, meta.etag):
             if pointer.exists():
                 self.progress.file_done(filename, meta.size, False)

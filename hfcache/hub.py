@@ -27,6 +27,11 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme, (parts.hostname or "").lower(), port
 
 
+def same_origin(a: str, b: str) -> bool:
+    """Scheme, host and port all equal: the only case where a token may follow a URL."""
+    return _origin(a) == _origin(b)
+
+
 class HubClient:
     """Talks to one endpoint (`HF_ENDPOINT` by default) with one token (`HF_TOKEN` or the stored one)."""
 
@@ -87,7 +92,7 @@ class HubClient:
         from huggingface_hub.utils import build_hf_headers
 
         headers = build_hf_headers(token=self.token, library_name="hfcache")
-        if _origin(url) != _origin(self.endpoint):
+        if not same_origin(url, self.endpoint):
             headers.pop("authorization", None)
             headers.pop("Authorization", None)
         return headers

@@ -221,6 +221,17 @@ class HubCache:
             self.root.mkdir(parents=True, exist_ok=True)
             _atomic_write(tag, CACHEDIR_TAG_CONTENT.encode())
 
+    def check_inside(self, *folders: Path) -> None:
+        """Refuse to write through a link that leads out of the cache (a planted `blobs` link, say)."""
+        root = os.path.realpath(self.root)
+        for folder in folders:
+            probe = Path(folder)
+            while not probe.exists() and probe != probe.parent:
+                probe = probe.parent
+            real = os.path.realpath(probe)
+            if real != root and not real.startswith(root + os.sep):
+                raise UnsafePath(f"refusing to write through {folder}: it leads outside the cache ({real})")
+
     # -- locks and links ---------------------------------------------------------------------------------------
     def lock(self, repo: RepoRef, etag: str, timeout: float = -1):
         """The per-blob lock `huggingface_hub` takes, so both tools exclude each other."""

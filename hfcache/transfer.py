@@ -1,30 +1,51 @@
-"""The transfer engine: stream one blob from a URL into the cache, checked, atomically.
+"""The transfer engine: fetch one blob into the cache, fast, resumable, checked, atomically.
 
-Bytes go to `blobs/<etag>.<8hex>.incomplete` beside their final place while being hashed on the fly; only when
-size and hash match the name the blob will get is the file renamed into `blobs/`. Anything else is deleted, so
-no partial or corrupt blob is ever visible. Connections are pooled per thread; transient failures (connection
-errors, 429, 5xx) are retried with backoff and jitter, resuming with a `Range` request where the server allows.
+- Large files are fetched as parallel `Range` parts over pooled keep-alive sessions; small files in one stream.
+- Bytes land in `blobs/<etag>.incomplete` (see `partfile.py`), whose progress record lets a later run resume
+  where a killed one stopped, and are hashed in order as the written prefix grows; the blob is renamed into
+  `blobs/` only when size and hash match its name. A hash mismatch is retried once from scratch (corruption in
+  transit may be transient), then reported; the partial file is deleted.
+- Connection errors, timeouts, stalls (no byte for `read_timeout` s), 429 (`Retry-After` honoured) and 5xx are
+  retried with exponential backoff and jitter, resuming each part from its offset. A redirect target that has
+  expired (403/410 from another origin, like a signed CDN URL) is resolved again from the endpoint.
+- The token goes only to the endpoint's own origin (`HubClient.headers_for`), never to a redirect target.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import random
 import threading
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
-from hfcache.errors import AuthError, EndpointError, EntryNotFound, IntegrityError
-from hfcache.hashing import kind_of, new_hasher
-from hfcache.hub import HubClient
+from hfcache.errors import AuthError, EndpointError, EntryNotFound, HfcacheError, IntegrityError
+from hfcache.hashing import CHUNK_SIZE, kind_of, new_hasher
+from hfcache.hub import HubClient, same_origin
 from hfcache.layout import FileMeta
+from hfcache.partfile import Part, PartFile
 
-STREAM_CHUNK = 1024 * 1024
+MiB = 1024 * 1024
+STREAM_CHUNK = 1 * MiB
 MAX_REDIRECTS = 10
-RETRY_STATUS = {429, 500, 502, 503, 504}
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+
+OnBytes = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    connections: int = 8  # parallel range requests for one large file
+    part_size: int = 32 * MiB
+    split_threshold: int = 64 * MiB  # files at least this large are fetched in parts
+    retries: int = 8  # per part, counted since the last byte received
+    read_timeout: float | None = None  # a stall: no byte for this long (default HF_HUB_DOWNLOAD_TIMEOUT)
 
 
 class _Retryable(Exception):
@@ -33,123 +54,252 @@ class _Retryable(Exception):
         self.wait = wait
 
 
-class Transfer:
-    """Fetches blobs for one `HubClient`; safe to share between threads."""
+class _NoRanges(Exception):
+    """The server ignored a Range request: fall back to one stream."""
 
-    def __init__(self, client: HubClient, retries: int = 5, timeout: float | None = None) -> None:
-        from huggingface_hub import constants
 
-        self.client = client
-        self.retries = retries
-        self.timeout = (10.0, timeout if timeout is not None else float(constants.HF_HUB_DOWNLOAD_TIMEOUT))
-        self._local = threading.local()
+class _Source:
+    """Where a file's bytes are: the resolve URL, and the redirect target it led to, remembered until expired."""
 
-    def session(self):
-        """One keep-alive session per thread: requests sessions are not thread-safe."""
-        s = getattr(self._local, "session", None)
-        if s is None:
-            import requests
+    def __init__(self, transfer: Transfer, url: str) -> None:
+        self.transfer, self.origin, self.final = transfer, url, None
 
-            s = requests.Session()
-            self._local.session = s
-        return s
-
-    def fetch_blob(self, url: str, dest: Path, meta: FileMeta, on_bytes: Callable[[int], None] | None = None) -> int:
-        """Download `url` to `dest` (a `blobs/<etag>` path), verified against `meta.etag`; returns bytes read."""
-        etag = meta.etag
-        kind = kind_of(etag)
-        if kind is None:
-            raise IntegrityError(f"server named a blob {etag!r}, which is neither a sha256 nor a git sha1")
-        tmp = dest.with_name(f"{etag}.{uuid.uuid4().hex[:8]}.incomplete")
-        received = 0
-        try:
-            with open(tmp, "wb") as f:
-                hasher = new_hasher(kind, meta.size)
-                attempt = 0
-                while True:
-                    try:
-                        written, hasher = self._stream_into(url, f, hasher, kind, meta.size, on_bytes)
-                        received += written
-                        break
-                    except _Retryable as e:
-                        attempt += 1
-                        if attempt > self.retries:
-                            raise EndpointError(f"giving up on {url} after {self.retries} retries: {e}") from None
-                        backoff = min(8.0, 0.25 * 2**attempt) * random.uniform(0.5, 1.5)
-                        time.sleep(e.wait if e.wait is not None else backoff)
-                size = f.tell()
-            if size != meta.size:
-                raise IntegrityError(f"{dest.name}: expected {meta.size} bytes, received {size}")
-            digest = hasher.hexdigest()
-            if digest != etag:
-                raise IntegrityError(f"corrupt download: {kind} of the bytes received is {digest}, expected {etag}")
-            os.replace(tmp, dest)
-            return received
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _stream_into(self, url, f, hasher, kind, size, on_bytes) -> tuple[int, object]:
-        """One GET from where the file stands now; raises `_Retryable` for what a retry may cure."""
-        import requests
-
-        offset = f.tell()
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        resp = self._get(url, headers)
-        written = 0
-        with resp:
-            if resp.status_code == 200 and offset:
-                f.seek(0)
-                f.truncate()
-                hasher = new_hasher(kind, size)
-            elif resp.status_code == 206:
-                start = resp.headers.get("Content-Range", "").removeprefix("bytes ").split("-")[0]
-                if start != str(offset):
-                    raise EndpointError(f"server answered range {resp.headers.get('Content-Range')!r} "
-                                        f"to a request for bytes={offset}-")
-            try:
-                for chunk in resp.iter_content(STREAM_CHUNK):
-                    f.write(chunk)
-                    hasher.update(chunk)
-                    written += len(chunk)
-                    if f.tell() > size:
-                        raise IntegrityError(f"server sent more than the {size} bytes announced for {url}")
-                    if on_bytes is not None:
-                        on_bytes(len(chunk))
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as e:
-                raise _Retryable(f"{type(e).__name__}") from None
-        if f.tell() < size:
-            raise _Retryable(f"connection closed after {f.tell()} of {size} bytes")
-        return written, hasher
-
-    def _get(self, url: str, extra: dict[str, str]):
-        """GET following redirects by hand, so the token goes only to the endpoint's own origin."""
-        import requests
-
+    def open(self, session, start: int, end: int | None):
+        t = self.transfer
+        url = self.final or self.origin
         for _ in range(MAX_REDIRECTS + 1):
-            headers = {**self.client.headers_for(url), **extra}
+            headers = {**t.client.headers_for(url), "Accept-Encoding": "identity"}
+            if end is not None:
+                headers["Range"] = f"bytes={start}-{end}"
             try:
-                resp = self.session().get(url, headers=headers, stream=True, allow_redirects=False,
-                                          timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as e:
-                raise _Retryable(f"{type(e).__name__}: {e}") from None
+                resp = session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=t.timeout)
+            except _network_errors() as e:
+                raise _Retryable(f"{type(e).__name__}") from None
             if resp.is_redirect:
                 resp.close()
                 url = urljoin(url, resp.headers["Location"])
                 continue
-            if resp.status_code in (200, 206):
+            status = resp.status_code
+            if status in (200, 206):
+                if url != self.origin:
+                    self.final = url
                 return resp
             resp.close()
-            status = resp.status_code
+            if status in (403, 410) and not same_origin(url, self.origin):
+                self.final = None
+                raise _Retryable(f"HTTP {status} from a redirect target (expired URL): resolving again", wait=0.0)
             if status in RETRY_STATUS:
-                retry_after = resp.headers.get("Retry-After")
-                wait = float(retry_after) if retry_after and retry_after.isdigit() else None
-                raise _Retryable(f"HTTP {status}", wait=min(wait, 60.0) if wait is not None else None)
+                ra = resp.headers.get("Retry-After", "")
+                raise _Retryable(f"HTTP {status}", wait=min(float(ra), 120.0) if ra.isdigit() else None)
             if status == 404:
-                raise EntryNotFound(f"{url} not found (HTTP 404)")
+                raise EntryNotFound(f"{self.origin} not found (HTTP 404)")
             if status in (401, 403):
-                raise AuthError(f"access refused to {url} (HTTP {status}): check HF_TOKEN")
-            raise EndpointError(f"HTTP {status} for {url}")
-        raise EndpointError(f"too many redirects for {url}")
+                raise AuthError(f"access refused to {self.origin} (HTTP {status}): check HF_TOKEN")
+            raise EndpointError(f"HTTP {status} for {self.origin}")
+        raise EndpointError(f"too many redirects for {self.origin}")
 
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    import requests
+    import urllib3
+
+    return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+            urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
+class Transfer:
+    """Fetches blobs for one `HubClient`; thread-safe, with a pool of keep-alive sessions."""
+
+    def __init__(self, client: HubClient, options: TransferOptions | None = None) -> None:
+        from huggingface_hub import constants
+
+        self.client = client
+        self.options = options or TransferOptions()
+        read = self.options.read_timeout or float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
+        self.timeout = (10.0, read)
+        self._sessions: queue.LifoQueue = queue.LifoQueue()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator:
+        try:
+            s = self._sessions.get_nowait()
+        except queue.Empty:
+            import requests
+
+            s = requests.Session()
+            s.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4))
+            s.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4))
+        try:
+            yield s
+        finally:
+            self._sessions.put(s)
+
+    def _parts_pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.options.connections, thread_name_prefix="hfcache-part")
+            return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        while not self._sessions.empty():
+            self._sessions.get_nowait().close()
+
+    # -- one blob ----------------------------------------------------------------------------------------------
+    def fetch_blob(self, url: str, dest: Path, meta: FileMeta, on_bytes: OnBytes | None = None) -> int:
+        """Fetch `url` into `dest` (a `blobs/<etag>` path), checked against `meta.etag`; returns bytes received.
+
+        The caller holds the blob's lock. On a network failure the partial file stays for the next run.
+        """
+        kind = kind_of(meta.etag)
+        if kind is None:
+            raise IntegrityError(f"server named a blob {meta.etag!r}, which is neither a sha256 nor a git sha1")
+        source = _Source(self, url)
+        pf = PartFile(dest, meta.etag, meta.size)
+        split = meta.size >= self.options.split_threshold and self.options.connections > 1
+        received = 0
+        for attempt in range(2):
+            pf.open(self.options.part_size if split else max(meta.size, 1))
+            try:
+                digest, n = self._download(source, pf, kind, on_bytes)
+            except IntegrityError:
+                pf.discard()
+                raise
+            finally:
+                pf.close()
+            received += n
+            if digest == meta.etag:
+                pf.publish(dest)
+                return received
+            pf.discard()
+            if attempt:
+                raise IntegrityError(f"corrupt download: {kind} of the bytes received is {digest}, "
+                                     f"expected {meta.etag} (tried twice)")
+        raise AssertionError("unreachable")
+
+    def _download(self, source: _Source, pf: PartFile, kind, on_bytes: OnBytes | None) -> tuple[str, int]:
+        if len(pf.parts) == 1:
+            return self._single(source, pf, kind, on_bytes)
+        try:
+            return self._parallel(source, pf, kind, on_bytes)
+        except _NoRanges:
+            pf.discard()
+            pf.open(max(pf.size, 1))
+            return self._single(source, pf, kind, on_bytes)
+
+    def _single(self, source: _Source, pf: PartFile, kind, on_bytes: OnBytes | None) -> tuple[str, int]:
+        """One stream, hashed inline; a resumed prefix is hashed from disk first."""
+        part = pf.parts[0]
+        hasher = new_hasher(kind, pf.size)
+        _hash_range(pf.fd, hasher, 0, part.done)
+
+        def restart() -> None:
+            nonlocal hasher
+            part.done = 0
+            hasher = new_hasher(kind, pf.size)
+
+        received = self._run_part(source, pf, part, on_bytes, lambda b: hasher.update(b), restart)
+        return hasher.hexdigest(), received
+
+    def _parallel(self, source: _Source, pf: PartFile, kind, on_bytes: OnBytes | None) -> tuple[str, int]:
+        """Parts in parallel; this thread hashes the contiguous written prefix as it grows."""
+        pool = self._parts_pool()
+        futures: list[Future] = [pool.submit(self._run_part, source, pf, p, on_bytes, None, None)
+                                 for p in pf.parts if not p.complete]
+        hasher = new_hasher(kind, pf.size)
+        hashed = 0
+        try:
+            while hashed < pf.size:
+                front = pf.frontier()
+                if front > hashed:
+                    _hash_range(pf.fd, hasher, hashed, front)
+                    hashed = front
+                    continue
+                done, _ = wait(futures, timeout=0.01, return_when=FIRST_EXCEPTION)
+                for f in done:
+                    if f.exception() is not None:
+                        raise f.exception()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            wait(futures)
+            pf.checkpoint()
+            raise
+        return hasher.hexdigest(), sum(f.result() for f in futures)
+
+    def _run_part(self, source: _Source, pf: PartFile, part: Part, on_bytes: OnBytes | None,
+                  on_data: Callable[[bytes], None] | None, restart: Callable[[], None] | None) -> int:
+        """Fill one part, retrying from its offset; returns bytes received."""
+        received = attempts = 0
+        while not part.complete:
+            got = 0
+            try:
+                with self._session() as s:
+                    ranged = part.start > 0 or part.done > 0 or len(pf.parts) > 1
+                    resp = source.open(s, part.offset, part.end - 1 if ranged else None)
+                    with resp:
+                        self._check_response(resp, pf, part, restart)
+                        for chunk in resp.iter_content(STREAM_CHUNK):
+                            if len(chunk) > part.end - part.offset:
+                                raise IntegrityError(f"server sent more than the {pf.size} bytes announced")
+                            pf.write(part, chunk)
+                            if on_data is not None:
+                                on_data(chunk)
+                            got += len(chunk)
+                            if on_bytes is not None:
+                                on_bytes(len(chunk))
+                if not part.complete:
+                    raise _Retryable(f"connection closed after {part.offset} of {pf.size} bytes")
+            except _Retryable as e:
+                attempts = 1 if got else attempts + 1
+                if attempts > self.options.retries:
+                    raise EndpointError(f"giving up on {source.origin} after {self.options.retries} retries: "
+                                        f"{e}") from None
+                backoff = min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
+                time.sleep(e.wait if e.wait is not None else backoff)
+            except _network_errors() as e:
+                attempts = 1 if got else attempts + 1
+                if attempts > self.options.retries:
+                    raise EndpointError(f"giving up on {source.origin}: {type(e).__name__}") from None
+                time.sleep(min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5))
+            finally:
+                received += got
+        pf.checkpoint()
+        return received
+
+    @staticmethod
+    def _check_response(resp, pf: PartFile, part: Part, restart: Callable[[], None] | None) -> None:
+        """A 206 must start where asked and agree on the total; a 200 means the server ignored the range."""
+        if resp.status_code == 206:
+            cr = resp.headers.get("Content-Range", "")
+            try:
+                span, total = cr.removeprefix("bytes ").split("/")
+                start = int(span.split("-")[0])
+            except ValueError:
+                raise EndpointError(f"unreadable Content-Range {cr!r}") from None
+            if start != part.offset or (total != "*" and int(total) != pf.size):
+                raise IntegrityError(f"server answered range {cr!r} for bytes={part.offset}- of {pf.size}")
+            return
+        length = resp.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) != pf.size:
+            raise IntegrityError(f"server announced {length} bytes, the Hub's metadata says {pf.size}")
+        if part.start > 0 or len(pf.parts) > 1:
+            raise _NoRanges()
+        if part.done and restart is not None:
+            restart()
+
+
+def _hash_range(fd: int, hasher, start: int, end: int) -> None:
+    """Hash bytes [start, end) of a file being written, in bounded chunks."""
+    buf = bytearray(CHUNK_SIZE)
+    view = memoryview(buf)
+    pos = start
+    while pos < end:
+        n = os.preadv(fd, [view[: min(CHUNK_SIZE, end - pos)]], pos)
+        if n <= 0:
+            raise HfcacheError(f"short read while hashing at byte {pos}")
+        hasher.update(view[:n])
+        pos += n
