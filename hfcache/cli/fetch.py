@@ -21,11 +21,20 @@ def _progress(label: str, quiet: bool):
     return RichProgress(label)
 
 
-def _fetcher(cache_dir: Path | None, max_workers: int, progress):
+Connections = Annotated[int, typer.Option("--connections", min=1, help="Parallel range requests per large file.")]
+PartSize = Annotated[int, typer.Option("--part-size", min=1, help="Part size in MiB; files over twice this are split.")]
+Retries = Annotated[int, typer.Option("--retries", min=0, help="Retries per part after a network failure.")]
+
+
+def _fetcher(cache_dir: Path | None, max_workers: int, progress, connections: int = 8, part_size: int = 32,
+             retries: int = 8):
     from hfcache.fetch import Fetcher
     from hfcache.layout import HubCache
+    from hfcache.transfer import MiB, TransferOptions
 
-    return Fetcher(HubCache(cache_dir), max_workers=max_workers, progress=progress)
+    options = TransferOptions(connections=connections, part_size=part_size * MiB,
+                              split_threshold=2 * part_size * MiB, retries=retries)
+    return Fetcher(HubCache(cache_dir), max_workers=max_workers, progress=progress, transfer_options=options)
 
 
 @app.command()
@@ -36,6 +45,9 @@ def download(
     repo_type: RepoType = "model",
     cache_dir: CacheDir = None,
     max_workers: Annotated[int, typer.Option("--max-workers", min=1)] = 8,
+    connections: Connections = 8,
+    part_size: PartSize = 32,
+    retries: Retries = 8,
     as_json: Json = False,
 ) -> None:
     """Fetch files into the cache and print each one's path in the snapshot, one per line."""
@@ -45,7 +57,7 @@ def download(
     progress = _progress(f"{repo_id}", as_json)
     with Timer() as t:
         try:
-            result = _fetcher(cache_dir, max_workers, progress).download(
+            result = _fetcher(cache_dir, max_workers, progress, connections, part_size, retries).download(
                 RepoRef(repo_id, repo_type), filenames, revision)
         finally:
             getattr(progress, "stop", lambda: None)()
@@ -61,6 +73,9 @@ def snapshot(
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip files matching this glob.")] = None,
     cache_dir: CacheDir = None,
     max_workers: Annotated[int, typer.Option("--max-workers", min=1, help="Files fetched at once.")] = 8,
+    connections: Connections = 8,
+    part_size: PartSize = 32,
+    retries: Retries = 8,
     as_json: Json = False,
 ) -> None:
     """Fetch a whole revision into the cache; the snapshot folder is the last line of stdout."""
@@ -70,7 +85,7 @@ def snapshot(
     progress = _progress(f"{repo_id}", as_json)
     with Timer() as t:
         try:
-            result = _fetcher(cache_dir, max_workers, progress).snapshot(
+            result = _fetcher(cache_dir, max_workers, progress, connections, part_size, retries).snapshot(
                 RepoRef(repo_id, repo_type), revision, include, exclude)
         finally:
             getattr(progress, "stop", lambda: None)()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -21,12 +22,13 @@ from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from hfcache.hashing import hash_bytes
 from hfcache.layout import FileMeta, RepoRef
 from hfcache.server.catalog import Catalog, ServedRepo
+from hfcache.server.faults import BODY_FAULTS, FaultPlan, faulty_body
 
 PAGE_SIZE = 1000
 _TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
@@ -38,6 +40,7 @@ class RequestRecord:
     host: str
     path: str
     authorization: str | None
+    range: str | None = None
 
 
 class _BlobResponse(FileResponse):
@@ -80,6 +83,7 @@ class HubApp:
         self.cdn_host = cdn_host
         self.cdn_ttl = cdn_ttl
         self.log: deque[RequestRecord] = deque(maxlen=100_000)
+        self.faults = FaultPlan()
         self._key = os.urandom(16)
         methods = ["GET", "HEAD", "POST"]
         self.asgi = Starlette(routes=[Route("/{path:path}", self.dispatch, methods=methods)])
@@ -88,8 +92,12 @@ class HubApp:
     async def dispatch(self, request: Request) -> Response:
         raw = request.scope.get("raw_path") or request.scope["path"].encode()
         segs = [unquote(s) for s in raw.decode("latin-1").split("?")[0].split("/")[1:]]
-        self.log.append(RequestRecord(request.method, request.headers.get("host", ""), "/".join(segs),
-                                      request.headers.get("authorization")))
+        path = "/".join(segs)
+        self.log.append(RequestRecord(request.method, request.headers.get("host", ""), path,
+                                      request.headers.get("authorization"), request.headers.get("range")))
+        if segs[:1] != ["api"] and (fault := self.faults.take(path, {"429", "500", "503"})):
+            headers = {"Retry-After": str(int(fault.seconds))} if fault.kind == "429" else {}
+            return Response(f"fault injection: HTTP {fault.kind}", status_code=int(fault.kind), headers=headers)
         if segs and segs[-1] == "":
             segs = segs[:-1]
         if self.token and not (len(segs) == 2 and segs[0] == "cdn"):
@@ -240,8 +248,27 @@ class HubApp:
             headers.update({"X-Linked-Etag": f'"{meta.lfs_sha256}"', "X-Linked-Size": str(meta.size)})
             if self.cdn_host:
                 base = f"{request.url.scheme}://{self.cdn_host}:{request.url.port}"
-                return RedirectResponse(self.cdn_url(base, meta.lfs_sha256), status_code=302, headers=headers)
-        return _BlobResponse(entry.local, headers=headers, media_type="application/octet-stream")
+                expired = self.faults.take(f"{repo_id}/resolve/{revision}/{path}", {"expired"})
+                url = self.cdn_url(base, meta.lfs_sha256, expires=time.time() - 60 if expired else None)
+                return RedirectResponse(url, status_code=302, headers=headers)
+        return self._file(request, entry.local, headers, path)
+
+    def _file(self, request: Request, local, headers: dict[str, str], path: str) -> Response:
+        """The bytes of a file (Range honoured), unless a body fault says otherwise."""
+        fault = self.faults.take(path, BODY_FAULTS) if request.method == "GET" else None
+        if fault is None:
+            return _BlobResponse(local, headers=headers, media_type="application/octet-stream")
+        size = os.stat(local).st_size
+        start, end, status = 0, size - 1, 200
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("range", ""))
+        if m:
+            start, status = int(m.group(1)), 206
+            end = min(size - 1, int(m.group(2))) if m.group(2) else size - 1
+            headers = {**headers, "Content-Range": f"bytes {start}-{end}/{size}"}
+        length = max(0, end - start + 1)
+        headers = {**headers, "Content-Length": str(length)}
+        return StreamingResponse(faulty_body(local, start, length, fault), status_code=status, headers=headers,
+                                 media_type="application/octet-stream")
 
     def cdn_url(self, base: str, sha256: str, expires: float | None = None) -> str:
         expires = int(expires if expires is not None else time.time() + self.cdn_ttl)
@@ -259,4 +286,4 @@ class HubApp:
         local = self.catalog.find_sha256(sha256)
         if local is None:
             return Response("Not found", status_code=404)
-        return _BlobResponse(local, headers={"ETag": f'"{sha256}"'}, media_type="application/octet-stream")
+        return self._file(request, local, {"ETag": f'"{sha256}"'}, f"cdn/{sha256}")
