@@ -116,17 +116,23 @@ class PartFile:
             return end
 
     def close(self) -> None:
+        """Close, recording progress first so that an orderly failure loses nothing."""
         if self.fd >= 0:
+            self.checkpoint()
             os.close(self.fd)
             self.fd = -1
 
     def discard(self) -> None:
-        self.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         self.path.unlink(missing_ok=True)
         self.record.unlink(missing_ok=True)
 
     def publish(self, dest: Path) -> None:
         """Rename the finished file to its blob name, then drop the record."""
-        self.close()
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         os.replace(self.path, dest)
         self.record.unlink(missing_ok=True)

@@ -35,6 +35,7 @@ MiB = 1024 * 1024
 STREAM_CHUNK = 1 * MiB
 MAX_REDIRECTS = 10
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+PROGRESS_RESET = 1 * MiB  # an attempt that brought this much starts the retry count afresh
 
 OnBytes = Callable[[int], None]
 
@@ -242,7 +243,7 @@ class Transfer:
                     resp = source.open(s, part.offset, part.end - 1 if ranged else None)
                     with resp:
                         self._check_response(resp, pf, part, restart)
-                        for chunk in resp.iter_content(STREAM_CHUNK):
+                        for chunk in _chunks(resp):
                             if len(chunk) > part.end - part.offset:
                                 raise IntegrityError(f"server sent more than the {pf.size} bytes announced")
                             pf.write(part, chunk)
@@ -254,14 +255,14 @@ class Transfer:
                 if not part.complete:
                     raise _Retryable(f"connection closed after {part.offset} of {pf.size} bytes")
             except _Retryable as e:
-                attempts = 1 if got else attempts + 1
+                attempts = 1 if got >= PROGRESS_RESET else attempts + 1
                 if attempts > self.options.retries:
                     raise EndpointError(f"giving up on {source.origin} after {self.options.retries} retries: "
                                         f"{e}") from None
                 backoff = min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
                 time.sleep(e.wait if e.wait is not None else backoff)
             except _network_errors() as e:
-                attempts = 1 if got else attempts + 1
+                attempts = 1 if got >= PROGRESS_RESET else attempts + 1
                 if attempts > self.options.retries:
                     raise EndpointError(f"giving up on {source.origin}: {type(e).__name__}") from None
                 time.sleep(min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5))
@@ -290,6 +291,17 @@ class Transfer:
             raise _NoRanges()
         if part.done and restart is not None:
             restart()
+
+
+def _chunks(resp) -> Iterator[bytes]:
+    """The body as it arrives: `read1` hands over whatever came in, so a broken connection loses no byte
+    already received (a fixed-size read would drop a partly filled buffer)."""
+    raw = resp.raw
+    if getattr(raw, "chunked", False) or not hasattr(raw, "read1"):
+        yield from resp.iter_content(STREAM_CHUNK)
+        return
+    while chunk := raw.read1(STREAM_CHUNK, decode_content=False):
+        yield chunk
 
 
 def _hash_range(fd: int, hasher, start: int, end: int) -> None:

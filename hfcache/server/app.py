@@ -249,7 +249,7 @@ class HubApp:
             if self.cdn_host:
                 base = f"{request.url.scheme}://{self.cdn_host}:{request.url.port}"
                 expired = self.faults.take(f"{repo_id}/resolve/{revision}/{path}", {"expired"})
-                url = self.cdn_url(base, meta.lfs_sha256, expires=time.time() - 60 if expired else None)
+                url = self.cdn_url(base, meta.lfs_sha256, path, expires=time.time() - 60 if expired else None)
                 return RedirectResponse(url, status_code=302, headers=headers)
         return self._file(request, entry.local, headers, path)
 
@@ -270,10 +270,10 @@ class HubApp:
         return StreamingResponse(faulty_body(local, start, length, fault), status_code=status, headers=headers,
                                  media_type="application/octet-stream")
 
-    def cdn_url(self, base: str, sha256: str, expires: float | None = None) -> str:
+    def cdn_url(self, base: str, sha256: str, name: str, expires: float | None = None) -> str:
         expires = int(expires if expires is not None else time.time() + self.cdn_ttl)
         sig = hmac.new(self._key, f"{sha256}:{expires}".encode(), "sha256").hexdigest()[:32]
-        return f"{base}/cdn/{quote(sha256)}?expires={expires}&sig={sig}"
+        return f"{base}/cdn/{quote(sha256)}?expires={expires}&sig={sig}&name={quote(name)}"
 
     def _cdn(self, request: Request, sha256: str) -> Response:
         try:
@@ -286,4 +286,5 @@ class HubApp:
         local = self.catalog.find_sha256(sha256)
         if local is None:
             return Response("Not found", status_code=404)
-        return self._file(request, local, {"ETag": f'"{sha256}"'}, f"cdn/{sha256}")
+        label = f"cdn/{sha256}/{request.query_params.get('name', '')}"  # fault rules can match the file name
+        return self._file(request, local, {"ETag": f'"{sha256}"'}, label)

@@ -1,0 +1,235 @@
+"""The transfer engine under faults, kills and concurrency: every run ends with correct blobs or a clear error,
+and never with a corrupt or partial file under a blob name or a snapshot path."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hfcache.hashing import hash_file, kind_of
+from hfcache.server.faults import Fault
+from tests.conftest import build_hub, det_bytes, run_cli
+
+BIG = det_bytes(3_000_000, 11)
+FILES = {"big.bin": BIG, "w.safetensors": det_bytes(1_500_000, 12), "config.json": '{"a": 1}\n',
+         "sub/notes.txt": "notes\n"}
+FAST = {"HF_HUB_DOWNLOAD_TIMEOUT": "1"}
+
+
+@pytest.fixture(scope="module")
+def fhub(tmp_path_factory):
+    h = build_hub(tmp_path_factory.mktemp("fhub"), cdn_host="localhost", repos={("org/big", "model", "main"): FILES})
+    yield h
+    h.server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left(fhub):
+    fhub.app.faults.clear()
+    yield
+    fhub.app.faults.clear()
+
+
+def assert_clean(cache: Path) -> None:
+    """Every blob-named file hashes to its name; every snapshot entry resolves to such a blob; only
+    `.incomplete` partials (never linked) may remain."""
+    for blob in cache.glob("*/blobs/*"):
+        kind = kind_of(blob.name)
+        if kind is None:
+            assert blob.name.endswith((".incomplete", ".incomplete.parts")), blob
+        else:
+            assert hash_file(blob, kind) == blob.name, f"corrupt blob {blob}"
+    for entry in cache.glob("*/snapshots/**/*"):
+        if entry.is_symlink() or entry.is_file():
+            target = entry.resolve()
+            assert target.is_file() and kind_of(target.name), entry
+
+
+def assert_complete(cache: Path, commit: str) -> None:
+    snap = cache / "models--org--big" / "snapshots" / commit
+    for rel, data in FILES.items():
+        expected = data.encode() if isinstance(data, str) else data
+        assert (snap / rel).read_bytes() == expected, rel
+    assert not list(cache.glob("*/blobs/*.incomplete*"))
+    assert_clean(cache)
+
+
+def snapshot(hub, cache: Path, *extra: str, env: dict | None = None):
+    return run_cli("snapshot", "org/big", "--cache-dir", str(cache), *extra, endpoint=hub.url,
+                   env={**FAST, **(env or {})})
+
+
+SPLIT = ["--part-size", "1"]  # 3 MB file -> 3 parallel range parts
+
+
+@pytest.mark.parametrize("mode", ["stream", "parts"])
+@pytest.mark.parametrize("fault", [
+    Fault("reset", "big.bin"), Fault("short", "big.bin"), Fault("corrupt", "big.bin"),
+    Fault("stall", "big.bin", seconds=3), Fault("429", "big.bin", seconds=1), Fault("500", "big.bin"),
+    Fault("503", "config.json", times=2), Fault("expired", "big.bin"), Fault("reset", "cdn/", times=2),
+], ids=lambda f: f"{f.kind}-{f.match}")
+def test_transient_faults_are_recovered_with_correct_blobs(fhub, tmp_path, fault, mode):
+    fhub.app.faults.add(fault)
+    before = len(fhub.app.log)
+    r = snapshot(fhub, tmp_path, *(SPLIT if mode == "parts" else []))
+    assert r.returncode == 0, r.stderr
+    assert fault.times == 0  # the fault really fired
+    assert_complete(tmp_path, fhub.commit("org/big"))
+    assert len(fhub.app.log) - before > 6  # listing + 4 files + at least one retry
+
+
+def test_expired_redirect_is_resolved_again_without_sending_the_token(fhub, tmp_path):
+    fhub.app.faults.add(Fault("expired", "big.bin"))
+    before = len(fhub.app.log)
+    r = snapshot(fhub, tmp_path, env={"HF_TOKEN": "hf_secret"})
+    assert r.returncode == 0, r.stderr
+    log = list(fhub.app.log)[before:]
+    big = [x for x in log if x.path.endswith("big.bin")]
+    assert len(big) == 2  # resolved twice: the first redirect target had expired
+    assert all(x.authorization is None for x in log if x.path.startswith("cdn/"))
+    assert_complete(tmp_path, fhub.commit("org/big"))
+
+
+@pytest.mark.parametrize(("fault", "needle"), [
+    (Fault("500", "big.bin", times=-1), "giving up"),
+    (Fault("reset", "big.bin", times=-1, after=1000), "giving up"),
+    (Fault("corrupt", "cdn/", times=-1), "corrupt download"),
+])
+def test_persistent_faults_end_in_one_clear_line_and_nothing_visible(fhub, tmp_path, fault, needle):
+    fhub.app.faults.add(fault)
+    r = snapshot(fhub, tmp_path, "--retries", "2")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert needle in r.stderr
+    snap = tmp_path / "models--org--big" / "snapshots" / fhub.commit("org/big")
+    assert not (snap / "big.bin").exists() and not (snap / "big.bin").is_symlink()
+    assert_clean(tmp_path)
+
+
+def test_interrupted_download_resumes_without_refetching_prefix(fhub, tmp_path):
+    fhub.app.faults.add(Fault("reset", "big.bin", times=-1, after=1_200_000))
+    r = snapshot(fhub, tmp_path, "--retries", "0")
+    assert r.returncode == 1
+    record = next(tmp_path.glob("*/blobs/*.incomplete.parts"))
+    done = sum(d for _, _, d in json.loads(record.read_text())["parts"])
+    assert 1_000_000 <= done <= 1_200_000  # what arrived before the reset, all of it kept
+    fhub.app.faults.clear()
+    before = len(fhub.app.log)
+    assert snapshot(fhub, tmp_path).returncode == 0
+    big = [x for x in list(fhub.app.log)[before:] if x.path.startswith("cdn/")]
+    assert [x.range for x in big] == [f"bytes={done}-{len(BIG) - 1}"]
+    assert_complete(tmp_path, fhub.commit("org/big"))
+
+
+def test_kill_9_at_random_points_then_rerun_completes(fhub, tmp_path):
+    rng = random.Random(1234)
+    commit = fhub.commit("org/big")
+    resumed_trials = 0
+    for trial in range(10):
+        fhub.app.faults.clear()
+        fhub.app.faults.add(Fault("slow", "cdn/", times=-1, rate=3_000_000))
+        cache = tmp_path / f"c{trial}"
+        extra = SPLIT if trial % 2 else []
+        env = {**os.environ, **FAST, "HF_ENDPOINT": fhub.url}
+        proc = subprocess.Popen([sys.executable, "-m", "hfcache", "snapshot", "org/big", "--cache-dir", str(cache),
+                                 *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, 1.6))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert_clean(cache)
+        recorded = {}  # blob -> (bytes kept, offsets where unfinished parts stand)
+        for rec in cache.glob("*/blobs/*.incomplete.parts"):
+            parts = json.loads(rec.read_text())["parts"]
+            recorded[rec.name.split(".")[0]] = (sum(d for _, _, d in parts), [s + d for s, e, d in parts if s + d < e])
+        fhub.app.faults.clear()
+        before = len(fhub.app.log)
+        r = snapshot(fhub, cache, *extra)
+        assert r.returncode == 0, r.stderr
+        assert_complete(cache, commit)
+        # Bytes recorded as written are never asked for again: each unfinished part restarts at its offset.
+        log = list(fhub.app.log)[before:]
+        for sha, (kept, offsets) in recorded.items():
+            if kind_of(sha) != "sha256":
+                continue
+            resumed_trials += kept > 0
+            starts = sorted(int(x.range.split("=")[1].split("-")[0]) if x.range else 0
+                            for x in log if x.path == f"cdn/{sha}")
+            assert starts == sorted(offsets), (sha, kept, offsets, starts)
+    assert resumed_trials >= 3  # the kills really landed mid-download
+
+
+def test_concurrent_snapshots_fetch_each_blob_once(fhub, tmp_path):
+    fhub.app.faults.add(Fault("slow", "cdn/", times=-1, rate=4_000_000))
+    before = len(fhub.app.log)
+    env = {**os.environ, "HF_ENDPOINT": fhub.url}
+    procs = [subprocess.Popen([sys.executable, "-m", "hfcache", "snapshot", "org/big", "--cache-dir", str(tmp_path)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outs]
+    assert len({o.strip() for o, _ in outs}) == 1
+    gets = [x for x in list(fhub.app.log)[before:] if x.method == "GET" and "/resolve/" in x.path]
+    assert sorted(x.path.rsplit("/", 1)[-1] for x in gets) == sorted(["big.bin", "w.safetensors", "config.json",
+                                                                      "notes.txt"])
+    assert_complete(tmp_path, fhub.commit("org/big"))
+
+
+def test_lock_left_by_a_killed_process_does_not_block(fhub, tmp_path):
+    from hfcache.layout import HubCache, RepoRef
+
+    meta = fhub.app.catalog.get(RepoRef("org/big")).commits[fhub.commit("org/big")]["big.bin"].meta
+    lock = HubCache(tmp_path).lock_path(RepoRef("org/big"), meta.etag)
+    lock.parent.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", f"from filelock import FileLock\nimport time\n"
+                               f"l = FileLock({str(lock)!r}); l.acquire(); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    r = snapshot(fhub, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert_complete(tmp_path, fhub.commit("org/big"))
+
+
+def test_never_writes_through_a_link_leading_out_of_the_cache(fhub, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    repo = tmp_path / "cache" / "models--org--big"
+    repo.mkdir(parents=True)
+    (repo / "blobs").symlink_to(outside)
+    r = snapshot(fhub, tmp_path / "cache")
+    assert r.returncode == 1 and "leads outside the cache" in r.stderr
+    assert list(outside.iterdir()) == []
+
+
+def test_peak_memory_stays_flat_for_a_large_file(tmp_path):
+    size = 256 * 1024 * 1024
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "huge.bin", "wb") as f:
+        f.truncate(size)  # sparse: cheap to make, still 256 MiB on the wire
+    h = build_hub(tmp_path / "hub", repos={})
+    try:
+        from hfcache.layout import RepoRef
+
+        h.app.catalog.add_folder(RepoRef("org/huge"), src)
+        script = ("import resource, sys\nfrom hfcache.cli import main\nsys.argv = ['hfcache'] + sys.argv[1:]\n"
+                  "try:\n    main()\nfinally:\n"
+                  "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n")
+        p = subprocess.run([sys.executable, "-c", script, "snapshot", "org/huge", "--cache-dir", str(tmp_path / "c"),
+                            "--part-size", "16"], env={**os.environ, "HF_ENDPOINT": h.url},
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+        peak_mb = int(p.stderr.strip().splitlines()[-1]) / 1024
+        assert peak_mb < 150, f"peak RSS {peak_mb:.0f} MB"
+        assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+    finally:
+        h.server.stop()
