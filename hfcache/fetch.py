@@ -8,6 +8,8 @@ answers, with the same completeness rule `snapshot_download` applies.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -171,6 +173,10 @@ class Fetcher:
         from hfcache.transfer import Transfer
 
         transfer = Transfer(self.client, self.transfer_options)
+        self._ready_dirs: set[Path] = set()
+        self._dirs_lock = threading.Lock()
+        if files:
+            self.cache.ensure_tag()
         self.progress.start(len(files), sum(m.size for m in files.values()))
 
         def work(item: tuple[str, FileMeta]) -> tuple[bool, int]:
@@ -200,22 +206,36 @@ class Fetcher:
             self.progress.file_done(filename, meta.size, False)
             return False, 0
         blob = self.cache.blob_path(repo, meta.etag)
-        self.cache.ensure_tag()
-        blob.parent.mkdir(parents=True, exist_ok=True)
-        self.cache.check_inside(blob.parent, pointer.parent)
+        self._ready(blob.parent, pointer.parent)
         with self.cache.lock(repo, meta.etag):
             if pointer.exists():
                 self.progress.file_done(filename, meta.size, False)
                 return False, 0
-            if blob.exists() and blob.stat().st_size == meta.size:
-                self.cache.link(repo, commit, filename, meta.etag, new_blob=False)
+            try:
+                reusable = os.stat(blob).st_size == meta.size
+            except FileNotFoundError:
+                reusable = False
+            if reusable:
+                self.cache.link(repo, commit, filename, meta.etag, new_blob=False, make_parent=False)
                 self.progress.file_done(filename, meta.size, False)
                 return False, 0
             url = self.client.resolve_url(repo, commit, filename)
             nbytes = transfer.fetch_blob(url, blob, meta, self.progress.advance)
-            self.cache.link(repo, commit, filename, meta.etag, new_blob=True)
+            self.cache.link(repo, commit, filename, meta.etag, new_blob=True, make_parent=False)
         self.progress.file_done(filename, meta.size, True)
         return True, nbytes
+
+    def _ready(self, *dirs: Path) -> None:
+        """Create each folder once per run, and refuse any that leads out of the cache."""
+        for d in dirs:
+            if d in self._ready_dirs:
+                continue
+            with self._dirs_lock:
+                if d not in self._ready_dirs:
+                    self.cache.check_inside(d)  # before mkdir: never create folders through a planted link
+                    d.mkdir(parents=True, exist_ok=True)
+                    self.cache.check_inside(d)
+                    self._ready_dirs.add(d)
 
 
 def _filter(files: dict[str, FileMeta], include: Sequence[str] | None,

@@ -41,6 +41,7 @@ class HubClient:
         self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
         self.token = token
         self.api = HfApi(endpoint=self.endpoint, token=token)
+        self._headers: dict[str, str] | None = None
 
     # -- metadata ----------------------------------------------------------------------------------------------
     def resolve_revision(self, repo: RepoRef, revision: str) -> str:
@@ -89,10 +90,12 @@ class HubClient:
 
     def headers_for(self, url: str) -> dict[str, str]:
         """Hub headers (user agent, token); the token only for the endpoint's own origin, never a CDN."""
-        from huggingface_hub.utils import build_hf_headers
+        if self._headers is None:
+            from huggingface_hub.utils import build_hf_headers
 
-        headers = build_hf_headers(token=self.token, library_name="hfcache")
-        if not same_origin(url, self.endpoint):
+            self._headers = build_hf_headers(token=self.token, library_name="hfcache")
+        headers = dict(self._headers)
+        if not url.startswith(self.endpoint + "/") and not same_origin(url, self.endpoint):
             headers.pop("authorization", None)
             headers.pop("Authorization", None)
         return headers

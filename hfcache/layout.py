@@ -149,6 +149,7 @@ class HubCache:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = (Path(root).expanduser() if root is not None else default_cache_dir()).absolute()
         self._symlinks: bool | None = None
+        self._lock_dirs: set[Path] = set()
 
     # -- paths -------------------------------------------------------------------------------------------------
     def repo_dir(self, repo: RepoRef) -> Path:
@@ -238,7 +239,9 @@ class HubCache:
         from filelock import FileLock
 
         path = self.lock_path(repo, etag)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in self._lock_dirs:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_dirs.add(path.parent)
         return FileLock(path, mode=0o664, timeout=timeout)
 
     def symlinks_supported(self) -> bool:
@@ -260,7 +263,8 @@ class HubCache:
                         self._symlinks = False
         return self._symlinks
 
-    def link(self, repo: RepoRef, commit: str, filename: str, etag: str, new_blob: bool) -> Path:
+    def link(self, repo: RepoRef, commit: str, filename: str, etag: str, new_blob: bool,
+             make_parent: bool = True) -> Path:
         """Make `snapshots/<commit>/<filename>` point at `blobs/<etag>` with a relative link.
 
         Without symlinks, as `huggingface_hub` does: a blob fetched just now is moved into place, an older one
@@ -268,12 +272,16 @@ class HubCache:
         """
         pointer = self.pointer_path(repo, commit, filename)
         blob = self.blob_path(repo, etag)
-        pointer.parent.mkdir(parents=True, exist_ok=True)
+        if make_parent:
+            pointer.parent.mkdir(parents=True, exist_ok=True)
         if self.symlinks_supported():
             target = os.path.relpath(blob, pointer.parent)
-            tmp = pointer.with_name(f".{pointer.name}.{uuid.uuid4().hex[:8]}.tmp")
-            os.symlink(target, tmp)
-            os.replace(tmp, pointer)
+            try:
+                os.symlink(target, pointer)
+            except FileExistsError:  # replace whatever is there (a broken link, say) atomically
+                tmp = pointer.with_name(f".{pointer.name}.{uuid.uuid4().hex[:8]}.tmp")
+                os.symlink(target, tmp)
+                os.replace(tmp, pointer)
         elif new_blob:
             os.replace(blob, pointer)
         else:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 RECORD_SUFFIX = ".incomplete.parts"
+RESUMABLE_MIN_SIZE = 1024 * 1024  # smaller files restart from zero: a record would cost more than it saves
 SAVE_EVERY_BYTES = 4 * 1024 * 1024
 SAVE_EVERY_SECONDS = 0.5
 
@@ -46,7 +47,10 @@ class PartFile:
     """The `.incomplete` file of one blob and its progress record."""
 
     def __init__(self, blob: Path, etag: str, size: int) -> None:
-        self.path = blob.with_name(f"{etag}.incomplete")
+        self.resumable = size >= RESUMABLE_MIN_SIZE
+        # A small file gets a private name, as huggingface_hub's `<etag>.<8hex>.incomplete`.
+        suffix = ".incomplete" if self.resumable else f".{os.urandom(4).hex()}.incomplete"
+        self.path = blob.with_name(f"{etag}{suffix}")
         self.record = blob.with_name(f"{etag}{RECORD_SUFFIX}")
         self.etag, self.size = etag, size
         self.parts: list[Part] = []
@@ -57,9 +61,10 @@ class PartFile:
 
     def open(self, part_size: int) -> int:
         """Open for writing; returns the bytes a previous run left that can be trusted (0 when starting over)."""
-        parts = self._load()
+        parts = self._load() if self.resumable else None
         if parts is None:
-            self.discard()
+            if self.resumable:
+                self.discard()
             parts = plan_parts(self.size, part_size)
         self.parts = parts
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -98,6 +103,8 @@ class PartFile:
             self._save()
 
     def _save(self) -> None:
+        if not self.resumable:
+            return
         data = {"etag": self.etag, "size": self.size, "parts": [[p.start, p.end, p.done] for p in self.parts]}
         tmp = self.record.with_name(self.record.name + ".tmp")
         tmp.write_text(json.dumps(data))
@@ -127,7 +134,8 @@ class PartFile:
             os.close(self.fd)
             self.fd = -1
         self.path.unlink(missing_ok=True)
-        self.record.unlink(missing_ok=True)
+        if self.resumable:
+            self.record.unlink(missing_ok=True)
 
     def publish(self, dest: Path) -> None:
         """Rename the finished file to its blob name, then drop the record."""
@@ -135,4 +143,5 @@ class PartFile:
             os.close(self.fd)
             self.fd = -1
         os.replace(self.path, dest)
-        self.record.unlink(missing_ok=True)
+        if self.resumable:
+            self.record.unlink(missing_ok=True)

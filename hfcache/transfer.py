@@ -73,7 +73,8 @@ class _Source:
             if end is not None:
                 headers["Range"] = f"bytes={start}-{end}"
             try:
-                resp = session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=t.timeout)
+                resp = session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=t.timeout,
+                                   **t.env_settings(url))
             except _network_errors() as e:
                 raise _Retryable(f"{type(e).__name__}") from None
             if resp.is_redirect:
@@ -121,6 +122,20 @@ class Transfer:
         self._sessions: queue.LifoQueue = queue.LifoQueue()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._env: dict[str, dict] = {}
+
+    def env_settings(self, url: str) -> dict:
+        """Proxies and CA bundle from the environment, worked out once per origin (requests would redo it on
+        every request, which costs more than a small file's transfer)."""
+        key = url.split("/", 3)[2] if "://" in url else url
+        settings = self._env.get(key)
+        if settings is None:
+            import requests
+
+            merged = requests.Session().merge_environment_settings(url, {}, None, None, None)
+            settings = {k: merged[k] for k in ("proxies", "verify", "cert")}
+            self._env[key] = settings
+        return settings
 
     @contextlib.contextmanager
     def _session(self) -> Iterator:
@@ -130,6 +145,7 @@ class Transfer:
             import requests
 
             s = requests.Session()
+            s.trust_env = False  # environment settings are applied per origin by `env_settings`
             s.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4))
             s.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4))
         try:
@@ -166,8 +182,9 @@ class Transfer:
             pf.open(self.options.part_size if split else max(meta.size, 1))
             try:
                 digest, n = self._download(source, pf, kind, on_bytes)
-            except IntegrityError:
-                pf.discard()
+            except BaseException as e:
+                if isinstance(e, IntegrityError) or not pf.resumable:
+                    pf.discard()
                 raise
             finally:
                 pf.close()
@@ -306,11 +323,13 @@ def _chunks(resp) -> Iterator[bytes]:
 
 def _hash_range(fd: int, hasher, start: int, end: int) -> None:
     """Hash bytes [start, end) of a file being written, in bounded chunks."""
-    buf = bytearray(CHUNK_SIZE)
+    if end <= start:
+        return
+    buf = bytearray(min(CHUNK_SIZE, end - start))
     view = memoryview(buf)
     pos = start
     while pos < end:
-        n = os.preadv(fd, [view[: min(CHUNK_SIZE, end - pos)]], pos)
+        n = os.preadv(fd, [view[: min(len(buf), end - pos)]], pos)
         if n <= 0:
             raise HfcacheError(f"short read while hashing at byte {pos}")
         hasher.update(view[:n])
