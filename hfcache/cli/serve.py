@@ -22,6 +22,8 @@ def serve(
         "--cdn-host", help="Redirect LFS downloads to this host name (another origin, like the Hub's CDN).")] = None,
     token: Annotated[str | None, typer.Option(
         "--token", envvar="HFCACHE_SERVE_TOKEN", help="Make every repo private: clients must send this token.")] = None,
+    latency_ms: Annotated[float, typer.Option(
+        "--latency-ms", min=0, help="Delay every answer (emulates a WAN round trip, for benchmarks).")] = 0.0,
 ) -> None:
     """Serve a cache (and folders) as a Hub: point HF_ENDPOINT at the printed URL."""
     from hfcache.server.app import HubApp
@@ -31,7 +33,7 @@ def serve(
 
     catalog = Catalog(_served_cache(cache_dir, repo))
     add_folder_specs(catalog, repo or [])
-    hub_app = HubApp(catalog, cdn_host=cdn_host, token=token)
+    hub_app = HubApp(catalog, cdn_host=cdn_host, token=token, latency=latency_ms / 1000)
 
     def ready(url: str) -> None:
         print(url, flush=True)

@@ -11,6 +11,7 @@ Paths are parsed from the raw path so that `refs%2Fpr%2F1` stays one segment.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -31,6 +32,7 @@ from hfcache.server.catalog import Catalog, ServedRepo
 from hfcache.server.faults import BODY_FAULTS, FaultPlan, faulty_body
 
 PAGE_SIZE = 1000
+SMALL_FILE = 1024 * 1024
 _TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 
 
@@ -45,6 +47,16 @@ class RequestRecord:
 
 class _BlobResponse(FileResponse):
     chunk_size = 1024 * 1024
+
+
+class _HeadAwareResponse(Response):
+    """A body-less HEAD answer that keeps the GET's Content-Length."""
+
+    def init_headers(self, headers=None) -> None:
+        super().init_headers(headers)
+        if headers and "Content-Length" in headers:
+            self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
+            self.raw_headers.append((b"content-length", headers["Content-Length"].encode()))
 
 
 def _error(status: int, code: str, message: str, commit: str | None = None) -> Response:
@@ -74,12 +86,14 @@ class HubApp:
     `cdn_host` sends LFS downloads to another origin, as the Hub sends them to its CDN: the same server under
     another host name (`localhost` for `127.0.0.1`), so clients must treat it as a foreign origin. `token`
     makes every repo private: requests must carry `Authorization: Bearer <token>` (the CDN needs none).
+    `latency` delays every answer, to measure clients as over a real network rather than loopback.
     """
 
     def __init__(self, catalog: Catalog, cdn_host: str | None = None, cdn_ttl: float = 3600.0,
-                 token: str | None = None) -> None:
+                 token: str | None = None, latency: float = 0.0) -> None:
         self.catalog = catalog
         self.token = token
+        self.latency = latency  # seconds added to every answer: a WAN round trip, for benchmarks
         self.cdn_host = cdn_host
         self.cdn_ttl = cdn_ttl
         self.log: deque[RequestRecord] = deque(maxlen=100_000)
@@ -93,6 +107,8 @@ class HubApp:
         raw = request.scope.get("raw_path") or request.scope["path"].encode()
         segs = [unquote(s) for s in raw.decode("latin-1").split("?")[0].split("/")[1:]]
         path = "/".join(segs)
+        if self.latency:
+            await asyncio.sleep(self.latency)
         self.log.append(RequestRecord(request.method, request.headers.get("host", ""), path,
                                       request.headers.get("authorization"), request.headers.get("range")))
         if segs[:1] != ["api"] and (fault := self.faults.take(path, {"429", "500", "503"})):
@@ -254,21 +270,34 @@ class HubApp:
         return self._file(request, entry.local, headers, path)
 
     def _file(self, request: Request, local, headers: dict[str, str], path: str) -> Response:
-        """The bytes of a file (Range honoured), unless a body fault says otherwise."""
+        """The bytes of a file (Range honoured), unless a body fault says otherwise.
+
+        Small files are answered from memory in the event loop: for them a thread hop per request costs more
+        than the read.
+        """
         fault = self.faults.take(path, BODY_FAULTS) if request.method == "GET" else None
-        if fault is None:
-            return _BlobResponse(local, headers=headers, media_type="application/octet-stream")
         size = os.stat(local).st_size
+        if fault is None and size > SMALL_FILE:
+            return _BlobResponse(local, headers=headers, media_type="application/octet-stream")
         start, end, status = 0, size - 1, 200
         m = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("range", ""))
         if m:
             start, status = int(m.group(1)), 206
             end = min(size - 1, int(m.group(2))) if m.group(2) else size - 1
+            if start >= size:
+                return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
             headers = {**headers, "Content-Range": f"bytes {start}-{end}/{size}"}
         length = max(0, end - start + 1)
         headers = {**headers, "Content-Length": str(length)}
-        return StreamingResponse(faulty_body(local, start, length, fault), status_code=status, headers=headers,
-                                 media_type="application/octet-stream")
+        if fault is not None:
+            return StreamingResponse(faulty_body(local, start, length, fault), status_code=status, headers=headers,
+                                     media_type="application/octet-stream")
+        body = b""
+        if request.method != "HEAD":
+            with open(local, "rb") as f:
+                f.seek(start)
+                body = f.read(length)
+        return _HeadAwareResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")
 
     def cdn_url(self, base: str, sha256: str, name: str, expires: float | None = None) -> str:
         expires = int(expires if expires is not None else time.time() + self.cdn_ttl)
