@@ -20,6 +20,8 @@ from hfcache.hub import HubClient
 from hfcache.layout import FileMeta, HubCache, RepoRef, is_commit
 from hfcache.transfer import TransferOptions
 
+SMALL_FILE = 1024 * 1024
+
 
 @dataclass(frozen=True)
 class FetchStats:
@@ -69,7 +71,7 @@ class Fetcher:
     cache: HubCache
     client: HubClient | None = None
     offline: bool | None = None
-    max_workers: int = 8
+    max_workers: int | None = None  # files fetched at once; None: 8, or up to 32 when most files are small
     progress: Progress = field(default_factory=Progress)
     transfer_options: TransferOptions | None = None
 
@@ -185,10 +187,11 @@ class Fetcher:
         # Largest first: the long transfers start early and small files fill the gaps.
         items = sorted(files.items(), key=lambda kv: -kv[1].size)
         try:
-            if self.max_workers <= 1 or len(items) <= 1:
+            workers = self.max_workers or _auto_workers(files)
+            if workers <= 1 or len(items) <= 1:
                 results = [work(i) for i in items]
             else:
-                with ThreadPoolExecutor(self.max_workers, thread_name_prefix="hfcache-fetch") as pool:
+                with ThreadPoolExecutor(workers, thread_name_prefix="hfcache-fetch") as pool:
                     results = list(pool.map(work, items))
         finally:
             transfer.close()
@@ -236,6 +239,13 @@ class Fetcher:
                     d.mkdir(parents=True, exist_ok=True)
                     self.cache.check_inside(d)
                     self._ready_dirs.add(d)
+
+
+def _auto_workers(files: dict[str, FileMeta]) -> int:
+    """Small files are latency-bound: a round trip each, little data. They deserve more requests in flight;
+    large files share bandwidth and are split into parallel parts anyway."""
+    small = sum(1 for m in files.values() if m.size < SMALL_FILE)
+    return 8 if small < 32 else 32
 
 
 def _filter(files: dict[str, FileMeta], include: Sequence[str] | None,
