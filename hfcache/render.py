@@ -49,19 +49,11 @@ class RichProgress(Progress):
     """Files, bytes and speed on stderr, shown only on a terminal."""
 
     def __init__(self, label: str) -> None:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            MofNCompleteColumn,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
         from rich.progress import Progress as _P
 
         self._p = _P(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                     TimeRemainingColumn(), TextColumn("files"), MofNCompleteColumn(),
-                     console=stderr_console(), transient=True)
+                     TimeRemainingColumn(), console=stderr_console(), transient=True)
         self._label = label
         self._bytes = None
         self._files = None
