@@ -45,3 +45,7 @@ class IntegrityError(HfcacheError):
 
 class UnsafePath(HfcacheError):
     """A file name from a server or a bundle would escape the folder it belongs in."""
+
+
+class BundleError(HfcacheError):
+    """A bundle that cannot be read, or whose manifest does not hold together: nothing is imported from it."""

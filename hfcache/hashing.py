@@ -62,3 +62,50 @@ def hash_bytes(data: bytes, kind: HashKind) -> str:
 def lfs_pointer(sha256: str, size: int) -> bytes:
     """The git-lfs pointer file that stands in git for an LFS file; the Hub's tree `oid` is its git sha1."""
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+class OnBytes(Protocol):
+    def __call__(self, n: int, /) -> None: ...
+
+
+def copy_hashed(src, dst, kind: HashKind, size: int, on_bytes: OnBytes | None = None,
+                chunk_size: int = CHUNK_SIZE) -> str:
+    """Copy exactly `size` bytes from `src` to `dst` (binary file objects; `dst` None only hashes).
+
+    The digest is of the bytes actually copied, so the caller compares it with the name those bytes must have
+    before making them visible. A short source raises `EOFError`.
+    """
+    h = new_hasher(kind, size)
+    buf = bytearray(max(1, min(chunk_size, size)))
+    view = memoryview(buf)
+    left = size
+    while left:
+        n = src.readinto(view[:min(left, len(buf))])
+        if not n:
+            raise EOFError(f"source ended {left} bytes early")
+        h.update(view[:n])
+        if dst is not None:
+            dst.write(view[:n])
+        if on_bytes is not None:
+            on_bytes(n)
+        left -= n
+    return h.hexdigest()
+
+
+class HashingReader:
+    """A read-only file wrapper that hashes what passes through it, for writers that pull (like `tarfile`)."""
+
+    def __init__(self, raw, kind: HashKind, size: int, on_bytes: OnBytes | None = None) -> None:
+        self._raw, self._on_bytes = raw, on_bytes
+        self._hash = new_hasher(kind, size)
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self._hash.update(data)
+        self.count += len(data)
+        if self._on_bytes is not None and data:
+            self._on_bytes(len(data))
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()

@@ -1,0 +1,384 @@
+"""`import`: a bundle into a hub cache, with the exact layout `huggingface_hub` writes, checked before it shows.
+
+Two phases, so a tampered bundle writes nothing and an interrupted import leaves a valid cache:
+
+1. Stage: every payload is read once, hashed while it streams to `blobs/<etag>.import-<8hex>.incomplete` beside
+   its final place (or only hashed, when the cache already has it). Any mismatch deletes what was staged, and the
+   folders staging made, before the error is raised.
+2. Publish, each step one atomic rename or link, in the order readers depend on: blobs, snapshot files, tree
+   listings, `.no_exist` markers, refs last. Until a ref moves, nobody asking for a branch sees the new commit,
+   and a tree listing appears only once every file it promises is there (`snapshot_download`'s offline rule).
+
+Re-running finishes an interrupted import: what is there is reused, stale staging files are removed under the
+blob's lock. Content already in the cache that differs from the bundle is never overwritten; it is reported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hfcache.bundle import Entry, Manifest, Revision, crash_point
+from hfcache.errors import BundleError, IntegrityError
+from hfcache.fetch import Progress
+from hfcache.hashing import copy_hashed, hash_bytes
+from hfcache.layout import FileMeta, HubCache, RepoRef
+
+STAGE_MARK = ".import-"
+MAX_TREE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    cache: Path
+    layout: str  # "symlinks" or "copies"
+    revisions: tuple[Revision, ...]
+    files_linked: int
+    files_present: int
+    blobs_written: int
+    blobs_reused: int
+    bytes_written: int
+    shared: int  # blobs published into huggingface_hub's shared store
+    trees: int
+    refs_moved: tuple[str, ...]
+    conflicts: tuple[str, ...]
+
+
+@dataclass
+class _Blob:
+    """One `blobs/<etag>` of one repo, and where its staged bytes wait."""
+
+    entry: Entry
+    pointers: list[Path]
+    temp: Path | None = None
+    xet_ok: bool = False  # the staged bytes have the xet hash the manifest gives
+    kept: bool = False  # the cache has other bytes under this name: they stay, and this blob is not imported
+
+    @property
+    def repo(self) -> RepoRef:
+        return self.entry.repo
+
+    @property
+    def etag(self) -> str:
+        return self.entry.path
+
+
+@dataclass
+class _Stage:
+    """What phase 1 made: temp files and folders to remove again if the bundle turns out bad."""
+
+    created: list[Path] = field(default_factory=list)
+    temps: list[Path] = field(default_factory=list)
+    trees: dict[str, bytes] = field(default_factory=dict)
+
+    def mkdirs(self, folder: Path) -> None:
+        missing = []
+        while not folder.exists():
+            missing.append(folder)
+            folder = folder.parent
+        for d in reversed(missing):
+            d.mkdir(exist_ok=True)
+            self.created.append(d)
+
+    def undo(self) -> None:
+        for t in self.temps:
+            t.unlink(missing_ok=True)
+        for d in reversed(self.created):
+            with contextlib.suppress(OSError):  # not empty: something else put files there meanwhile
+                d.rmdir()
+
+
+def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
+                  progress: Progress | None = None) -> ImportResult:
+    """Import `bundle` into `cache`; `symlinks=False` writes the copied layout (as `--no-symlinks`)."""
+    from hfcache.bundlefile import open_reader
+
+    progress = progress or Progress()
+    with open_reader(Path(bundle)) as reader:
+        manifest = Manifest.from_bytes(reader.manifest)
+        blobs = _plan(cache, manifest)
+        stage = _Stage()
+        try:
+            _stage(cache, manifest, reader, blobs, stage, progress)
+            _check_trees(manifest, stage.trees)
+        except BaseException:
+            stage.undo()
+            raise
+    return _publish(cache, manifest, blobs, stage, symlinks)
+
+
+# -- phase 1 ---------------------------------------------------------------------------------------------------
+def _plan(cache: HubCache, manifest: Manifest) -> dict[tuple[RepoRef, str], _Blob]:
+    """Every blob of the bundle, with the snapshot files that use it; a blob the cache holds otherwise is `kept`."""
+    blobs = {(e.repo, e.path): _Blob(e, []) for e in manifest.of_role("blob")}
+    for f in manifest.of_role("file"):
+        blobs[(f.repo, f.blob)].pointers.append(cache.pointer_path(f.repo, f.commit, f.path))
+    for b in blobs.values():
+        path = cache.blob_path(b.repo, b.etag)
+        b.kept = path.exists() and (not path.is_file() or path.stat().st_size != b.entry.size)
+    return blobs
+
+
+def _needed(cache: HubCache, b: _Blob) -> bool:
+    """Bytes are needed when some snapshot file is missing and the blob is not already there."""
+    return not b.kept and not cache.blob_path(b.repo, b.etag).exists() and any(not p.exists() for p in b.pointers)
+
+
+def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Stage, progress: Progress) -> None:
+    by_payload: dict[str, list[_Blob]] = {}
+    for b in blobs.values():
+        if _needed(cache, b):
+            by_payload.setdefault(b.entry.payload, []).append(b)
+    tree_payloads = {e.payload for e in manifest.of_role("tree")}
+    payloads = manifest.payloads()
+    progress.start(len(payloads), sum(size for _, _, size in payloads.values()))
+    for name, stream, size in reader.payloads(list(payloads)):
+        kind, digest, want = payloads[name]
+        if size != want:
+            raise IntegrityError(f"bundle payload {name} has {size} bytes, its manifest says {want}: "
+                                 "the bundle is damaged or tampered with; nothing was imported")
+        targets = by_payload.get(name, [])
+        try:
+            if name in tree_payloads:
+                if size > MAX_TREE_BYTES:
+                    raise BundleError(f"bundle payload {name} is too large for a tree listing")
+                stage.trees[name] = data = stream.read(size)
+                got = hash_bytes(data, kind)
+                progress.advance(size)
+            elif targets:
+                got = _stage_blob(cache, stream, targets[0], kind, size, stage, progress.advance)
+            else:
+                got = copy_hashed(stream, None, kind, size, progress.advance)  # checked all the same
+        except EOFError:
+            raise IntegrityError(f"bundle payload {name} is truncated; nothing was imported") from None
+        if got != digest:
+            raise IntegrityError(f"bundle payload {name}: its {kind} is {got}, not {digest}: the bundle is damaged "
+                                 "or tampered with; nothing was imported")
+        for b in targets[1:]:  # the same bytes in another repo's blobs/
+            _new_temp(cache, b, stage)
+            shutil.copyfile(targets[0].temp, b.temp)
+        if any(b.entry.xet_hash for b in targets):
+            _check_xet(name, targets)
+        progress.file_done(name, size, True)
+        crash_point()
+
+
+def _new_temp(cache: HubCache, b: _Blob, stage: _Stage) -> Path:
+    blobs_dir = cache.blob_path(b.repo, b.etag).parent
+    stage.mkdirs(blobs_dir)
+    stage.mkdirs(cache.repo_dir(b.repo) / "snapshots")  # a repo folder without it reads as corrupt
+    b.temp = blobs_dir / f"{b.etag}{STAGE_MARK}{uuid.uuid4().hex[:8]}.incomplete"
+    stage.temps.append(b.temp)
+    return b.temp
+
+
+def _stage_blob(cache: HubCache, stream, b: _Blob, kind, size: int, stage: _Stage, on_bytes) -> str:
+    """Stream one payload into a temp file beside the blob it will become, hashing on the way."""
+    with open(_new_temp(cache, b, stage), "xb") as f:
+        return copy_hashed(stream, f, kind, size, on_bytes)
+
+
+def _check_xet(name: str, targets: list[_Blob]) -> None:
+    """A shared-store name is a claim like any other: checked (when `hf_xet` can hash) before the store gets it."""
+    actual = _xet_hash(targets[0].temp)
+    for b in targets:
+        if b.entry.xet_hash is None or actual is None:
+            continue
+        if actual != b.entry.xet_hash:
+            raise IntegrityError(f"bundle payload {name} does not have the xet hash its manifest gives: the bundle "
+                                 "is damaged or tampered with; nothing was imported")
+        b.xet_ok = True
+
+
+def _xet_hash(path: Path) -> str | None:
+    """The Xet file hash, when `hf_xet` is installed to compute it (None otherwise: the store is not used)."""
+    try:
+        import hf_xet
+    except ImportError:
+        return None
+    return hf_xet.hash_files([str(path)])[0].hash
+
+
+def _check_trees(manifest: Manifest, trees: dict[str, bytes]) -> None:
+    """A tree listing and the snapshot files of its commit must agree on every blob name and size."""
+    blob_size = {(e.repo, e.path): e.size for e in manifest.of_role("blob")}
+    files = {(f.repo, f.commit, f.path): f.blob for f in manifest.of_role("file")}
+    for t in manifest.of_role("tree"):
+        try:
+            data = json.loads(trees[t.payload])
+            listing = data["files"] if data.get("format_version") == 1 else {}
+            metas = {p: FileMeta.from_json(info) for p, info in listing.items()}
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # a listing huggingface_hub cannot read either: carried as is
+        for path, meta in metas.items():
+            etag = files.get((t.repo, t.commit, path))
+            if etag is not None and (etag != meta.etag or blob_size[(t.repo, etag)] != meta.size):
+                raise BundleError(f"the bundle's tree listing of {t.repo}@{t.commit[:12]} disagrees with its "
+                                  f"files about {path!r}; nothing was imported")
+
+
+# -- phase 2 ---------------------------------------------------------------------------------------------------
+@dataclass
+class _Counts:
+    linked: int = 0
+    present: int = 0
+    written: int = 0
+    reused: int = 0
+    bytes: int = 0
+    shared: int = 0
+    trees: int = 0
+
+
+def _publish(cache: HubCache, manifest: Manifest, blobs: dict[tuple[RepoRef, str], _Blob], stage: _Stage,
+             symlinks: bool | None) -> ImportResult:
+    cache.ensure_tag()
+    links = cache.symlinks_supported() if symlinks is None else (symlinks and cache.symlinks_supported())
+    share = _share_function() if links else None
+    n = _Counts()
+    conflicts = [f"{b.repo}: blobs/{b.etag} exists with other content (kept)" for b in blobs.values() if b.kept]
+    _drop_stale_stages(cache, blobs, stage)
+    if links:
+        for b in blobs.values():
+            if not b.kept:
+                _publish_blob(cache, b, share, n)
+    incomplete: set[tuple[RepoRef, str]] = set()
+    uses = {key: len(b.pointers) for key, b in blobs.items()}
+    for f in manifest.of_role("file"):
+        b = blobs[(f.repo, f.blob)]
+        uses[(f.repo, f.blob)] -= 1
+        problem = "kept" if b.kept else _place_file(cache, f, b, links, uses[(f.repo, f.blob)] == 0, n)
+        if problem:
+            if problem != "kept":
+                conflicts.append(problem)
+            incomplete.add((f.repo, f.commit))
+        crash_point()
+    for b in blobs.values():  # copies layout: staged bytes that no missing file needed after all
+        if b.temp is not None:
+            b.temp.unlink(missing_ok=True)
+    for t in manifest.of_role("tree"):
+        path, data = cache.tree_path(t.repo, t.commit), stage.trees[t.payload]
+        if path.exists():
+            if path.read_bytes() != data:
+                conflicts.append(f"{t.repo}: trees/{t.commit}.json exists with other content (kept)")
+            continue
+        if (t.repo, t.commit) not in incomplete:  # a listing promises every file it names
+            _write_atomic(path, data)
+            n.trees += 1
+            crash_point()
+    for m in manifest.of_role("no_exist"):
+        cache.mark_no_exist(m.repo, m.commit, m.path)
+    moved = []
+    for r in manifest.of_role("ref"):
+        if (r.repo, r.commit) in incomplete:
+            conflicts.append(f"{r.repo}: ref {r.path} left as it was: the snapshot {r.commit[:12]} is incomplete")
+            continue
+        old = cache.read_ref(r.repo, r.path)
+        if old != r.commit:
+            cache.write_ref(r.repo, r.path, r.commit)
+            if old is not None:
+                moved.append(f"{r.repo}: {r.path} {old[:12]} -> {r.commit[:12]}")
+            crash_point()
+    return ImportResult(
+        cache=cache.root, layout="symlinks" if links else "copies", revisions=_revisions(manifest),
+        files_linked=n.linked, files_present=n.present, blobs_written=n.written, blobs_reused=n.reused,
+        bytes_written=n.bytes, shared=n.shared, trees=n.trees, refs_moved=tuple(moved), conflicts=tuple(conflicts))
+
+
+def _drop_stale_stages(cache: HubCache, blobs: dict[tuple[RepoRef, str], _Blob], stage: _Stage) -> None:
+    """Staging files an interrupted import left behind (this run's are kept); each under its blob's lock."""
+    ours = set(stage.temps)
+    for repo in {b.repo for b in blobs.values()}:
+        folder = cache.repo_dir(repo) / "blobs"
+        for p in folder.iterdir() if folder.is_dir() else ():
+            if STAGE_MARK in p.name and p.name.endswith(".incomplete") and p not in ours:
+                with cache.lock(repo, p.name.split(STAGE_MARK, 1)[0]):
+                    p.unlink(missing_ok=True)
+
+
+def _publish_blob(cache: HubCache, b: _Blob, share: Callable | None, n: _Counts) -> None:
+    """Rename the staged bytes to `blobs/<etag>` under the lock `huggingface_hub` takes, or reuse what is there."""
+    blob = cache.blob_path(b.repo, b.etag)
+    with cache.lock(b.repo, b.etag):
+        if blob.exists():
+            n.reused += 1
+            if b.temp is not None:
+                b.temp.unlink(missing_ok=True)
+                b.temp = None
+            # An interrupted import may have renamed it without sharing it: share it if its bytes check out.
+            b.xet_ok = bool(share and b.entry.xet_hash and not blob.is_symlink()
+                            and _xet_hash(blob) == b.entry.xet_hash)
+        elif b.temp is not None:
+            if not b.temp.exists():
+                raise BundleError(f"{b.temp} vanished during the import (another process removed it); run again")
+            os.replace(b.temp, blob)
+            b.temp = None
+            n.written += 1
+            n.bytes += b.entry.size
+            crash_point()
+        else:
+            return  # every snapshot file that uses it is there already
+        if share is not None and b.xet_ok and not blob.is_symlink():
+            if share(blob_path=str(blob), xet_hash=b.entry.xet_hash, cache_dir=cache.root,
+                     expected_size=b.entry.size):
+                n.shared += 1
+            crash_point()
+
+
+def _share_function() -> Callable | None:
+    """huggingface_hub's own store publisher when its shared store is on, so both tools write the same layout."""
+    try:
+        from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store, shared_blobs_enabled
+    except ImportError:
+        return None
+    return publish_blob_to_shared_store if shared_blobs_enabled() else None
+
+
+def _place_file(cache: HubCache, f: Entry, b: _Blob, links: bool, last_use: bool, n: _Counts) -> str | None:
+    """Make one snapshot file appear: a relative link, or (copies layout) the bytes themselves, atomically."""
+    pointer = cache.pointer_path(f.repo, f.commit, f.path)
+    blob = cache.blob_path(f.repo, f.blob)
+    if pointer.exists():
+        if pointer.is_symlink():
+            same = os.path.realpath(pointer) == os.path.realpath(blob)
+        else:
+            same = pointer.is_file() and pointer.stat().st_size == b.entry.size
+        if not same:
+            return f"{f.repo}: snapshots/{f.commit[:12]}/{f.path} exists with other content (kept)"
+        n.present += 1
+        return None
+    if links:
+        if not blob.exists():
+            return f"{f.repo}: blobs/{f.blob} is missing, so {f.path} could not be linked"
+        cache.link(f.repo, f.commit, f.path, f.blob, new_blob=False)
+    else:
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        if last_use and b.temp is not None:
+            os.replace(b.temp, pointer)  # the last user takes the staged file, as huggingface_hub moves a new blob
+            b.temp = None
+        else:
+            tmp = pointer.with_name(f".{pointer.name}.{uuid.uuid4().hex[:8]}.tmp")
+            shutil.copyfile(b.temp if b.temp is not None else blob, tmp)
+            os.replace(tmp, pointer)
+    n.linked += 1
+    return None
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _revisions(manifest: Manifest) -> tuple[Revision, ...]:
+    """Each commit the bundle carries, by its ref where it has one."""
+    named = {(r.repo, r.commit): r.path for r in manifest.of_role("ref")}
+    commits = sorted({(e.repo, e.commit) for e in manifest.entries if e.role in ("file", "tree")},
+                     key=lambda rc: (rc[0].repo_type, rc[0].repo_id, rc[1]))
+    return tuple(Revision(repo, named.get((repo, c), c), c) for repo, c in commits)

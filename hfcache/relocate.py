@@ -1,0 +1,407 @@
+"""Move a cache, or switch its layout, without breaking anything that names its files.
+
+`relocate` moves (or copies) a whole HF_HOME or hub cache. Relative links move with the tree; absolute links that
+old `huggingface_hub` versions made into the old place become relative; `datasets` keys its extracted archives by
+the archive's absolute path (`downloads/extracted/<sha256(path)>`), so those folders are renamed for the new
+path; locks are dropped (after checking nobody holds one). On one file system the tree is renamed in one step
+after the links are fixed in place (each link fix keeps the old tree valid); elsewhere it is copied into a
+staging folder beside the target and renamed when complete. Re-running an interrupted relocation finishes it.
+
+`convert` switches between the symlinked layout and the copied one `huggingface_hub` falls back to without
+symlinks, one atomic rename per file, so a cache interrupted midway is a valid mix of both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from hfcache.bundle import crash_point
+from hfcache.errors import HfcacheError, UsageError
+from hfcache.layout import HubCache, RepoRef
+
+DONE_MARK = ".hfcache-relocated-to"  # in the old tree: the new one is complete, the old one may go
+MOVING_MARK = ".hfcache-relocating-from"  # in the moved tree until its fix-ups are done
+HOME_ENTRIES = ("hub", "datasets", "modules", "token", "stored_tokens", "xet", "assets", "evaluate", "metrics")
+PATH_VARS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_DATASETS_CACHE", "HF_MODULES_CACHE", "HF_XET_CACHE",
+             "HF_ASSETS_CACHE", "HF_TOKEN_PATH", "HF_EVALUATE_CACHE", "HF_METRICS_CACHE")
+
+
+@dataclass(frozen=True)
+class RelocateResult:
+    old: Path
+    new: Path
+    kind: str  # "hf_home" or "hub_cache"
+    copied: bool
+    links_made_relative: int
+    links_made_absolute: int
+    extracted_renamed: int
+    locks_dropped: int
+    env: dict[str, str]
+    notes: tuple[str, ...]
+
+
+def _kind(folder: Path) -> str:
+    names = {p.name for p in folder.iterdir()}
+    if "CACHEDIR.TAG" in names or any(RepoRef.from_folder_name(n) for n in names):
+        return "hub_cache"
+    if names & set(HOME_ENTRIES):
+        return "hf_home"
+    raise UsageError(f"{folder} looks like neither an HF_HOME nor a hub cache; refusing to move it")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def relocate(old: Path, new: Path, copy: bool = False) -> RelocateResult:
+    """Move or copy the HF_HOME or hub cache `old` to `new` (which must not exist, or be an empty folder)."""
+    old, new = Path(os.path.abspath(old)), Path(os.path.abspath(new))
+    resumed = _resume(old, new)
+    if resumed is not None:
+        return resumed
+    if not old.is_dir():
+        raise UsageError(f"{old} is not a folder")
+    if _inside(str(new), str(old)) or _inside(str(old), str(new)):
+        raise UsageError("OLD and NEW must not contain one another")
+    if new.exists() and (not new.is_dir() or any(new.iterdir())):
+        raise UsageError(f"{new} exists and is not an empty folder (to merge caches, use export and import)")
+    if not new.parent.is_dir():
+        raise UsageError(f"{new.parent} is not a folder")
+    kind = _kind(old)
+    _check_unlocked(old, kind)
+    if not copy and os.stat(old).st_dev == os.stat(new.parent).st_dev:
+        links = _fix_links(old, old, new)  # valid in both places: the tree moves as one
+        dropped = _drop_locks(old, kind)
+        (old / MOVING_MARK).write_text(f"{old}\n")
+        if new.exists():
+            new.rmdir()
+        os.rename(old, new)
+        crash_point()
+        renamed = _rekey_extracted(new, kind, old, new)
+        (new / MOVING_MARK).unlink()
+        return _finish(old, new, kind, copy, links, renamed, dropped)
+    staging = new.with_name(f".{new.name}.relocating")
+    shutil.rmtree(staging, ignore_errors=True)  # what an interrupted copy left
+    shutil.copytree(old, staging, symlinks=True)
+    links = _fix_links(staging, old, new)
+    dropped = _drop_locks(staging, kind)
+    renamed = _rekey_extracted(staging, kind, old, new)
+    if new.exists():
+        new.rmdir()
+    os.rename(staging, new)
+    crash_point()
+    if not copy:
+        (old / DONE_MARK).write_text(f"{new}\n")
+        shutil.rmtree(old)
+    return _finish(old, new, kind, copy, links, renamed, dropped)
+
+
+def _resume(old: Path, new: Path) -> RelocateResult | None:
+    """Finish a move that was interrupted after its point of no return, as the markers it left tell."""
+    if _marked(old / DONE_MARK, new):  # `new` was complete; removing the old tree was cut short
+        shutil.rmtree(old)
+        return _finish(old, new, _kind(new), False, (0, 0), 0, 0, resumed=True)
+    if not old.exists() and _marked(new / MOVING_MARK, old):  # renamed; the fix-ups after it were cut short
+        kind = _kind(new)
+        links = _fix_links(new, old, new)
+        renamed = _rekey_extracted(new, kind, old, new)
+        dropped = _drop_locks(new, kind)
+        (new / MOVING_MARK).unlink()
+        return _finish(old, new, kind, False, links, renamed, dropped, resumed=True)
+    return None
+
+
+def _marked(marker: Path, other: Path) -> bool:
+    try:
+        return marker.read_text().strip() == str(other)
+    except OSError:
+        return False
+
+
+def _finish(old: Path, new: Path, kind: str, copy: bool, links: tuple[int, int], renamed: int, dropped: int,
+            resumed: bool = False) -> RelocateResult:
+    env: dict[str, str] = {"HF_HOME" if kind == "hf_home" else "HF_HUB_CACHE": str(new)}
+    notes = [f"{'copied' if copy else 'moved'} {old} -> {new}" + (" (finished an interrupted run)" if resumed else "")]
+    for var in PATH_VARS:
+        value = os.environ.get(var)
+        if value and _inside(os.path.abspath(os.path.expanduser(value)), str(old)):
+            env[var] = str(new / os.path.relpath(os.path.abspath(os.path.expanduser(value)), old)).rstrip("/.")
+    if os.environ.get("TRANSFORMERS_CACHE"):
+        notes.append(f"TRANSFORMERS_CACHE is set ({os.environ['TRANSFORMERS_CACHE']}) but transformers 5 ignores "
+                     "it: unset it and use HF_HUB_CACHE or HF_HOME")
+    else:
+        notes.append("transformers 5 ignores TRANSFORMERS_CACHE: set HF_HOME or HF_HUB_CACHE as printed")
+    return RelocateResult(old, new, kind, copy, links[0], links[1], renamed, dropped, env, tuple(notes))
+
+
+def _fix_links(root: Path, old: Path, new: Path) -> tuple[int, int]:
+    """Make the links of the tree at `root` (which was at `old`, will be at `new`) valid in both places.
+
+    Absolute links into `old` become relative; relative links that leave the tree become absolute (a move
+    would break them). Each link is replaced atomically.
+    """
+    olds = {str(old), os.path.realpath(old)}
+    relative = absolute = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = os.path.relpath(dirpath, root)
+        for name in filenames + dirnames:
+            path = os.path.join(dirpath, name)
+            if not os.path.islink(path):
+                continue
+            target = os.readlink(path)
+            if os.path.isabs(target):
+                base = next((o for o in olds if _inside(target, o)), None)
+                if base is None:
+                    continue
+                fixed = os.path.relpath(os.path.join(new, os.path.relpath(target, base)), os.path.join(new, rel_dir))
+                relative += 1
+            else:
+                was = os.path.normpath(os.path.join(old, rel_dir, target))
+                if _inside(was, str(old)):
+                    continue
+                fixed = was
+                absolute += 1
+            tmp = os.path.join(dirpath, f".{name}.{uuid.uuid4().hex[:8]}.tmp")
+            os.symlink(fixed, tmp)
+            os.replace(tmp, path)
+            crash_point()
+    return relative, absolute
+
+
+def _lock_files(root: Path, kind: str) -> list[Path]:
+    """Lock files only: hub `.locks/`, shared-store `<xx>/<hash>.lock`, and `*.lock` outside the hub cache."""
+    hub = root / "hub" if kind == "hf_home" else root
+    found = [p for p in (hub / ".locks").rglob("*") if p.is_file() or p.is_symlink()]
+    found += [p for p in (hub / "blobs").glob("??/*.lock") if p.is_file()]
+    if kind == "hf_home":
+        for top in root.iterdir():
+            if top.is_dir() and top.name != "hub":
+                found += [p for p in top.rglob("*.lock") if p.is_file()]
+    return found
+
+
+def _check_unlocked(root: Path, kind: str) -> None:
+    from filelock import FileLock, Timeout
+
+    for path in _lock_files(root, kind):
+        if path.suffix != ".lock":
+            continue
+        try:
+            FileLock(path, timeout=0).acquire().lock.release()
+        except Timeout:
+            raise HfcacheError(f"{root} is in use: {path} is held by a running process; stop it first") from None
+        except OSError:
+            pass
+
+
+def _drop_locks(root: Path, kind: str) -> int:
+    files = _lock_files(root, kind)
+    for p in files:
+        p.unlink(missing_ok=True)
+    hub = root / "hub" if kind == "hf_home" else root
+    for dirpath, _, _ in sorted(os.walk(hub / ".locks"), key=lambda w: -len(w[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(dirpath)
+    return len(files)
+
+
+def _extracted_key(path: str) -> str:
+    """`datasets.utils.extract`: an archive extracts to `downloads/extracted/<sha256(its absolute path)>`."""
+    key = hashlib.sha256(path.encode("utf-8")).hexdigest()
+    return key + ".py" if path.endswith(".py") else key
+
+
+def _rekey_extracted(root: Path, kind: str, old: Path, new: Path) -> int:
+    """Rename `datasets/downloads/extracted/<key>` folders for the archives' new absolute paths."""
+    if kind != "hf_home":
+        return 0
+    extracted = root / "datasets" / "downloads" / "extracted"
+    if not extracted.is_dir():
+        return 0
+    keys = {p.name for p in extracted.iterdir() if p.is_dir()}
+    prefix = os.path.relpath(extracted, root) + os.sep
+    todo = {}  # archive (relative path) -> the key its extracted folder has now
+    for d, _, names in os.walk(root / "datasets" / "downloads"):
+        for name in names:
+            rel = os.path.relpath(os.path.join(d, name), root)
+            if (key := _extracted_key(os.path.join(old, rel))) in keys:
+                todo[rel] = key
+    mapping: dict[str, str] = {}
+    while todo:  # an archive inside an extracted folder waits until that folder's new name is known
+        ready = [rel for rel in todo if _nest(rel, prefix) not in todo.values()]
+        if not ready:
+            break
+        for rel in ready:
+            parent = _nest(rel, prefix)
+            moved = rel if parent is None else prefix + mapping.get(parent, parent) + rel[len(prefix) + len(parent):]
+            mapping[todo.pop(rel)] = _extracted_key(os.path.join(new, moved))
+    renamed = 0
+    for old_key, new_key in reversed(mapping.items()):  # nested first: a re-run still finds its parents unmoved
+        if old_key != new_key and (extracted / old_key).is_dir() and not (extracted / new_key).exists():
+            os.rename(extracted / old_key, extracted / new_key)
+            renamed += 1
+            crash_point()
+    return renamed
+
+
+def _nest(rel: str, prefix: str) -> str | None:
+    """The extracted folder an archive lies in, if it lies in one."""
+    return rel[len(prefix):].split(os.sep, 1)[0] if rel.startswith(prefix) else None
+
+
+# -- convert ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ConvertResult:
+    cache: Path
+    layout: str  # what the cache is now: "copies" or "symlinks"
+    files: int
+    blobs_created: int
+    blobs_removed: int
+    bytes_saved: int
+    skipped: tuple[str, ...]
+
+
+def _repos(cache: HubCache) -> list[RepoRef]:
+    if not cache.root.is_dir():
+        raise UsageError(f"{cache.root} is not a folder")
+    found = [RepoRef.from_folder_name(p.name) for p in sorted(cache.root.iterdir())]
+    return [r for r in found if r is not None and (cache.repo_dir(r) / "snapshots").is_dir()]
+
+
+def _snapshot_entries(cache: HubCache, repo: RepoRef) -> list[tuple[str, str, Path]]:
+    """(commit, repo path, snapshot path) for every file or link under `snapshots/`."""
+    out = []
+    snaps = cache.repo_dir(repo) / "snapshots"
+    for snap in sorted(snaps.iterdir()):
+        for dirpath, dirnames, filenames in os.walk(snap):
+            dirnames.sort()
+            for name in sorted(filenames):
+                p = Path(dirpath) / name
+                out.append((snap.name, p.relative_to(snap).as_posix(), p))
+    return out
+
+
+def convert_to_copies(cache: HubCache) -> ConvertResult:
+    """Replace every snapshot link by the bytes it points to; a blob's last user takes the blob itself."""
+    files = removed = 0
+    skipped: list[str] = []
+    for repo in _repos(cache):
+        blobs_dir = cache.repo_dir(repo) / "blobs"
+        users: dict[Path, list[Path]] = {}
+        for _, _, p in _snapshot_entries(cache, repo):
+            if p.is_symlink():
+                if not p.exists():
+                    skipped.append(f"{repo}: {p} is a broken link (left as is)")
+                    continue
+                users.setdefault(Path(os.path.normpath(p.parent / os.readlink(p))), []).append(p)
+        for blob, pointers in users.items():
+            own = blob.parent == blobs_dir
+            with cache.lock(repo, blob.name) if own else contextlib.nullcontext():
+                for i, p in enumerate(pointers):
+                    if own and i == len(pointers) - 1 and not blob.is_symlink():
+                        os.replace(blob, p)  # as huggingface_hub moves a new blob into place
+                        removed += 1
+                    else:
+                        _copy_over(p.resolve(), p)
+                    files += 1
+                    crash_point()
+        removed += _drop_unused_store_links(cache, repo)
+    return ConvertResult(cache.root, "copies", files, 0, removed, 0, tuple(skipped))
+
+
+def _copy_over(source: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
+
+
+def _drop_unused_store_links(cache: HubCache, repo: RepoRef) -> int:
+    """Repo blobs that are only links into the shared store and that no snapshot uses any more; the store entry
+    goes too when nothing else refers to it (huggingface_hub's own sweep decides)."""
+    try:
+        from huggingface_hub.utils._shared_blobs import shared_blob_target, sweep_shared_blob
+    except ImportError:
+        return 0
+    blobs_dir = cache.repo_dir(repo) / "blobs"
+    used = {os.path.normpath(p.parent / os.readlink(p)) for _, _, p in _snapshot_entries(cache, repo)
+            if p.is_symlink()}
+    removed = 0
+    for blob in sorted(blobs_dir.iterdir()) if blobs_dir.is_dir() else ():
+        target = shared_blob_target(blob, cache.root) if blob.is_symlink() else None
+        if target is None or str(blob) in used:
+            continue
+        with cache.lock(repo, blob.name):
+            blob.unlink()
+        sweep_shared_blob(target, cache_dir=cache.root)
+        removed += 1
+        crash_point()
+    return removed
+
+
+def convert_to_symlinks(cache: HubCache) -> ConvertResult:
+    """Name every real snapshot file's bytes by their hash in `blobs/`, link to it, store identical bytes once."""
+    from hfcache.hashing import hash_file, kind_of
+    from hfcache.server.catalog import file_meta
+
+    if not cache.symlinks_supported():
+        raise UsageError(f"symlinks are not available in {cache.root} (or HF_HUB_DISABLE_SYMLINKS is set)")
+    files = created = saved = 0
+    skipped: list[str] = []
+    for repo in _repos(cache):
+        _drop_stale_temps(cache, repo)
+        trees: dict[str, dict] = {}
+        for commit, rel, p in _snapshot_entries(cache, repo):
+            if p.is_symlink() or not p.is_file():
+                continue
+            size = p.stat().st_size
+            tree = trees.setdefault(commit, cache.read_tree(repo, commit) or {})
+            meta = tree.get(rel)
+            if meta is not None and meta.size == size and kind_of(meta.etag):
+                etag = meta.etag
+                if hash_file(p, kind_of(etag)) != etag:
+                    skipped.append(f"{repo}: {p} does not match its tree listing ({etag}); left as is")
+                    continue
+            else:  # no listing: the Hub's own rules (LFS by pattern or size), as `serve` names folder files
+                etag = file_meta(p, rel).etag
+            blob = cache.blob_path(repo, etag)
+            blob.parent.mkdir(parents=True, exist_ok=True)
+            with cache.lock(repo, etag):
+                if blob.exists():
+                    if blob.stat().st_size != size:
+                        skipped.append(f"{repo}: blobs/{etag} exists with another size; {p} left as is")
+                        continue
+                    saved += size
+                else:
+                    _materialize_blob(p, blob)
+                    created += 1
+                    crash_point()
+                cache.link(repo, commit, rel, etag, new_blob=False)
+            files += 1
+            crash_point()
+    return ConvertResult(cache.root, "symlinks", files, created, 0, saved, tuple(skipped))
+
+
+def _materialize_blob(source: Path, blob: Path) -> None:
+    """Give `blob` the bytes of `source` (a hard link when the file system allows: no copy, no extra space)."""
+    tmp = blob.with_name(f"{blob.name}.convert-{uuid.uuid4().hex[:8]}.incomplete")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, blob)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _drop_stale_temps(cache: HubCache, repo: RepoRef) -> None:
+    blobs = cache.repo_dir(repo) / "blobs"
+    for p in blobs.glob("*.convert-*.incomplete") if blobs.is_dir() else ():
+        with cache.lock(repo, p.name.split(".convert-", 1)[0]):
+            p.unlink(missing_ok=True)
