@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable, Iterable
 from typing import Literal, Protocol
 
 HashKind = Literal["sha256", "git-sha1"]
@@ -43,14 +44,30 @@ def new_hasher(kind: HashKind, size: int) -> _Hash:
 
 def hash_file(path: str | os.PathLike[str], kind: HashKind, chunk_size: int = CHUNK_SIZE) -> str:
     """Hash a file by streaming it, with git's header computed from the file's own size."""
+    return hash_file_kinds(path, (kind,), chunk_size)[1][kind]
+
+
+def hash_file_kinds(path: str | os.PathLike[str], kinds: Iterable[HashKind], chunk_size: int = CHUNK_SIZE,
+                    on_bytes: Callable[[int], None] | None = None) -> tuple[int, dict[HashKind, str]]:
+    """Bytes read and one digest per kind, from one pass over the file (verify may need two kinds of one blob).
+
+    The buffer is never larger than the file, so hashing many small files costs no large allocations.
+    """
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
-        h = new_hasher(kind, size)
-        buf = bytearray(chunk_size)
+        if hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # a larger read-ahead when cold
+        updates = [(k, new_hasher(k, size)) for k in dict.fromkeys(kinds)]
+        buf = bytearray(max(1, min(chunk_size, size + 1)))
         view = memoryview(buf)
+        read = 0
         while n := f.readinto(buf):
-            h.update(view[:n])
-    return h.hexdigest()
+            for _, h in updates:
+                h.update(view[:n])
+            read += n
+            if on_bytes is not None:
+                on_bytes(n)
+    return read, {k: h.hexdigest() for k, h in updates}
 
 
 def hash_bytes(data: bytes, kind: HashKind) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hfcache.cli.common import CacheDir, Json, RepoType, Revision, app
+from hfcache.errors import UsageError
 
 
 def _progress(label: str, quiet: bool):
@@ -66,7 +67,8 @@ def download(
 
 @app.command()
 def snapshot(
-    repo_id: Annotated[str, typer.Argument(help="Repo id, e.g. bert-base-uncased or org/name.")],
+    repo_id: Annotated[str | None, typer.Argument(help="Repo id, e.g. bert-base-uncased or org/name.",
+                                                  show_default=False)] = None,
     revision: Revision = "main",
     repo_type: RepoType = "model",
     include: Annotated[list[str] | None, typer.Option("--include", help="Only files matching this glob.")] = None,
@@ -76,12 +78,23 @@ def snapshot(
     connections: Connections = 8,
     part_size: PartSize = 32,
     retries: Retries = 8,
+    lock: Annotated[Path | None, typer.Option("--lock", help="Fetch exactly what this lock file pins (all of it, "
+                                              "or REPO_ID's entries), then check it.")] = None,
     as_json: Json = False,
 ) -> None:
     """Fetch a whole revision into the cache; the snapshot folder is the last line of stdout."""
     from hfcache.layout import RepoRef
     from hfcache.render import Timer, render_snapshot
 
+    if lock is not None:
+        from hfcache.cli.verify import snapshot_locked
+
+        if include or exclude:
+            raise UsageError("--lock fetches what the lock pins: no --include or --exclude with it")
+        fetcher = _fetcher(cache_dir, max_workers, _progress("lock", as_json), connections, part_size, retries)
+        return snapshot_locked(lock, repo_id, repo_type, fetcher, as_json)
+    if repo_id is None:
+        raise UsageError("missing REPO_ID (or --lock FILE)")
     progress = _progress(f"{repo_id}", as_json)
     with Timer() as t:
         try:
