@@ -27,7 +27,7 @@ PartSize = Annotated[int, typer.Option("--part-size", min=1, help="Part size in 
 Retries = Annotated[int, typer.Option("--retries", min=0, help="Retries per part after a network failure.")]
 
 
-def _fetcher(cache_dir: Path | None, max_workers: int, progress, connections: int = 8, part_size: int = 32,
+def _fetcher(cache_dir: Path | None, max_workers: int | None, progress, connections: int = 8, part_size: int = 32,
              retries: int = 8):
     from hfcache.fetch import Fetcher
     from hfcache.layout import HubCache
@@ -45,7 +45,8 @@ def download(
     revision: Revision = "main",
     repo_type: RepoType = "model",
     cache_dir: CacheDir = None,
-    max_workers: Annotated[int, typer.Option("--max-workers", min=1)] = 8,
+    max_workers: Annotated[int | None, typer.Option("--max-workers", min=1, show_default="auto",
+                                                    help="Files fetched at once.")] = None,
     connections: Connections = 8,
     part_size: PartSize = 32,
     retries: Retries = 8,
@@ -74,7 +75,9 @@ def snapshot(
     include: Annotated[list[str] | None, typer.Option("--include", help="Only files matching this glob.")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Skip files matching this glob.")] = None,
     cache_dir: CacheDir = None,
-    max_workers: Annotated[int, typer.Option("--max-workers", min=1, help="Files fetched at once.")] = 8,
+    max_workers: Annotated[int | None, typer.Option(
+        "--max-workers", min=1, show_default="auto",
+        help="Files fetched at once (auto: 8, 32 for many small files).")] = None,
     connections: Connections = 8,
     part_size: PartSize = 32,
     retries: Retries = 8,
