@@ -128,10 +128,13 @@ class Entry:
 class Manifest:
     entries: tuple[Entry, ...]
     created_by: dict = field(default_factory=dict)
+    areas: tuple = ()  # files of the offline caches (`hfcache.offline.bundle_roles.AreaEntry`)
 
     def to_bytes(self) -> bytes:
         data = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "created_by": self.created_by,
                 "entries": [e.to_json() for e in self.entries]}
+        if self.areas:
+            data["areas"] = [a.to_json() for a in self.areas]
         return (json.dumps(data, indent=1, sort_keys=False) + "\n").encode()
 
     @classmethod
@@ -147,7 +150,12 @@ class Manifest:
                               f"(this hfcache reads version {SCHEMA_VERSION}); upgrade hfcache")
         if not isinstance(raw.get("entries"), list):
             raise BundleError("the bundle's manifest has no entry list")
-        m = cls(tuple(Entry.from_json(e) for e in raw["entries"]), raw.get("created_by") or {})
+        if not isinstance(raw.get("areas", []), list):
+            raise BundleError("the bundle's manifest has a bad area list")
+        from hfcache.offline.bundle_roles import AreaEntry
+
+        m = cls(tuple(Entry.from_json(e) for e in raw["entries"]), raw.get("created_by") or {},
+                tuple(AreaEntry.from_json(a) for a in raw.get("areas", [])))
         m._check()
         return m
 
@@ -168,6 +176,11 @@ class Manifest:
         for e in self.entries:
             if e.payload is not None and payloads[e.payload] != (*e.digest, e.size):
                 raise BundleError(f"the manifest gives payload {e.payload} two different sizes or hashes")
+        if len({a.key for a in self.areas}) != len(self.areas):
+            raise BundleError("the manifest lists one area file twice")
+        for a in self.areas:
+            if payloads[a.payload] != ("sha256", a.sha256, a.size):
+                raise BundleError(f"the manifest gives payload {a.payload} two different sizes or hashes")
 
     def payloads(self) -> dict[str, tuple[HashKind, str, int]]:
         """Payload name -> (hash kind, digest, size), in manifest order."""
@@ -175,6 +188,8 @@ class Manifest:
         for e in self.entries:
             if e.payload is not None:
                 out.setdefault(e.payload, (*e.digest, e.size))
+        for a in self.areas:
+            out.setdefault(a.payload, ("sha256", a.sha256, a.size))
         return out
 
     def of_role(self, role: str) -> list[Entry]:
@@ -271,9 +286,10 @@ class ExportResult:
 
 
 def plan_export(cache: HubCache, specs: Sequence[Spec], include: Sequence[str] | None = None,
-                exclude: Sequence[str] | None = None) -> ExportPlan:
-    """What a bundle of `specs` holds, read from the cache alone (offline by nature)."""
-    if not specs:
+                exclude: Sequence[str] | None = None, areas: tuple = ((), {})) -> ExportPlan:
+    """What a bundle of `specs` holds, read from the cache alone (offline by nature); `areas` are offline-cache
+    files and their sources (`hfcache.offline.bundle_roles.plan_areas`)."""
+    if not specs and not areas[0]:
         raise UsageError("nothing to export: give at least one repo spec")
     acc = _Plan()
     for spec in specs:
@@ -281,7 +297,9 @@ def plan_export(cache: HubCache, specs: Sequence[Spec], include: Sequence[str] |
     order = {role: i for i, role in enumerate(ROLES)}
     ordered = sorted(acc.entries.values(), key=lambda e: (order[e.role], e.repo.repo_type, e.repo.repo_id,
                                                           e.commit or "", e.path))
-    manifest = Manifest(tuple(ordered), library_versions())
+    for a in areas[0]:
+        acc.sources.setdefault(a.payload, Source(areas[1][a.payload], "sha256", a.sha256, a.size))
+    manifest = Manifest(tuple(ordered), library_versions(), tuple(areas[0]))
     manifest._check()
     return ExportPlan(manifest, acc.sources, acc.inline, tuple(acc.revisions), tuple(acc.absent))
 

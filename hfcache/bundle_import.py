@@ -21,7 +21,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hfcache.bundle import Entry, Manifest, Revision, crash_point
@@ -48,6 +48,7 @@ class ImportResult:
     trees: int
     refs_moved: tuple[str, ...]
     conflicts: tuple[str, ...]
+    area_files: int = 0  # files of the offline caches (prepared datasets, modules, mapped URLs)
 
 
 @dataclass
@@ -95,8 +96,11 @@ class _Stage:
 
 
 def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
-                  progress: Progress | None = None) -> ImportResult:
-    """Import `bundle` into `cache`; `symlinks=False` writes the copied layout (as `--no-symlinks`)."""
+                  progress: Progress | None = None, area_roots=None) -> ImportResult:
+    """Import `bundle` into `cache`; `symlinks=False` writes the copied layout (as `--no-symlinks`).
+
+    Offline-cache files go under `area_roots` (`hfcache.offline.env.OfflineRoots`; default: the environment's).
+    """
     from hfcache.bundlefile import open_reader
 
     progress = progress or Progress()
@@ -104,13 +108,22 @@ def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
         manifest = Manifest.from_bytes(reader.manifest)
         blobs = _plan(cache, manifest)
         stage = _Stage()
+        areas = None
+        if manifest.areas:
+            from hfcache.offline.bundle_roles import AreaImport
+            from hfcache.offline.env import offline_roots
+
+            areas = AreaImport(manifest.areas, area_roots or offline_roots(hub_cache=cache.root))
         try:
-            _stage(cache, manifest, reader, blobs, stage, progress)
+            _stage(cache, manifest, reader, blobs, stage, progress, areas)
             _check_trees(manifest, stage.trees)
         except BaseException:
             stage.undo()
+            if areas is not None:
+                areas.undo()
             raise
-    return _publish(cache, manifest, blobs, stage, symlinks)
+    result = _publish(cache, manifest, blobs, stage, symlinks)
+    return result if areas is None else replace(result, area_files=areas.publish())
 
 
 # -- phase 1 ---------------------------------------------------------------------------------------------------
@@ -130,7 +143,8 @@ def _needed(cache: HubCache, b: _Blob) -> bool:
     return not b.kept and not cache.blob_path(b.repo, b.etag).exists() and any(not p.exists() for p in b.pointers)
 
 
-def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Stage, progress: Progress) -> None:
+def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Stage, progress: Progress,
+           areas=None) -> None:
     by_payload: dict[str, list[_Blob]] = {}
     for b in blobs.values():
         if _needed(cache, b):
@@ -153,6 +167,8 @@ def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Sta
                 progress.advance(size)
             elif targets:
                 got = _stage_blob(cache, stream, targets[0], kind, size, stage, progress.advance)
+            elif areas is not None and areas.wants(name):
+                got = areas.stage(name, stream, kind, size, progress.advance)
             else:
                 got = copy_hashed(stream, None, kind, size, progress.advance)  # checked all the same
         except EOFError:
@@ -163,6 +179,8 @@ def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Sta
         for b in targets[1:]:  # the same bytes in another repo's blobs/
             _new_temp(cache, b, stage)
             shutil.copyfile(targets[0].temp, b.temp)
+        if targets and areas is not None and areas.wants(name):  # ... or in an offline cache
+            areas.stage_copy(name, targets[0].temp)
         if any(b.entry.xet_hash for b in targets):
             _check_xet(name, targets)
         progress.file_done(name, size, True)

@@ -49,3 +49,19 @@ class UnsafePath(HfcacheError):
 
 class BundleError(HfcacheError):
     """A bundle that cannot be read, or whose manifest does not hold together: nothing is imported from it."""
+
+
+class SpecError(UsageError):
+    """A spec on the command line that cannot be read (REPO[:CONFIG], TYPE:REPO, URL, data_files=...)."""
+
+
+class SourceMissing(HfcacheError):
+    """What a well-formed spec names is not there: no such snapshot, config, module script, or URL in a script."""
+
+
+class ScriptError(HfcacheError):
+    """A dataset or metric script that cannot be read or installed as the libraries would."""
+
+
+class BuildError(HfcacheError):
+    """The `datasets` library could not prepare a dataset from the files it was given."""

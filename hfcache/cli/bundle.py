@@ -42,7 +42,8 @@ def _os_errors(doing: str) -> Iterator[None]:
 @app.command()
 def export(
     specs: Annotated[list[str] | None, typer.Argument(
-        help="What to export: [model:|dataset:|space:]ORG/NAME[@REVISION] (revision defaults to main).",
+        help="What to export: [model:|dataset:|space:]ORG/NAME[@REVISION] (revision defaults to main); offline "
+        "caches: prepared:NAME[:CONFIG], module:NAME, url:URL.",
         show_default=False)] = None,
     output: Annotated[str, typer.Option("-o", "--output", help="Bundle to write: a file, or a folder with "
                                         "--format dir or a trailing /.", show_default=False)] = "",
@@ -75,8 +76,13 @@ def export(
     out = Path(output)
     zstd = zstd or (not as_dir and out.name.endswith((".zst", ".tzst")))
     with Timer() as t, _os_errors("export"):
-        chosen = specs_from_lock(lock, specs or ()) if lock is not None else [parse_spec(s) for s in specs]
-        plan = plan_export(HubCache(cache_dir), chosen, include, exclude)
+        from hfcache.offline.bundle_roles import is_area_spec, plan_areas
+        from hfcache.offline.env import offline_roots
+
+        hub_specs = [s for s in specs or () if not is_area_spec(s)]
+        areas = plan_areas([s for s in specs or () if is_area_spec(s)], offline_roots(hub_cache=cache_dir))
+        chosen = specs_from_lock(lock, hub_specs) if lock is not None else [parse_spec(s) for s in hub_specs]
+        plan = plan_export(HubCache(cache_dir), chosen, include, exclude, areas)
         progress = _progress(f"export {out.name}", as_json)
         try:
             result = export_bundle(plan, out, as_dir=as_dir, zstd=zstd, progress=progress)
@@ -113,9 +119,13 @@ def import_(
         raise UsageError("give --cache-dir or --hf-home, not both")
     cache = HubCache(hf_home / "hub" if hf_home is not None else cache_dir)
     with Timer() as t, _os_errors("import"):
+        from hfcache.offline.env import offline_roots
+
         progress = _progress(f"import {bundle.name}", as_json)
+        areas = offline_roots(hub_cache=cache.root, hf_home=hf_home)  # prepared datasets, modules, mapped URLs
         try:
-            result = import_bundle(bundle, cache, symlinks=False if no_symlinks else None, progress=progress)
+            result = import_bundle(bundle, cache, symlinks=False if no_symlinks else None, progress=progress,
+                                   area_roots=areas)
         finally:
             getattr(progress, "stop", lambda: None)()
     if as_json:
@@ -126,6 +136,8 @@ def import_(
         _note(f"imported into {result.cache}: {result.files_linked} files placed, {result.files_present} already "
               f"there; {result.blobs_written} blobs written ({human_size(result.bytes_written)}), "
               f"{result.blobs_reused} reused ({result.layout}) in {t.seconds:.2f} s")
+        if result.area_files:
+            _note(f"placed {result.area_files} files of prepared datasets, modules and mapped URLs")
         for r in result.revisions:  # one snapshot folder per line, as `snapshot` prints it
             print(cache.snapshot_dir(r.repo, r.commit))
     if result.conflicts:
