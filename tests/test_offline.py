@@ -237,6 +237,14 @@ def test_materialize_bad_input_is_one_line(glue_home, tmp_path, args, code, need
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").iterdir())
 
 
+def test_materialize_of_unreadable_data_is_one_line(hub, tmp_path):
+    env = _env(tmp_path / "home")
+    _ok(run_cli("snapshot", "org/ds", "--repo-type", "dataset", endpoint=hub.url, env=env))  # parquet: random bytes
+    line = _one_line_error(run_cli("datasets", "materialize", "org/ds", env=env), 1)
+    assert "datasets could not prepare ds/default" in line and "Parquet magic bytes not found" in line
+    assert not (tmp_path / "home" / "datasets" / "org___ds").exists()
+
+
 # -- evaluate: modules add, map-url ---------------------------------------------------------------------------
 def test_evaluate_load_offline_from_modules_add(glue_home, tmp_path):
     home, _ = glue_home

@@ -201,7 +201,7 @@ def materialize(spec: str, datasets_cache: Path, hub_cache: Path | None = None, 
     except ImportError:
         raise UsageError("materialize needs the `datasets` library: pip install 'hfcache[offline]'") from None
     datasets.disable_progress_bars()
-    datasets.logging.set_verbosity_error()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its reasons come back as one BuildError line
     module = _load_module(snapshot)
     config = _pick_config(module, repo_id, config)
     base = camelcase_to_snakecase(repo_id.split("/")[-1])
