@@ -66,11 +66,17 @@ class RepoRef:
         return "" if self.repo_type == "model" else f"{self.repo_type}s/"
 
     @classmethod
-    def from_folder_name(cls, name: str) -> RepoRef | None:
-        """Inverse of `folder_name`; None for folders that are not repos."""
+    def from_folder_name(cls, name: str, validate: bool = True) -> RepoRef | None:
+        """Inverse of `folder_name`; None for folders that are not repos. `validate=False` skips the repo-id
+        rules, as `huggingface_hub`'s cache scan does (and saves importing them when scanning many folders)."""
         parts = name.split("--")
-        if len(parts) < 2 or not parts[0].endswith("s") or parts[0][:-1] not in REPO_TYPES:
+        if len(parts) < 2 or not parts[0].endswith("s") or parts[0][:-1] not in REPO_TYPES or "" in parts:
             return None
+        if not validate:
+            ref = object.__new__(cls)
+            object.__setattr__(ref, "repo_id", "/".join(parts[1:]))
+            object.__setattr__(ref, "repo_type", parts[0][:-1])
+            return ref
         try:
             return cls("/".join(parts[1:]), parts[0][:-1])
         except UsageError:
