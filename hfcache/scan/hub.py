@@ -106,15 +106,15 @@ class HubWalk:
         dups = ctx.dups
         bitmap, mask, candidates = dups.bitmap, dups.mask, dups.candidates
         signature = 0
-        for name in hashes:  # DupFinder: one bit per name; a bit already set makes the name a candidate
-            h = hash(name)
+        for h, name in zip(map(hash, hashes), hashes, strict=True):  # DupFinder.add, inlined: once per blob
             signature |= 1 << (h & 1023)
-            i = h & mask
-            bit = 1 << (i & 7)
-            if bitmap[i >> 3] & bit:
+            i, j = h & mask, (h >> 25) & mask
+            bi, bj = 1 << (i & 7), 1 << (j & 7)
+            if bitmap[i >> 3] & bi and bitmap[j >> 3] & bj:
                 candidates.add(name)
             else:
-                bitmap[i >> 3] |= bit
+                bitmap[i >> 3] |= bi
+                bitmap[j >> 3] |= bj
         if signature:
             self.blob_dirs.append((blobs_dir, signature))
         self.store_refs |= store_refs

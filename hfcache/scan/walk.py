@@ -70,12 +70,13 @@ class Problems:
 
 
 class DupFinder:
-    """Candidate duplicate sha256 blob names, with a fixed 4 MiB bitmap indexed by the name's hash: a name whose
-    bit is already set is a candidate. Each repo also keeps a 1024-bit signature of its names, so confirming the
-    candidates re-lists only the `blobs/` folders that may hold one. (The bitmap is filled by `HubWalk._merge`,
-    inlined there because it runs once per blob.)"""
+    """Candidate duplicate sha256 blob names, with a fixed 4 MiB Bloom filter (two bits per name, from the
+    name's hash): a name whose bits are both set already is a candidate. Each repo also keeps a 1024-bit
+    signature of its names, so confirming a candidate looks only where it may be. (The filter is filled by
+    `HubWalk._merge`, inlined there because it runs once per blob.)"""
 
     BITS = 25
+    FEW = 64  # up to this many candidates, probe each one with `lstat`; beyond, re-list the folders
 
     def __init__(self) -> None:
         self.bitmap = bytearray(1 << (self.BITS - 3))
@@ -86,19 +87,24 @@ class DupFinder:
         """Candidate name -> every blob path holding it (only names met in two or more folders)."""
         if not self.candidates:
             return {}
+        bits = {name: 1 << (hash(name) & 1023) for name in self.candidates}
         wanted = 0
-        for name in self.candidates:
-            wanted |= 1 << (hash(name) & 1023)
+        for b in bits.values():
+            wanted |= b
         found: dict[str, list[str]] = defaultdict(list)
-        cands = self.candidates
         for d, signature in blob_dirs:
             if not signature & wanted:
+                continue
+            if len(bits) <= self.FEW:
+                for name, b in bits.items():
+                    if signature & b and os.path.lexists(f"{d}/{name}"):
+                        found[name].append(f"{d}/{name}")
                 continue
             try:
                 names = os.listdir(d)
             except OSError:
                 continue
-            for name in cands.intersection(names):
+            for name in self.candidates.intersection(names):
                 found[name].append(f"{d}/{name}")
         return {k: v for k, v in found.items() if len(v) > 1}
 
