@@ -96,7 +96,7 @@ def _act(plan, yes: bool, dry_run: bool, as_json: bool) -> None:
             print(f"{plan.command}: nothing changed.")
             raise typer.Exit(1)
     outcome = execute(plan, dry_run=False)
-    print_json(plan_json(plan, outcome)) if as_json else render_plan(plan, outcome, show=0 if yes else 40)
+    print_json(plan_json(plan, outcome)) if as_json else render_plan(plan, outcome)
     if outcome.errors:
         raise typer.Exit(1)
 

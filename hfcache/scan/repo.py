@@ -129,7 +129,7 @@ class RepoWalk:
         self._last: tuple[int, int, float, float] = (0, 0, 0.0, 0.0)  # sums of the last revision walked
 
     def outcome(self) -> tuple:
-        """`run()`'s result plus what the merge needs, as one picklable tuple (worker processes send it back)."""
+        """`run()`'s result plus what `HubWalk._merge` needs, as one plain tuple: the walk shares no state."""
         repo = self.run()
         return (repo, self.label, self.problems, self.files, self.logical, self.multi, self.used_multi,
                 self.used_single, self.store_refs, self.locks, self.folder, self.blobs_dir, self.hashes)
