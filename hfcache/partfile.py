@@ -61,6 +61,7 @@ class PartFile:
 
     def open(self, part_size: int) -> int:
         """Open for writing; returns the bytes a previous run left that can be trusted (0 when starting over)."""
+        self._drop_orphans()
         parts = self._load() if self.resumable else None
         if parts is None:
             if self.resumable:
@@ -71,6 +72,13 @@ class PartFile:
         os.ftruncate(self.fd, self.size)
         self._save()
         return sum(p.done for p in parts)
+
+    def _drop_orphans(self) -> None:
+        """Private-named partials of this blob (ours or huggingface_hub's) left by a killed process: the caller
+        holds the blob's lock, so no live writer owns them."""
+        for stale in self.path.parent.glob(f"{self.etag}.????????.incomplete"):
+            if stale != self.path and _is_hex(stale.name[len(self.etag) + 1:-len(".incomplete")]):
+                stale.unlink(missing_ok=True)
 
     def _load(self) -> list[Part] | None:
         try:
@@ -145,3 +153,7 @@ class PartFile:
         os.replace(self.path, dest)
         if self.resumable:
             self.record.unlink(missing_ok=True)
+
+
+def _is_hex(s: str) -> bool:
+    return all(c in "0123456789abcdef" for c in s)
