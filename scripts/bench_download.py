@@ -68,14 +68,22 @@ def start_server(sources: dict[str, Path], latency_ms: float) -> tuple[subproces
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command."""
+    """Wall seconds and peak RSS (MB) of one command.
+
+    Peak RSS comes from GNU time when present: a child's ru_maxrss would include whatever it inherited
+    from this process before exec.
+    """
+    gnu_time = Path("/usr/bin/time")
+    report = WORK / "time.txt"
+    full = [str(gnu_time), "-f", "%M", "-o", str(report), *cmd] if gnu_time.exists() else cmd
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(full, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} failed: {proc.stderr.read().decode()[-500:]}")
-    return wall, usage.ru_maxrss / 1024
+    rss_kb = int(report.read_text().split()[-1]) if gnu_time.exists() else usage.ru_maxrss
+    return wall, rss_kb / 1024
 
 
 def tools(repo: str, url: str, dest: Path, curl_file: str | None) -> dict[str, list[str]]:
