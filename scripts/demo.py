@@ -1,4 +1,4 @@
-"""`make demo`: a local Hub serving a bert-base-uncased look-alike, fetched into a fresh cache and checked.
+"""`make demo`: a local Hub serving a bert-base-uncased look-alike, fetched into a fresh cache, verified, scanned.
 
 Everything is generated deterministically here (same bytes, same commit on every machine), served by
 `hfcache serve` on 127.0.0.1, and fetched by `hfcache snapshot` with HF_ENDPOINT pointing at it. Nothing
@@ -123,7 +123,16 @@ def main() -> None:
         step("5. Run it again: nothing is fetched twice")
         run(hfcache, "snapshot", REPO, "--json", env=env)
 
-        step("6. huggingface_hub itself, offline, finds the files hfcache wrote")
+        step("6. Prove it intact, offline: every link, ref and blob hash (exit 0 = intact, 1 = damage)")
+        run(hfcache, "verify", env={**env, "HF_HUB_OFFLINE": "1"})
+
+        step("7. ...and against the Hub's own metadata")
+        run(hfcache, "verify", "--online", env=env)
+
+        step("8. Audit all of HF_HOME: sizes, revisions, problems, what could be reclaimed")
+        run(hfcache, "scan", env=env)
+
+        step("9. huggingface_hub itself, offline, finds the files hfcache wrote")
         check = (
             "from huggingface_hub import hf_hub_download, scan_cache_dir\n"
             "from safetensors.numpy import load_file\n"

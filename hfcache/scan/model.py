@@ -19,7 +19,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "link_outside_cache": "link that leaves the cache",
     "orphan_blob": "blob no snapshot points to",
     "incomplete": "unfinished download or build",
-    "stale_lock": "lock file left behind",
+    "stale_lock": "lock files left behind (harmless, 0 bytes)",
     "missing_snapshot": "ref naming a commit with no snapshot",
     "snapshot_lacks_files": "snapshot lacks files its trees/ listing names",
     "duplicate": "same content stored twice",
