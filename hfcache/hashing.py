@@ -80,6 +80,7 @@ def lfs_pointer(sha256: str, size: int) -> bytes:
     """The git-lfs pointer file that stands in git for an LFS file; the Hub's tree `oid` is its git sha1."""
     return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
 
+
 class OnBytes(Protocol):
     def __call__(self, n: int, /) -> None: ...
 
