@@ -412,7 +412,7 @@ class _Planner:
             if entry.name.endswith(".incomplete"):
                 self.problem("incomplete-download", repo, paths=(self.rel(entry.path),), severity=WARNING,
                              bytes=entry.stat(follow_symlinks=False).st_size)
-            elif not entry.name.endswith(".incomplete.parts"):
+            elif ".incomplete." not in entry.name:  # a partial's progress record (and its temp) goes with it
                 self._blob(repo, entry.name, None)
 
     def _locks(self, repo: RepoRef) -> None:

@@ -220,6 +220,7 @@ def test_orphan_blob_copy_layout_leftovers(hub, tmp_path):
     orphan = c / "models--org--tiny" / "blobs" / ("ef" * 32)
     orphan.write_bytes(b"unlinked and wrong")
     (c / "models--org--tiny" / "blobs" / f"{'12' * 32}.incomplete").write_bytes(b"partial")
+    (c / "models--org--tiny" / "blobs" / f"{'12' * 32}.incomplete.parts.tmp").write_bytes(b"{}")
     (c / ".locks" / "models--org--tiny" / f"{'12' * 32}.lock").touch()
     report = verify_json(c, hub=hub)
     found = {(p["severity"], p["kind"], p["blob"] or p["paths"][0]) for p in report["problems"]}
