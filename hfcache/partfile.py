@@ -52,6 +52,8 @@ class PartFile:
         suffix = ".incomplete" if self.resumable else f".{os.urandom(4).hex()}.incomplete"
         self.path = blob.with_name(f"{etag}{suffix}")
         self.record = blob.with_name(f"{etag}{RECORD_SUFFIX}")
+        # ends in `.incomplete`, so a kill mid-write leaves what every cache tool knows as a leftover
+        self._record_tmp = blob.with_name(f"{etag}.parts-tmp.incomplete")
         self.etag, self.size = etag, size
         self.parts: list[Part] = []
         self.fd = -1
@@ -76,6 +78,7 @@ class PartFile:
     def _drop_orphans(self) -> None:
         """Private-named partials of this blob (ours or huggingface_hub's) left by a killed process: the caller
         holds the blob's lock, so no live writer owns them."""
+        self._record_tmp.unlink(missing_ok=True)
         for stale in self.path.parent.glob(f"{self.etag}.????????.incomplete"):
             if stale != self.path and _is_hex(stale.name[len(self.etag) + 1:-len(".incomplete")]):
                 stale.unlink(missing_ok=True)
@@ -114,9 +117,8 @@ class PartFile:
         if not self.resumable:
             return
         data = {"etag": self.etag, "size": self.size, "parts": [[p.start, p.end, p.done] for p in self.parts]}
-        tmp = self.record.with_name(self.record.name + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.record)
+        self._record_tmp.write_text(json.dumps(data))
+        os.replace(self._record_tmp, self.record)
         self._unsaved = 0
         self._saved_at = time.monotonic()
 

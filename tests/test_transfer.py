@@ -135,13 +135,13 @@ def test_kill_9_at_random_points_then_rerun_completes(fhub, tmp_path):
     resumed_trials = 0
     for trial in range(10):
         fhub.app.faults.clear()
-        fhub.app.faults.add(Fault("slow", "cdn/", times=-1, rate=3_000_000))
+        fhub.app.faults.add(Fault("slow", "cdn/", times=-1, rate=1_500_000))
         cache = tmp_path / f"c{trial}"
         extra = SPLIT if trial % 2 else []
         env = {**os.environ, **FAST, "HF_ENDPOINT": fhub.url}
         proc = subprocess.Popen([sys.executable, "-m", "hfcache", "snapshot", "org/big", "--cache-dir", str(cache),
                                  *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 1.6))
+        time.sleep(rng.uniform(0.5, 2.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert_clean(cache)
