@@ -177,6 +177,7 @@ class Fetcher:
         transfer = Transfer(self.client, self.transfer_options)
         self._ready_dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
+        self._orphans = _orphan_partials(self.cache.repo_dir(repo) / "blobs")
         if files:
             self.cache.ensure_tag()
         self.progress.start(len(files), sum(m.size for m in files.values()))
@@ -222,6 +223,8 @@ class Fetcher:
                 self.cache.link(repo, commit, filename, meta.etag, new_blob=False, make_parent=False)
                 self.progress.file_done(filename, meta.size, False)
                 return False, 0
+            for orphan in self._orphans.get(meta.etag, ()):  # a killed process's partial; we hold the lock
+                orphan.unlink(missing_ok=True)
             url = self.client.resolve_url(repo, commit, filename)
             nbytes = transfer.fetch_blob(url, blob, meta, self.progress.advance)
             self.cache.link(repo, commit, filename, meta.etag, new_blob=True, make_parent=False)
@@ -239,6 +242,21 @@ class Fetcher:
                     d.mkdir(parents=True, exist_ok=True)
                     self.cache.check_inside(d)
                     self._ready_dirs.add(d)
+
+
+def _orphan_partials(blobs: Path) -> dict[str, list[Path]]:
+    """Private-named partials (`<etag>.<8hex>.incomplete`, ours or huggingface_hub's) left by killed processes,
+    listed once per run: looking per file would cost a directory listing per blob."""
+    found: dict[str, list[Path]] = {}
+    try:
+        entries = list(os.scandir(blobs))
+    except OSError:
+        return found
+    for e in entries:
+        parts = e.name.split(".")
+        if len(parts) == 3 and parts[2] == "incomplete" and len(parts[1]) == 8:
+            found.setdefault(parts[0], []).append(Path(e.path))
+    return found
 
 
 def _auto_workers(files: dict[str, FileMeta]) -> int:

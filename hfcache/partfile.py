@@ -76,12 +76,9 @@ class PartFile:
         return sum(p.done for p in parts)
 
     def _drop_orphans(self) -> None:
-        """Private-named partials of this blob (ours or huggingface_hub's) left by a killed process: the caller
-        holds the blob's lock, so no live writer owns them."""
-        self._record_tmp.unlink(missing_ok=True)
-        for stale in self.path.parent.glob(f"{self.etag}.????????.incomplete"):
-            if stale != self.path and _is_hex(stale.name[len(self.etag) + 1:-len(".incomplete")]):
-                stale.unlink(missing_ok=True)
+        """A record write that a kill interrupted; the caller holds the blob's lock."""
+        if self.resumable:
+            self._record_tmp.unlink(missing_ok=True)
 
     def _load(self) -> list[Part] | None:
         try:
@@ -156,6 +153,3 @@ class PartFile:
         if self.resumable:
             self.record.unlink(missing_ok=True)
 
-
-def _is_hex(s: str) -> bool:
-    return all(c in "0123456789abcdef" for c in s)
