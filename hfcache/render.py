@@ -10,15 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hfcache.fetch import DownloadResult, Progress, SnapshotResult
-
-
-def human_size(n: float) -> str:
-    """SI units, as `hf cache` shows them."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+from hfcache.units import human_size
 
 
 def to_jsonable(obj: Any) -> Any:

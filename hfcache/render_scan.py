@@ -11,17 +11,9 @@ from typing import Any
 
 from hfcache.reclaim import Outcome, Plan
 from hfcache.scan.model import CacheScan, Repo, Revision
+from hfcache.units import human_size
 
 Entry = tuple[Repo, Revision | None]
-
-
-def human_size(n: float) -> str:
-    """SI units, as `hf cache` shows them."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def ago(ts: float, now: float) -> str:
