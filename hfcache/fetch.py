@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hfcache.errors import EndpointError, EntryNotFound, OfflineCacheMiss, UsageError
 from hfcache.hub import HubClient
-from hfcache.layout import FileMeta, HubCache, RepoRef, is_commit
+from hfcache.layout import FileMeta, HubCache, RepoRef, check_revision, is_commit
 from hfcache.transfer import TransferOptions
 
 SMALL_FILE = 1024 * 1024
@@ -85,6 +85,7 @@ class Fetcher:
     def snapshot(self, repo: RepoRef, revision: str = "main", include: Sequence[str] | None = None,
                  exclude: Sequence[str] | None = None) -> SnapshotResult:
         """Every file of a revision (filtered like `allow_patterns`/`ignore_patterns`), in the cache."""
+        check_revision(revision)
         if self.offline:
             return self._snapshot_offline(repo, revision, include, exclude)
         try:
@@ -105,6 +106,7 @@ class Fetcher:
 
     def download(self, repo: RepoRef, filenames: Sequence[str], revision: str = "main") -> DownloadResult:
         """Some files of a revision, in the cache; returns their snapshot paths in the order asked."""
+        check_revision(revision)
         if not filenames:
             raise UsageError("no file name given")
         if self.offline:

@@ -135,6 +135,14 @@ def safe_relpath(name: str) -> str:
     return name
 
 
+def check_revision(revision: str) -> str:
+    """A revision names a file under `refs/`: refuse what is empty or could leave that folder."""
+    try:
+        return safe_relpath(revision)
+    except UnsafePath:
+        raise UsageError(f"invalid revision {revision!r}") from None
+
+
 def default_cache_dir() -> Path:
     """The hub cache as `huggingface_hub` resolves it (HF_HUB_CACHE, HF_HOME, XDG_CACHE_HOME, ~)."""
     from huggingface_hub import constants
@@ -171,7 +179,7 @@ class HubCache:
         return self.snapshot_dir(repo, commit).joinpath(*safe_relpath(filename).split("/"))
 
     def ref_path(self, repo: RepoRef, revision: str) -> Path:
-        return self.repo_dir(repo) / "refs" / revision
+        return self.repo_dir(repo) / "refs" / check_revision(revision)
 
     def tree_path(self, repo: RepoRef, commit: str) -> Path:
         return self.repo_dir(repo) / "trees" / f"{commit}.json"

@@ -87,10 +87,31 @@ def test_corrupt_bytes_from_server_fail_and_leave_nothing(tmp_path):
     (["download", "org/tiny", "missing.txt"], "missing.txt: no such file"),
     (["snapshot", "bad--id"], "invalid repo id"),
     (["snapshot", "org/tiny", "--repo-type", "widget"], "unknown repo type"),
+    (["snapshot", "org/tiny", "--revision", ""], "invalid revision"),
+    (["download", "org/tiny", "config.json", "--revision", "../../x"], "invalid revision"),
+    (["snapshot", "org/tiny@v1", "--revision", "v2"], "disagree"),
 ])
 def test_errors_are_one_line(hub, tmp_path, args, needle):
     r = run_cli(*args, "--cache-dir", str(tmp_path), endpoint=hub.url)
     assert needle in _one_line_error(r)
+
+
+def test_bad_revision_writes_nothing(hub, tmp_path):
+    run_cli("snapshot", "org/tiny", "--revision", "", "--cache-dir", str(tmp_path), endpoint=hub.url)
+    assert not (tmp_path / "models--org--tiny").exists()
+
+
+def test_repo_at_revision_is_the_same_as_revision_option(hub, tmp_path):
+    a = run_cli("snapshot", "org/tiny@v1", "--cache-dir", str(tmp_path), endpoint=hub.url)
+    b = run_cli("snapshot", "org/tiny", "--revision", "v1", "--cache-dir", str(tmp_path), endpoint=hub.url)
+    assert a.returncode == b.returncode == 0 and a.stdout == b.stdout
+    assert hub.commit("org/tiny", "v1") in a.stdout
+
+
+def test_a_broken_environment_is_one_line_not_a_traceback(hub, tmp_path):
+    r = run_cli("snapshot", "org/tiny", "--cache-dir", str(tmp_path), endpoint=hub.url,
+                env={"HF_HUB_DOWNLOAD_TIMEOUT": "abc"})
+    assert "invalid literal" in _one_line_error(r)
 
 
 def test_missing_file_leaves_a_no_exist_marker_like_huggingface_hub(hub, tmp_path):

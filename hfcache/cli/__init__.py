@@ -31,6 +31,13 @@ def main() -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+    except Exception as e:  # a bug or a broken environment: one line, the traceback only on request
+        import os
+
+        if os.environ.get("HFCACHE_DEBUG"):
+            raise
+        print(f"hfcache: error: {type(e).__name__}: {e} (HFCACHE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(1)
 
 
 __all__ = ["app", "main"]

@@ -27,6 +27,16 @@ PartSize = Annotated[int, typer.Option("--part-size", min=1, help="Part size in 
 Retries = Annotated[int, typer.Option("--retries", min=0, help="Retries per part after a network failure.")]
 
 
+def _repo_at(repo_id: str, repo_type: str, revision: str) -> tuple[str, str, str]:
+    """`REPO@REV` as `verify`, `lock` and `export` take it, unless --revision says otherwise."""
+    if "@" not in repo_id:
+        return repo_id, repo_type, revision
+    repo_id, rev = repo_id.split("@", 1)
+    if revision not in ("main", rev):
+        raise UsageError(f"{repo_id}@{rev} and --revision {revision} disagree")
+    return repo_id, repo_type, rev
+
+
 def _fetcher(cache_dir: Path | None, max_workers: int | None, progress, connections: int = 8, part_size: int = 32,
              retries: int = 8):
     from hfcache.fetch import Fetcher
@@ -60,7 +70,8 @@ def download(
     with Timer() as t:
         try:
             result = _fetcher(cache_dir, max_workers, progress, connections, part_size, retries).download(
-                RepoRef(repo_id, repo_type), filenames, revision)
+                RepoRef(*_repo_at(repo_id, repo_type, revision)[:2]), filenames,
+                _repo_at(repo_id, repo_type, revision)[2])
         finally:
             getattr(progress, "stop", lambda: None)()
     render_download(result, t.seconds, as_json)
@@ -102,7 +113,8 @@ def snapshot(
     with Timer() as t:
         try:
             result = _fetcher(cache_dir, max_workers, progress, connections, part_size, retries).snapshot(
-                RepoRef(repo_id, repo_type), revision, include, exclude)
+                RepoRef(*_repo_at(repo_id, repo_type, revision)[:2]), _repo_at(repo_id, repo_type, revision)[2],
+                include, exclude)
         finally:
             getattr(progress, "stop", lambda: None)()
     render_snapshot(result, t.seconds, as_json)

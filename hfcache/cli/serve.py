@@ -17,7 +17,7 @@ def serve(
     repo: Annotated[list[str] | None, typer.Option(
         "--repo", help="Serve a folder as a repo: [TYPE:]ORG/NAME[@REVISION]=FOLDER (repeatable).")] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="0 picks a free port.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0 picks a free port.")] = 8000,
     cdn_host: Annotated[str | None, typer.Option(
         "--cdn-host", help="Redirect LFS downloads to this host name (another origin, like the Hub's CDN).")] = None,
     token: Annotated[str | None, typer.Option(
@@ -31,6 +31,10 @@ def serve(
     from hfcache.server.run import serve_forever
     from hfcache.serving import add_folder_specs
 
+    if cache_dir is not None and not cache_dir.is_dir():
+        from hfcache.errors import UsageError
+
+        raise UsageError(f"--cache-dir {cache_dir} is not a folder")
     catalog = Catalog(_served_cache(cache_dir, repo))
     add_folder_specs(catalog, repo or [])
     hub_app = HubApp(catalog, cdn_host=cdn_host, token=token, latency=latency_ms / 1000)
