@@ -154,8 +154,9 @@ def snapshot_locked(lock: Path, repo_id: str | None, repo_type: str, fetcher, as
                                    "bytes_fetched": r.stats.bytes_fetched} for r in results],
                     "verify": report_json(report)})
     else:
-        for r in results:
-            render_snapshot(r, 0.0, False)
+        if report.ok:  # a script's `$(hfcache snapshot --lock ...)` must get no path when the check failed
+            for r in results:
+                render_snapshot(r, 0.0, False)
         for p in report.problems:
             print(f"{p.severity}: {p.repo}: {p.describe()}", file=sys.stderr)
         print(summary(report), file=sys.stderr)
