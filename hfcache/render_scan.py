@@ -180,10 +180,13 @@ def _datasets_summary(c, scan: CacheScan, limit: int) -> None:
 
 
 def _problems(c, scan: CacheScan) -> None:
-    if not scan.problems:
+    real = sum(g.count for g in scan.problems if g.kind != "stale_lock")  # leftover locks are harmless
+    if not real:
         c.print("\n[bold green]No problems found.[/]")
+    if not scan.problems:
         return
-    t = _table(f"\nproblems ({sum(g.count for g in scan.problems):,})", "kind", "count", "bytes at stake", "fix",
+    title = f"\nproblems ({real:,})" if real else "\nleftovers prune can remove"
+    t = _table(title, "kind", "count", "bytes at stake", "fix",
                "example", right=("count", "bytes at stake"))
     home = scan.roots["home"].rstrip("/") + "/"
     for g in scan.problems:
