@@ -271,18 +271,15 @@ class Transfer:
                                 on_bytes(len(chunk))
                 if not part.complete:
                     raise _Retryable(f"connection closed after {part.offset} of {pf.size} bytes")
-            except _Retryable as e:
+            except (_Retryable, *_network_errors()) as e:
                 attempts = 1 if got >= PROGRESS_RESET else attempts + 1
+                reason = str(e) if isinstance(e, _Retryable) else type(e).__name__
                 if attempts > self.options.retries:
                     raise EndpointError(f"giving up on {source.origin} after {self.options.retries} retries: "
-                                        f"{e}") from None
+                                        f"{reason}") from None
+                wait = getattr(e, "wait", None)
                 backoff = min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
-                time.sleep(e.wait if e.wait is not None else backoff)
-            except _network_errors() as e:
-                attempts = 1 if got >= PROGRESS_RESET else attempts + 1
-                if attempts > self.options.retries:
-                    raise EndpointError(f"giving up on {source.origin}: {type(e).__name__}") from None
-                time.sleep(min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5))
+                time.sleep(wait if wait is not None else backoff)
             finally:
                 received += got
         pf.checkpoint()
