@@ -22,6 +22,7 @@ from typing import Any
 
 from hfcache.errors import BuildError, SourceMissing, SpecError, UsageError
 from hfcache.layout import HubCache, RepoRef, is_commit
+from hfcache.offline.folders import swap_folder
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")
 
@@ -177,13 +178,7 @@ def _place(built: Path, dest: Path, old_base: str, new_base: str) -> None:
             info = json.loads(info_file.read_text(encoding="utf-8"))
             info["dataset_name"] = new_base
             info_file.write_text(json.dumps(info, sort_keys=True), encoding="utf-8")
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name[:16]}.{uuid.uuid4().hex[:8]}.old"
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_folder(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

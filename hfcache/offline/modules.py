@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hfcache.errors import ScriptError, SourceMissing, SpecError, UsageError
+from hfcache.offline.folders import swap_folder
 
 KINDS = ("dataset", "metric", "evaluate")
 _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -248,13 +249,7 @@ def install(module: ModuleScript, modules_root: Path) -> InstalledModule:
         copied = files_to_hash([staging / f"{module.base}.py", *(staging / f"{m}.py" for m, _ in module.local_imports)])
         if copied != digest:
             raise ScriptError(f"{module.script} changed or was damaged while it was copied")
-        old = None
-        if final.exists():
-            old = parent / f".{digest[:16]}.{uuid.uuid4().hex[:8]}.old"
-            os.rename(final, old)
-        os.rename(staging, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        swap_folder(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
