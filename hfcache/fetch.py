@@ -74,6 +74,7 @@ class Fetcher:
     max_workers: int | None = None  # files fetched at once; None: 8, or up to 32 when most files are small
     progress: Progress = field(default_factory=Progress)
     transfer_options: TransferOptions | None = None
+    processes: int | None = None  # processes sharing many small files (see fanout.py); None: by core count
 
     def __post_init__(self) -> None:
         if self.offline is None:
@@ -101,7 +102,7 @@ class Fetcher:
                 raise e from None
         self.cache.write_ref(repo, revision, commit)
         selected = _filter(files, include, exclude)
-        stats = self._materialize(repo, commit, selected)
+        stats = self.fetch_files(repo, commit, selected)
         return SnapshotResult(repo, revision, commit, self.cache.snapshot_dir(repo, commit), len(selected), stats)
 
     def download(self, repo: RepoRef, filenames: Sequence[str], revision: str = "main") -> DownloadResult:
@@ -133,7 +134,7 @@ class Fetcher:
             self.cache.mark_no_exist(repo, commit, f)
         if missing:
             raise EntryNotFound(f"{', '.join(missing)}: no such file in {repo} at {revision!r} ({commit[:12]})")
-        stats = self._materialize(repo, commit, {f: metas[f] for f in filenames})
+        stats = self.fetch_files(repo, commit, {f: metas[f] for f in filenames})
         return DownloadResult(repo, revision, commit,
                               [self.cache.pointer_path(repo, commit, f) for f in filenames], stats)
 
@@ -173,7 +174,8 @@ class Fetcher:
         return DownloadResult(repo, revision, commit, paths, FetchStats(files_reused=len(paths)), offline=True)
 
     # -- fetching ----------------------------------------------------------------------------------------------
-    def _materialize(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]) -> FetchStats:
+    def fetch_files(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]) -> FetchStats:
+        """Put `files` (names and metadata of one commit) in the cache; what is there already is reused."""
         from hfcache.transfer import Transfer
 
         transfer = Transfer(self.client, self.transfer_options)
@@ -189,6 +191,9 @@ class Fetcher:
 
         # Largest first: the long transfers start early and small files fill the gaps.
         items = sorted(files.items(), key=lambda kv: -kv[1].size)
+        helpers = self._fan_out(repo, commit, files)
+        if helpers is not None:
+            items = [i for i in items if i[0] not in helpers.names]
         try:
             workers = self.max_workers or _auto_workers(files)
             if workers <= 1 or len(items) <= 1:
@@ -196,15 +201,45 @@ class Fetcher:
             else:
                 with ThreadPoolExecutor(workers, thread_name_prefix="hfcache-fetch") as pool:
                     results = list(pool.map(work, items))
+        except BaseException:
+            if helpers is not None:
+                helpers.stop()
+            raise
         finally:
             transfer.close()
-        fetched = sum(1 for was_fetched, _ in results if was_fetched)
+        theirs = helpers.results() if helpers is not None else []
+        fetched = sum(1 for was_fetched, _ in results if was_fetched) + sum(s["files_fetched"] for s in theirs)
         return FetchStats(
             files_fetched=fetched,
-            files_reused=len(results) - fetched,
-            bytes_fetched=sum(n for _, n in results),
+            files_reused=len(files) - fetched,
+            bytes_fetched=sum(n for _, n in results) + sum(s["bytes_fetched"] for s in theirs),
             bytes_total=sum(m.size for m in files.values()),
         )
+
+    def _fan_out(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]):
+        """Hand shares of the missing small files to worker processes, when there are enough of them."""
+        from hfcache import fanout
+
+        if self.processes == 1:
+            return None
+        small = [f for f, m in files.items() if m.size < SMALL_FILE]
+        if len(small) < fanout.MIN_FILES_PER_PROCESS * 2 and self.processes is None:
+            return None
+        todo = [f for f in small if not self.cache.pointer_path(repo, commit, f).exists()]
+        n = fanout.plan(len(todo), self.processes)
+        if n <= 1:
+            return None
+        shares = fanout.split(todo, n)[1:]  # the first share stays here
+        jobs = [fanout.job(self.cache.root, self.client.endpoint, self.client.token, repo, commit,
+                           {f: files[f] for f in share}, self.max_workers, self.transfer_options)
+                for share in shares]
+
+        def file_done(path: str, size: int, fetched: bool) -> None:
+            if fetched:
+                self.progress.advance(size)
+            self.progress.file_done(path, size, fetched)
+
+        return fanout.Workers(jobs, file_done)
 
     def _ensure_file(self, transfer, repo: RepoRef, commit: str, filename: str, meta: FileMeta) -> tuple[bool, int]:
         pointer = self.cache.pointer_path(repo, commit, filename)
@@ -222,14 +257,14 @@ class Fetcher:
             except FileNotFoundError:
                 reusable = False
             if reusable:
-                self.cache.link(repo, commit, filename, meta.etag, new_blob=False, make_parent=False)
+                self.cache.link(repo, commit, filename, meta.etag, new_blob=False, make_parent=False, pointer=pointer)
                 self.progress.file_done(filename, meta.size, False)
                 return False, 0
             for orphan in self._orphans.get(meta.etag, ()):  # a killed process's partial; we hold the lock
                 orphan.unlink(missing_ok=True)
             url = self.client.resolve_url(repo, commit, filename)
             nbytes = transfer.fetch_blob(url, blob, meta, self.progress.advance)
-            self.cache.link(repo, commit, filename, meta.etag, new_blob=True, make_parent=False)
+            self.cache.link(repo, commit, filename, meta.etag, new_blob=True, make_parent=False, pointer=pointer)
         self.progress.file_done(filename, meta.size, True)
         return True, nbytes
 

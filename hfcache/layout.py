@@ -13,12 +13,15 @@ Every write is atomic (temporary name, then `os.replace`), so a reader never see
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,15 +251,31 @@ class HubCache:
                 raise UnsafePath(f"refusing to write through {folder}: it leads outside the cache ({real})")
 
     # -- locks and links ---------------------------------------------------------------------------------------
-    def lock(self, repo: RepoRef, etag: str, timeout: float = -1):
-        """The per-blob lock `huggingface_hub` takes, so both tools exclude each other."""
-        from filelock import FileLock
+    @contextlib.contextmanager
+    def lock(self, repo: RepoRef, etag: str, timeout: float = -1) -> Iterator[None]:
+        """The per-blob lock `huggingface_hub` takes (same file, mode 0o664), so both tools exclude each other.
+
+        Where `flock` is missing (some network file systems), a soft lock, as `huggingface_hub` falls back to.
+        filelock's own fallback is off: it costs a probe file per lock, which doubles a small file's cost.
+        """
+        from filelock import FileLock, SoftFileLock
 
         path = self.lock_path(repo, etag)
         if path.parent not in self._lock_dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_dirs.add(path.parent)
-        return FileLock(path, mode=0o664, timeout=timeout)
+        lock = FileLock(path, mode=0o664, timeout=timeout, thread_local=False, fallback_to_soft=False)
+        try:
+            lock.acquire()
+        except OSError as e:
+            if e.errno not in (errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
+                raise
+            lock = SoftFileLock(path, timeout=timeout)
+            lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
 
     def symlinks_supported(self) -> bool:
         """Probed once per cache, as `huggingface_hub` does; HF_HUB_DISABLE_SYMLINKS forces the copy layout."""
@@ -278,13 +297,13 @@ class HubCache:
         return self._symlinks
 
     def link(self, repo: RepoRef, commit: str, filename: str, etag: str, new_blob: bool,
-             make_parent: bool = True) -> Path:
+             make_parent: bool = True, pointer: Path | None = None) -> Path:
         """Make `snapshots/<commit>/<filename>` point at `blobs/<etag>` with a relative link.
 
         Without symlinks, as `huggingface_hub` does: a blob fetched just now is moved into place, an older one
         is copied (atomically, so a partial copy is never visible).
         """
-        pointer = self.pointer_path(repo, commit, filename)
+        pointer = pointer or self.pointer_path(repo, commit, filename)
         blob = self.blob_path(repo, etag)
         if make_parent:
             pointer.parent.mkdir(parents=True, exist_ok=True)

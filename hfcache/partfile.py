@@ -9,6 +9,7 @@ still reads every byte. Only the holder of the blob's lock touches these files.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -18,7 +19,7 @@ from pathlib import Path
 
 RECORD_SUFFIX = ".incomplete.parts"
 RESUMABLE_MIN_SIZE = 1024 * 1024  # smaller files restart from zero: a record would cost more than it saves
-SAVE_EVERY_BYTES = 4 * 1024 * 1024
+SAVE_EVERY_BYTES = 64 * 1024 * 1024  # a record rename per 64 MiB: resume loses at most that much
 SAVE_EVERY_SECONDS = 0.5
 
 
@@ -48,12 +49,13 @@ class PartFile:
 
     def __init__(self, blob: Path, etag: str, size: int) -> None:
         self.resumable = size >= RESUMABLE_MIN_SIZE
-        # A small file gets a private name, as huggingface_hub's `<etag>.<8hex>.incomplete`.
+        # A small file gets a private name, as huggingface_hub's `<etag>.<8hex>.incomplete`. (Plain strings:
+        # this runs once per file, and for small files path objects cost more than the file's transfer.)
         suffix = ".incomplete" if self.resumable else f".{os.urandom(4).hex()}.incomplete"
-        self.path = blob.with_name(f"{etag}{suffix}")
-        self.record = blob.with_name(f"{etag}{RECORD_SUFFIX}")
+        self.path = f"{blob}{suffix}"
+        self.record = Path(f"{blob}{RECORD_SUFFIX}")
         # ends in `.incomplete`, so a kill mid-write leaves what every cache tool knows as a leftover
-        self._record_tmp = blob.with_name(f"{etag}.parts-tmp.incomplete")
+        self._record_tmp = Path(f"{blob}.parts-tmp.incomplete")
         self.etag, self.size = etag, size
         self.parts: list[Part] = []
         self.fd = -1
@@ -71,7 +73,8 @@ class PartFile:
             parts = plan_parts(self.size, part_size)
         self.parts = parts
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        os.ftruncate(self.fd, self.size)
+        if self.resumable:
+            os.ftruncate(self.fd, self.size)
         self._save()
         return sum(p.done for p in parts)
 
@@ -83,7 +86,7 @@ class PartFile:
     def _load(self) -> list[Part] | None:
         try:
             data = json.loads(self.record.read_text())
-            if data["etag"] != self.etag or data["size"] != self.size or self.path.stat().st_size != self.size:
+            if data["etag"] != self.etag or data["size"] != self.size or os.stat(self.path).st_size != self.size:
                 return None
             parts = [Part(int(s), int(e), int(d)) for s, e, d in data["parts"]]
         except (OSError, ValueError, KeyError, TypeError):
@@ -140,7 +143,8 @@ class PartFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        self.path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
         if self.resumable:
             self.record.unlink(missing_ok=True)
 

@@ -1,6 +1,8 @@
 """The transfer engine: fetch one blob into the cache, fast, resumable, checked, atomically.
 
-- Large files are fetched as parallel `Range` parts over pooled keep-alive sessions; small files in one stream.
+- Large files are fetched as parallel `Range` parts, small files in one stream each, over one pool of keep-alive
+  connections (a `requests` transport adapter, called directly: we follow redirects ourselves and need no
+  cookies, and the session layer above it costs more than a small file's transfer).
 - Bytes land in `blobs/<etag>.incomplete` (see `partfile.py`), whose progress record lets a later run resume
   where a killed one stopped, and are hashed in order as the written prefix grows; the blob is renamed into
   `blobs/` only when size and hash match its name. A hash mismatch is retried once from scratch (corruption in
@@ -13,9 +15,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import queue
 import random
 import threading
 import time
@@ -36,6 +36,7 @@ STREAM_CHUNK = 1 * MiB
 MAX_REDIRECTS = 10
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 PROGRESS_RESET = 1 * MiB  # an attempt that brought this much starts the retry count afresh
+POOL_SIZE = 64  # kept-alive connections per host: enough for every thread of a snapshot
 
 OnBytes = Callable[[int], None]
 
@@ -65,7 +66,7 @@ class _Source:
     def __init__(self, transfer: Transfer, url: str) -> None:
         self.transfer, self.origin, self.final = transfer, url, None
 
-    def open(self, session, start: int, end: int | None):
+    def open(self, start: int, end: int | None):
         t = self.transfer
         url = self.final or self.origin
         for _ in range(MAX_REDIRECTS + 1):
@@ -73,8 +74,7 @@ class _Source:
             if end is not None:
                 headers["Range"] = f"bytes={start}-{end}"
             try:
-                resp = session.get(url, headers=headers, stream=True, allow_redirects=False, timeout=t.timeout,
-                                   **t.env_settings(url))
+                resp = t.get(url, headers)
             except _network_errors() as e:
                 raise _Retryable(f"{type(e).__name__}") from None
             if resp.is_redirect:
@@ -110,7 +110,7 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 
 
 class Transfer:
-    """Fetches blobs for one `HubClient`; thread-safe, with a pool of keep-alive sessions."""
+    """Fetches blobs for one `HubClient`; thread-safe, with one pool of keep-alive connections."""
 
     def __init__(self, client: HubClient, options: TransferOptions | None = None) -> None:
         from huggingface_hub import constants
@@ -119,7 +119,7 @@ class Transfer:
         self.options = options or TransferOptions()
         read = self.options.read_timeout or float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
         self.timeout = (10.0, read)
-        self._sessions: queue.LifoQueue = queue.LifoQueue()
+        self._adapter = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._env: dict[str, dict] = {}
@@ -137,21 +137,19 @@ class Transfer:
             self._env[key] = settings
         return settings
 
-    @contextlib.contextmanager
-    def _session(self) -> Iterator:
-        try:
-            s = self._sessions.get_nowait()
-        except queue.Empty:
-            import requests
+    def get(self, url: str, headers: dict[str, str]):
+        """One GET, streamed, redirects not followed, over the shared connection pool."""
+        from requests.models import PreparedRequest
 
-            s = requests.Session()
-            s.trust_env = False  # environment settings are applied per origin by `env_settings`
-            s.mount("http://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4))
-            s.mount("https://", requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=4))
-        try:
-            yield s
-        finally:
-            self._sessions.put(s)
+        if self._adapter is None:
+            with self._pool_lock:
+                if self._adapter is None:
+                    from requests.adapters import HTTPAdapter
+
+                    self._adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
+        request = PreparedRequest()
+        request.prepare(method="GET", url=url, headers=headers)
+        return self._adapter.send(request, stream=True, timeout=self.timeout, **self.env_settings(url))
 
     def _parts_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -162,8 +160,8 @@ class Transfer:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        while not self._sessions.empty():
-            self._sessions.get_nowait().close()
+        if self._adapter is not None:
+            self._adapter.close()
 
     # -- one blob ----------------------------------------------------------------------------------------------
     def fetch_blob(self, url: str, dest: Path, meta: FileMeta, on_bytes: OnBytes | None = None) -> int:
@@ -255,20 +253,19 @@ class Transfer:
         while not part.complete:
             got = 0
             try:
-                with self._session() as s:
-                    ranged = part.start > 0 or part.done > 0 or len(pf.parts) > 1
-                    resp = source.open(s, part.offset, part.end - 1 if ranged else None)
-                    with resp:
-                        self._check_response(resp, pf, part, restart)
-                        for chunk in _chunks(resp):
-                            if len(chunk) > part.end - part.offset:
-                                raise IntegrityError(f"server sent more than the {pf.size} bytes announced")
-                            pf.write(part, chunk)
-                            if on_data is not None:
-                                on_data(chunk)
-                            got += len(chunk)
-                            if on_bytes is not None:
-                                on_bytes(len(chunk))
+                ranged = part.start > 0 or part.done > 0 or len(pf.parts) > 1
+                resp = source.open(part.offset, part.end - 1 if ranged else None)
+                with resp:
+                    self._check_response(resp, pf, part, restart)
+                    for chunk in _chunks(resp):
+                        if len(chunk) > part.end - part.offset:
+                            raise IntegrityError(f"server sent more than the {pf.size} bytes announced")
+                        pf.write(part, chunk)
+                        if on_data is not None:
+                            on_data(chunk)
+                        got += len(chunk)
+                        if on_bytes is not None:
+                            on_bytes(len(chunk))
                 if not part.complete:
                     raise _Retryable(f"connection closed after {part.offset} of {pf.size} bytes")
             except (_Retryable, *_network_errors()) as e:

@@ -25,6 +25,9 @@ def _progress(label: str, quiet: bool):
 Connections = Annotated[int, typer.Option("--connections", min=1, help="Parallel range requests per large file.")]
 PartSize = Annotated[int, typer.Option("--part-size", min=1, help="Part size in MiB; files over twice this are split.")]
 Retries = Annotated[int, typer.Option("--retries", min=0, help="Retries per part after a network failure.")]
+Processes = Annotated[int | None, typer.Option(
+    "--processes", min=1, show_default="auto",
+    help="Processes sharing many small files (auto: one per core, from 600 small files).")]
 
 
 def _repo_at(repo_id: str, repo_type: str, revision: str) -> tuple[str, str, str]:
@@ -38,14 +41,15 @@ def _repo_at(repo_id: str, repo_type: str, revision: str) -> tuple[str, str, str
 
 
 def _fetcher(cache_dir: Path | None, max_workers: int | None, progress, connections: int = 8, part_size: int = 32,
-             retries: int = 8):
+             retries: int = 8, processes: int | None = None):
     from hfcache.fetch import Fetcher
     from hfcache.layout import HubCache
     from hfcache.transfer import MiB, TransferOptions
 
     options = TransferOptions(connections=connections, part_size=part_size * MiB,
                               split_threshold=2 * part_size * MiB, retries=retries)
-    return Fetcher(HubCache(cache_dir), max_workers=max_workers, progress=progress, transfer_options=options)
+    return Fetcher(HubCache(cache_dir), max_workers=max_workers, progress=progress, transfer_options=options,
+                   processes=processes)
 
 
 @app.command()
@@ -60,6 +64,7 @@ def download(
     connections: Connections = 8,
     part_size: PartSize = 32,
     retries: Retries = 8,
+    processes: Processes = None,
     as_json: Json = False,
 ) -> None:
     """Fetch files into the cache and print each one's path in the snapshot, one per line."""
@@ -69,7 +74,7 @@ def download(
     progress = _progress(f"{repo_id}", as_json)
     with Timer() as t:
         try:
-            result = _fetcher(cache_dir, max_workers, progress, connections, part_size, retries).download(
+            result = _fetcher(cache_dir, max_workers, progress, connections, part_size, retries, processes).download(
                 RepoRef(*_repo_at(repo_id, repo_type, revision)[:2]), filenames,
                 _repo_at(repo_id, repo_type, revision)[2])
         finally:
@@ -92,6 +97,7 @@ def snapshot(
     connections: Connections = 8,
     part_size: PartSize = 32,
     retries: Retries = 8,
+    processes: Processes = None,
     lock: Annotated[Path | None, typer.Option("--lock", help="Fetch exactly what this lock file pins (all of it, "
                                               "or REPO_ID's entries), then check it.")] = None,
     as_json: Json = False,
@@ -105,14 +111,15 @@ def snapshot(
 
         if include or exclude:
             raise UsageError("--lock fetches what the lock pins: no --include or --exclude with it")
-        fetcher = _fetcher(cache_dir, max_workers, _progress("lock", as_json), connections, part_size, retries)
+        fetcher = _fetcher(cache_dir, max_workers, _progress("lock", as_json), connections, part_size, retries,
+                           processes)
         return snapshot_locked(lock, repo_id, repo_type, fetcher, as_json)
     if repo_id is None:
         raise UsageError("missing REPO_ID (or --lock FILE)")
     progress = _progress(f"{repo_id}", as_json)
     with Timer() as t:
         try:
-            result = _fetcher(cache_dir, max_workers, progress, connections, part_size, retries).snapshot(
+            result = _fetcher(cache_dir, max_workers, progress, connections, part_size, retries, processes).snapshot(
                 RepoRef(*_repo_at(repo_id, repo_type, revision)[:2]), _repo_at(repo_id, repo_type, revision)[2],
                 include, exclude)
         finally:

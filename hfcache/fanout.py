@@ -1,0 +1,152 @@
+"""Spread a snapshot's many small files over worker processes.
+
+Fetching a small file is mostly Python work (a request, a lock, a few file operations: about a millisecond),
+and the GIL runs that work one thread at a time, so a thousand small files keep one core busy however many
+threads wait on the network. A second process uses a second core. The cache needs nothing new for this: every
+blob is written under the per-blob lock and published by rename, exactly as when several `hfcache` or
+`huggingface_hub` processes fill one cache, so a worker simply runs the ordinary fetch on its share.
+
+A worker is `python -m hfcache.fanout`: the job goes in on stdin as JSON, and out come one JSON line per
+finished file, then the result (or the error, which the parent raises as its own). `multiprocessing` is not
+used: its `spawn` re-imports the caller's `__main__`, which breaks scripts without a main guard and stdin.
+A worker costs ~0.3 s of start-up, so workers are used only when there are enough small files to pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from hfcache import errors
+from hfcache.layout import FileMeta, RepoRef
+from hfcache.transfer import TransferOptions
+
+MIN_FILES_PER_PROCESS = 300  # below this, a worker's start-up costs more than the time it saves
+MAX_PROCESSES = 8
+
+
+def plan(todo: int, processes: int | None) -> int:
+    """How many processes (this one included) should share `todo` small files; 1 means no fan-out."""
+    if processes is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        processes = min(cores, MAX_PROCESSES, todo // MIN_FILES_PER_PROCESS)
+    return max(1, min(processes, todo))
+
+
+def split(names: list[str], n: int) -> list[list[str]]:
+    """`n` interleaved shares, so each gets a like mix of sizes and folders."""
+    return [names[i::n] for i in range(n)]
+
+
+def job(cache_root: Path, endpoint: str, token: str | bool | None, repo: RepoRef, commit: str,
+        files: dict[str, FileMeta], workers: int | None, options: TransferOptions | None) -> dict:
+    """A worker's share, as the JSON it reads (the token travels over a pipe, never on a command line)."""
+    return {"cache": str(cache_root), "endpoint": endpoint, "token": token, "repo": [repo.repo_id, repo.repo_type],
+            "commit": commit, "files": {f: m.to_json() for f, m in files.items()}, "workers": workers,
+            "options": asdict(options) if options else None}
+
+
+class Workers:
+    """Worker processes fetching shares of a file list while the caller fetches its own share."""
+
+    def __init__(self, jobs: list[dict], file_done: Callable[[str, int, bool], None]) -> None:
+        self.names = {name for j in jobs for name in j["files"]}
+        self._file_done = file_done
+        self._outcomes: list[dict] = [{} for _ in jobs]
+        self._procs = [subprocess.Popen([sys.executable, "-m", "hfcache.fanout"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True) for _ in jobs]
+        self._readers = []
+        for i, (proc, j) in enumerate(zip(self._procs, jobs, strict=True)):
+            reader = threading.Thread(target=self._read, args=(proc, i, json.dumps(j)), daemon=True,
+                                      name="hfcache-fanout")
+            reader.start()
+            self._readers.append(reader)
+
+    def _read(self, proc: subprocess.Popen, i: int, job_text: str) -> None:
+        try:
+            proc.stdin.write(job_text)
+            proc.stdin.close()
+        except OSError:
+            pass  # the worker died at once; its exit status says so
+        for line in proc.stdout:
+            event = json.loads(line)
+            if "file" in event:
+                self._file_done(event["file"], event["size"], event["fetched"])
+            else:
+                self._outcomes[i] = event
+
+    def results(self) -> list[dict]:
+        """Wait for every worker and return their stats; the first error any of them met is raised here."""
+        for proc, reader in zip(self._procs, self._readers, strict=True):
+            proc.wait()
+            reader.join()
+        for proc, outcome in zip(self._procs, self._outcomes, strict=True):
+            if "error" in outcome:
+                cls = getattr(errors, outcome["type"], errors.HfcacheError)
+                raise (cls if isinstance(cls, type) and issubclass(cls, errors.HfcacheError)
+                       else errors.HfcacheError)(outcome["error"])
+            if "stats" not in outcome:
+                raise errors.HfcacheError(f"a download worker process ended with status {proc.returncode}; "
+                                          "run the command again to finish")
+        return [o["stats"] for o in self._outcomes]
+
+    def stop(self) -> None:
+        """On an error or Ctrl-C here: end the workers (what they fetched so far stays valid)."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._procs:
+            proc.wait()
+
+
+class _LineProgress:
+    """A worker's progress: one line per finished file, for the parent to show."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def start(self, files: int, total_bytes: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+    def file_done(self, path: str, size: int, fetched: bool) -> None:
+        with self._lock:
+            sys.stdout.write(json.dumps({"file": path, "size": size, "fetched": fetched}) + "\n")
+
+
+def _worker_main() -> int:
+    from hfcache.fetch import Fetcher
+    from hfcache.hub import HubClient
+    from hfcache.layout import HubCache
+
+    j = json.loads(sys.stdin.read())
+    try:
+        fetcher = Fetcher(HubCache(Path(j["cache"])), client=HubClient(j["endpoint"], j["token"]), offline=False,
+                          max_workers=j["workers"], progress=_LineProgress(), processes=1,
+                          transfer_options=TransferOptions(**j["options"]) if j["options"] else None)
+        stats = fetcher.fetch_files(RepoRef(*j["repo"]), j["commit"],
+                                    {f: FileMeta.from_json(m) for f, m in j["files"].items()})
+        outcome = {"stats": asdict(stats)}
+    except errors.HfcacheError as e:
+        outcome = {"error": str(e), "type": type(e).__name__}
+    except Exception as e:  # noqa: BLE001 - reported by the parent, in one line
+        outcome = {"error": f"download worker: {type(e).__name__}: {e}", "type": "HfcacheError"}
+    sys.stdout.write(json.dumps(outcome) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(_worker_main())
+    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C reaches the whole group; the parent reports it
+        os._exit(130)

@@ -1,0 +1,116 @@
+"""Many small files shared by worker processes: the same cache as huggingface_hub writes, every file fetched
+once, progress for all of them, and a worker's failure reported in one line with nothing corrupt left."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+import pytest
+
+from hfcache.fetch import Fetcher
+from hfcache.layout import HubCache, RepoRef
+from hfcache.server.faults import Fault
+from tests.conftest import build_hub, cache_tree, det_bytes, run_cli
+from tests.test_transfer import assert_clean
+
+FILES = {f"shard{i % 4}/f{i:03d}.json": det_bytes(3000 + i, 100 + i) for i in range(60)}
+FILES["weights.bin"] = det_bytes(1_500_000, 7)
+FILES["copy/same.json"] = FILES["shard0/f000.json"]  # two names, one blob
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory):
+    h = build_hub(tmp_path_factory.mktemp("many"), cdn_host="localhost",
+                  repos={("org/many", "model", "main"): FILES})
+    yield h
+    h.server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left(many):
+    many.app.faults.clear()
+    many.app.log.clear()
+    yield
+    many.app.faults.clear()
+
+
+def resolved(hub) -> Counter:
+    return Counter(r.path.rsplit("/", 1)[-1] for r in hub.requests("/resolve/") if r.method == "GET")
+
+
+def test_workers_write_the_cache_huggingface_hub_writes(many, tmp_path):
+    ours = run_cli("snapshot", "org/many", "--cache-dir", str(tmp_path / "ours"), "--processes", "3", "--json",
+                   endpoint=many.url)
+    assert ours.returncode == 0, ours.stderr
+    stats = json.loads(ours.stdout)
+    assert stats["files_fetched"] + stats["files_reused"] == len(FILES)
+    assert stats["bytes_fetched"] == sum(len(d) for d in set(FILES.values()))
+    # each distinct blob was asked for once, whichever process fetched it
+    assert sum(resolved(many).values()) == len(set(FILES.values()))
+
+    from huggingface_hub import snapshot_download
+
+    snapshot_download("org/many", cache_dir=tmp_path / "theirs", endpoint=many.url)
+    assert cache_tree(tmp_path / "ours") == cache_tree(tmp_path / "theirs")
+
+
+def test_progress_reports_every_file_from_every_process(many, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", many.url)
+    seen: list[tuple[str, int, bool]] = []
+    advanced: list[int] = []
+
+    class Recorder:
+        def start(self, files: int, total_bytes: int) -> None: ...
+        def advance(self, nbytes: int) -> None: advanced.append(nbytes)
+        def file_done(self, path: str, size: int, fetched: bool) -> None: seen.append((path, size, fetched))
+
+    from hfcache.hub import HubClient
+
+    fetcher = Fetcher(HubCache(tmp_path / "c"), client=HubClient(many.url), progress=Recorder(), processes=2)
+    result = fetcher.snapshot(RepoRef("org/many"))
+    assert sorted(p for p, _, _ in seen) == sorted(FILES)
+    assert sum(advanced) == sum(len(d) for d in set(FILES.values()))  # two names, one blob: fetched once
+    assert result.stats.files_fetched + result.stats.files_reused == len(FILES)
+    assert_clean(tmp_path / "c")
+
+
+def test_a_failing_worker_ends_in_one_line_and_a_rerun_finishes(many, tmp_path):
+    from hfcache import fanout
+
+    cache = tmp_path / "c"
+    small = sorted(f for f, d in FILES.items() if len(d) < 1024 * 1024)
+    _, share1, share2 = fanout.split(small, 3)  # the shares the two workers get; this process keeps the first
+    failing = [share1[5], share2[7]]
+    many.app.faults.add(*(Fault("500", name, times=-1) for name in failing))
+    bad = run_cli("snapshot", "org/many", "--cache-dir", str(cache), "--processes", "3", "--retries", "1",
+                  endpoint=many.url)
+    assert bad.returncode == 1
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and "HTTP 500" in lines[0] and "Traceback" not in bad.stderr, bad.stderr
+    assert_clean(cache)
+    snap = next((cache / "models--org--many" / "snapshots").iterdir())
+    assert not any((snap / name).exists() for name in failing)
+
+    many.app.faults.clear()
+    many.app.log.clear()
+    good = run_cli("snapshot", "org/many", "--cache-dir", str(cache), "--processes", "3", endpoint=many.url)
+    assert good.returncode == 0, good.stderr
+    refetched = resolved(many)
+    assert {name.rsplit("/", 1)[-1] for name in failing} <= set(refetched)
+    assert sum(refetched.values()) < len(FILES) - 2  # what the failed run finished was kept
+    for rel, data in FILES.items():
+        assert (snap / rel).read_bytes() == data
+    assert_clean(cache)
+
+
+def test_few_files_stay_in_one_process(many, tmp_path, monkeypatch):
+    """Auto mode starts no worker for a handful of files: its start-up would cost more than it saves."""
+    from hfcache import fanout
+
+    assert fanout.plan(40, None) == 1
+    assert fanout.plan(10_000, None) == min(len(os.sched_getaffinity(0)), fanout.MAX_PROCESSES)
+    assert fanout.plan(10_000, 1) == 1
+    assert fanout.plan(2, 5) == 2
+    assert fanout.split(list("abcdefg"), 3) == [["a", "d", "g"], ["b", "e"], ["c", "f"]]
