@@ -42,6 +42,7 @@ class HubClient:
         self.token = token
         self.api = HfApi(endpoint=self.endpoint, token=token)
         self._headers: dict[str, str] | None = None
+        self._reached = False
 
     # -- metadata ----------------------------------------------------------------------------------------------
     def resolve_revision(self, repo: RepoRef, revision: str) -> str:
@@ -50,12 +51,22 @@ class HubClient:
             return revision
         with self._errors(repo, revision):
             info = self.api.repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type)
+        self._reached = True
         if not info.sha or not is_commit(info.sha):
             raise EndpointError(f"{self.endpoint} did not say which commit {revision!r} of {repo} is")
         return info.sha
 
+    def _reach(self, repo: RepoRef, revision: str) -> None:
+        """One plain request before the first listing: huggingface_hub retries a refused connection for ~25 s
+        inside listings (with a warning per try), where a user wants one line at once."""
+        if not self._reached:
+            with self._errors(repo, revision):
+                self.api.repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type)
+            self._reached = True
+
     def list_files(self, repo: RepoRef, commit: str) -> dict[str, FileMeta]:
         """Every file at a commit (recursive tree listing, paginated by the library)."""
+        self._reach(repo, commit)
         with self._errors(repo, commit):
             entries = list(self.api.list_repo_tree(repo.repo_id, revision=commit, repo_type=repo.repo_type,
                                                     recursive=True))
@@ -63,6 +74,7 @@ class HubClient:
 
     def paths_info(self, repo: RepoRef, commit: str, paths: Iterable[str]) -> dict[str, FileMeta]:
         """Metadata for a few files without listing the whole repo; missing paths are simply absent."""
+        self._reach(repo, commit)
         with self._errors(repo, commit):
             entries = self.api.get_paths_info(repo.repo_id, list(paths), revision=commit,
                                               repo_type=repo.repo_type)

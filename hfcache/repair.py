@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hfcache.errors import EntryNotFound, HfcacheError, RepoNotFound, RevisionNotFound, UsageError
+from hfcache.errors import EntryNotFound, RepoNotFound, RevisionNotFound
 from hfcache.layout import FileMeta, HubCache, RepoRef
 from hfcache.verify import ERROR, VerifyReport
 
@@ -71,12 +71,11 @@ def _snapshot_path(path: str) -> tuple[RepoRef, str, str] | None:
 
 
 def _listing(client, repo: RepoRef, commit: str) -> dict[str, FileMeta]:
+    """What the endpoint says the commit holds; an unreachable endpoint raises (the caller reports the damage)."""
     try:
         return client.list_files(repo, commit)
     except (RepoNotFound, RevisionNotFound, EntryNotFound):
         return {}  # the endpoint lacks the commit: nothing to fetch it from; the re-check still reports it
-    except HfcacheError as e:
-        raise UsageError(f"--repair: {e}") from None
 
 
 def _refetch(cache: HubCache, client, transfer, repo: RepoRef, commit: str, rel: str, meta: FileMeta,

@@ -96,6 +96,23 @@ def test_errors_are_one_line(hub, tmp_path, args, needle):
     assert needle in _one_line_error(r)
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["download", "org/tiny"], "Missing argument 'filenames'"),
+    (["snapshot", "org/tiny", "--bogus"], "No such option: --bogus"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["serve", "--port", "99999"], "'--port'"),
+])
+def test_usage_errors_are_one_line_with_status_2(args, needle):
+    r = run_cli(*args)
+    assert r.returncode == 2
+    assert needle in _one_line_error(r) and "--help" in r.stderr
+
+
+def test_no_arguments_shows_the_help():
+    r = run_cli()
+    assert r.returncode == 0 and "snapshot" in r.stdout and "verify" in r.stdout
+
+
 def test_bad_revision_writes_nothing(hub, tmp_path):
     run_cli("snapshot", "org/tiny", "--revision", "", "--cache-dir", str(tmp_path), endpoint=hub.url)
     assert not (tmp_path / "models--org--tiny").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import os
 import shutil
 import xml.etree.ElementTree as ET
@@ -249,6 +250,19 @@ def test_repair_restores_a_flipped_blob_and_the_recheck_passes(hub, cache):
     assert blob.read_bytes() == good
     assert (cache / snap(hub, "refs/pr/1") / "model.safetensors").read_bytes() == good
     assert verify(cache, hub=hub, env=OFFLINE).returncode == 0
+
+
+def test_repair_without_the_endpoint_still_reports_the_damage_at_once(hub, cache):
+    blob = blob_of(cache, hub, "model.safetensors")
+    flip_byte(blob, 5)
+    started = time.monotonic()
+    r = verify(cache, "--json", "--repair")  # endpoint: a closed port
+    assert time.monotonic() - started < 10  # no library retry loop (it takes ~25 s)
+    assert r.returncode == 1
+    report = json.loads(r.stdout)
+    assert any(p["kind"] == "hash-mismatch" for p in errors(report))
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("hfcache: error: --repair: cannot reach"), r.stderr
 
 
 def test_repair_in_the_copy_layout_and_of_an_orphan(hub, tmp_path):

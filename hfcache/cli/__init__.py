@@ -22,22 +22,39 @@ def main() -> None:
     from hfcache.errors import HfcacheError
 
     try:
-        app()
+        sys.exit(app(standalone_mode=False) or 0)
     except HfcacheError as e:
         print(f"hfcache: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         print("hfcache: interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception as e:
+        _usage_error(e)
     except BrokenPipeError:
         sys.exit(1)
-    except Exception as e:  # a bug or a broken environment: one line, the traceback only on request
-        import os
 
-        if os.environ.get("HFCACHE_DEBUG"):
-            raise
-        print(f"hfcache: error: {type(e).__name__}: {e} (HFCACHE_DEBUG=1 shows the traceback)", file=sys.stderr)
+
+def _usage_error(e: Exception) -> None:
+    """typer's own errors (a missing argument, an unknown option) in one line, like ours; anything else is a
+    bug or a broken environment: one line too, the traceback only on request."""
+    ctx = getattr(e, "ctx", None)
+    if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `hfcache` alone: the help, as asked
+        print(ctx.get_help())
+        sys.exit(0)
+    if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):
+        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        print(f"hfcache: error: {e.format_message()}{where}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    if type(e).__name__ == "Abort":
+        print("hfcache: aborted", file=sys.stderr)
         sys.exit(1)
+    import os
+
+    if os.environ.get("HFCACHE_DEBUG"):
+        raise e
+    print(f"hfcache: error: {type(e).__name__}: {e} (HFCACHE_DEBUG=1 shows the traceback)", file=sys.stderr)
+    sys.exit(1)
 
 
 __all__ = ["app", "main"]

@@ -89,14 +89,22 @@ def verify(
 
     report = check()
     repaired = ()
+    failure = None
     if repair and not report.ok:
+        from hfcache.errors import HfcacheError
         from hfcache.repair import repair as fix
 
-        repaired = fix(report, cache, client)
-        report = check()
+        try:
+            repaired = fix(report, cache, client)
+        except HfcacheError as e:  # the damage found is still reported, then why it stays
+            failure = f"hfcache: error: --repair: {e}"
+        else:
+            report = check()
     render_report(report, repaired, as_json)
     if junit is not None:
         write_junit(junit, report)
+    if failure:
+        print(failure, file=sys.stderr)
     if not report.ok:
         raise typer.Exit(1)
 
