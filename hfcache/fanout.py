@@ -62,8 +62,14 @@ class Workers:
         self.names = {name for j in jobs for name in j["files"]}
         self._file_done = file_done
         self._outcomes: list[dict] = [{} for _ in jobs]
-        self._procs = [subprocess.Popen([sys.executable, "-m", "hfcache.fanout"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, text=True) for _ in jobs]
+        self._procs: list[subprocess.Popen] = []
+        try:
+            for _ in jobs:
+                self._procs.append(subprocess.Popen([sys.executable, "-m", "hfcache.fanout"], stdin=subprocess.PIPE,
+                                                    stdout=subprocess.PIPE, text=True))
+        except OSError:  # no interpreter to start (an embedded Python, say): the caller fetches everything
+            self.stop()
+            raise
         self._readers = []
         for i, (proc, j) in enumerate(zip(self._procs, jobs, strict=True)):
             reader = threading.Thread(target=self._read, args=(proc, i, json.dumps(j)), daemon=True,

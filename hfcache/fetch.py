@@ -239,7 +239,10 @@ class Fetcher:
                 self.progress.advance(size)
             self.progress.file_done(path, size, fetched)
 
-        return fanout.Workers(jobs, file_done)
+        try:
+            return fanout.Workers(jobs, file_done)
+        except OSError:
+            return None
 
     def _ensure_file(self, transfer, repo: RepoRef, commit: str, filename: str, meta: FileMeta) -> tuple[bool, int]:
         pointer = self.cache.pointer_path(repo, commit, filename)
