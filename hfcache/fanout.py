@@ -59,14 +59,18 @@ class Workers:
     """Worker processes fetching shares of a file list while the caller fetches its own share."""
 
     def __init__(self, jobs: list[dict], file_done: Callable[[str, int, bool], None]) -> None:
-        self.names = {name for j in jobs for name in j["files"]}
+        self._files = [list(j["files"]) for j in jobs]
+        self.names = {name for names in self._files for name in names}
         self._file_done = file_done
         self._outcomes: list[dict] = [{} for _ in jobs]
         self._procs: list[subprocess.Popen] = []
+        # the worker imports this very hfcache, wherever the caller found it
+        here = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
         try:
             for _ in jobs:
                 self._procs.append(subprocess.Popen([sys.executable, "-m", "hfcache.fanout"], stdin=subprocess.PIPE,
-                                                    stdout=subprocess.PIPE, text=True))
+                                                    stdout=subprocess.PIPE, text=True, env=env))
         except OSError:  # no interpreter to start (an embedded Python, say): the caller fetches everything
             self.stop()
             raise
@@ -90,20 +94,23 @@ class Workers:
             else:
                 self._outcomes[i] = event
 
-    def results(self) -> list[dict]:
-        """Wait for every worker and return their stats; the first error any of them met is raised here."""
+    def results(self) -> tuple[list[dict], set[str]]:
+        """Wait for every worker: their stats, and the files of any that died without a word (killed, or it
+        could not start), which the caller then fetches itself. A download error a worker met is raised here."""
         for proc, reader in zip(self._procs, self._readers, strict=True):
             proc.wait()
             reader.join()
-        for proc, outcome in zip(self._procs, self._outcomes, strict=True):
+        stats, unfinished = [], set()
+        for outcome, job_files in zip(self._outcomes, self._files, strict=True):
             if "error" in outcome:
                 cls = getattr(errors, outcome["type"], errors.HfcacheError)
                 raise (cls if isinstance(cls, type) and issubclass(cls, errors.HfcacheError)
                        else errors.HfcacheError)(outcome["error"])
-            if "stats" not in outcome:
-                raise errors.HfcacheError(f"a download worker process ended with status {proc.returncode}; "
-                                          "run the command again to finish")
-        return [o["stats"] for o in self._outcomes]
+            if "stats" in outcome:
+                stats.append(outcome["stats"])
+            else:
+                unfinished.update(job_files)
+        return stats, unfinished
 
     def stop(self) -> None:
         """On an error or Ctrl-C here: end the workers (what they fetched so far stays valid)."""

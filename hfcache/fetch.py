@@ -192,22 +192,21 @@ class Fetcher:
         # Largest first: the long transfers start early and small files fill the gaps.
         items = sorted(files.items(), key=lambda kv: -kv[1].size)
         helpers = self._fan_out(repo, commit, files)
-        if helpers is not None:
-            items = [i for i in items if i[0] not in helpers.names]
+        mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
+        theirs: list[dict] = []
+        workers = self.max_workers or _auto_workers(files)
         try:
-            workers = self.max_workers or _auto_workers(files)
-            if workers <= 1 or len(items) <= 1:
-                results = [work(i) for i in items]
-            else:
-                with ThreadPoolExecutor(workers, thread_name_prefix="hfcache-fetch") as pool:
-                    results = list(pool.map(work, items))
+            results = _run_all(work, mine, workers)
+            if helpers is not None:
+                theirs, unfinished = helpers.results()
+                if unfinished:  # a worker died without a word: its share is fetched here
+                    results += _run_all(work, [i for i in items if i[0] in unfinished], workers)
         except BaseException:
             if helpers is not None:
                 helpers.stop()
             raise
         finally:
             transfer.close()
-        theirs = helpers.results() if helpers is not None else []
         fetched = sum(1 for was_fetched, _ in results if was_fetched) + sum(s["files_fetched"] for s in theirs)
         return FetchStats(
             files_fetched=fetched,
@@ -297,6 +296,13 @@ def _orphan_partials(blobs: Path) -> dict[str, list[Path]]:
         if len(parts) == 3 and parts[2] == "incomplete" and len(parts[1]) == 8:
             found.setdefault(parts[0], []).append(Path(e.path))
     return found
+
+
+def _run_all(work, items: list, workers: int) -> list[tuple[bool, int]]:
+    if workers <= 1 or len(items) <= 1:
+        return [work(i) for i in items]
+    with ThreadPoolExecutor(workers, thread_name_prefix="hfcache-fetch") as pool:
+        return list(pool.map(work, items))
 
 
 def _auto_workers(files: dict[str, FileMeta]) -> int:

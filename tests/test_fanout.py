@@ -105,6 +105,23 @@ def test_a_failing_worker_ends_in_one_line_and_a_rerun_finishes(many, tmp_path):
     assert_clean(cache)
 
 
+@pytest.mark.parametrize("interpreter", ["/bin/false", "/nonexistent/python"])
+def test_workers_that_die_or_cannot_start_leave_their_share_to_this_process(many, tmp_path, monkeypatch,
+                                                                            interpreter):
+    import sys
+
+    from hfcache.hub import HubClient
+
+    monkeypatch.setattr(sys, "executable", interpreter)  # the worker exits at once, or never starts
+    cache = tmp_path / "c"
+    result = Fetcher(HubCache(cache), client=HubClient(many.url), processes=3).snapshot(RepoRef("org/many"))
+    assert result.stats.files_fetched + result.stats.files_reused == len(FILES)
+    for rel, data in FILES.items():
+        assert (result.path / rel).read_bytes() == data
+    assert sum(resolved(many).values()) == len(set(FILES.values()))
+    assert_clean(cache)
+
+
 def test_few_files_stay_in_one_process(many, tmp_path, monkeypatch):
     """Auto mode starts no worker for a handful of files: its start-up would cost more than it saves."""
     from hfcache import fanout
