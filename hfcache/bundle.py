@@ -30,6 +30,7 @@ from hfcache.errors import BundleError, HfcacheError, IntegrityError, OfflineCac
 from hfcache.fetch import Progress
 from hfcache.hashing import HashKind, hash_bytes, hash_file, kind_of
 from hfcache.layout import HubCache, RepoRef, is_commit, safe_relpath
+from hfcache.units import counted
 
 SCHEMA = "hfcache-bundle"
 SCHEMA_VERSION = 1
@@ -349,8 +350,8 @@ class _Plan:
         etag, source, xet = _locate(cache, repo, cache.snapshot_dir(repo, commit) / rel, rel, tree)
         size = source.stat().st_size
         if spec.pinned is not None and spec.pinned[rel] != (size, etag):
-            raise IntegrityError(f"{spec} {rel}: the cache holds {size} bytes named {etag}, the lock pins "
-                                 f"{spec.pinned[rel][0]} bytes named {spec.pinned[rel][1]}")
+            raise IntegrityError(f"{spec} {rel}: the cache holds {counted(size, 'byte')} named {etag}, the lock "
+                                 f"pins {counted(spec.pinned[rel][0], 'byte')} named {spec.pinned[rel][1]}")
         kind = kind_of(etag)
         digest = etag if kind is not None else hash_file(source, "sha256")  # an odd blob name: checked by sha256
         kind = kind or "sha256"
@@ -365,8 +366,8 @@ def _pinned_files(spec: Spec, snap: Path) -> set[str]:
     files = set(spec.pinned or {})
     missing = sorted(p for p in files if not (snap / p).exists())
     if missing:
-        raise OfflineCacheMiss(f"{spec}: the cache lacks {len(missing)} files the lock pins (first: {missing[0]}); "
-                               "fetch them with `hfcache snapshot --lock` first")
+        raise OfflineCacheMiss(f"{spec}: the cache lacks {counted(len(missing), 'file')} the lock pins "
+                               f"(first: {missing[0]}); fetch them with `hfcache snapshot --lock` first")
     return files
 
 

@@ -29,6 +29,7 @@ from hfcache.errors import BundleError, IntegrityError
 from hfcache.fetch import Progress
 from hfcache.hashing import copy_hashed, hash_bytes
 from hfcache.layout import FileMeta, HubCache, RepoRef
+from hfcache.units import counted
 
 STAGE_MARK = ".import-"
 MAX_TREE_BYTES = 256 * 1024 * 1024
@@ -155,7 +156,7 @@ def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Sta
     for name, stream, size in reader.payloads(list(payloads)):
         kind, digest, want = payloads[name]
         if size != want:
-            raise IntegrityError(f"bundle payload {name} has {size} bytes, its manifest says {want}: "
+            raise IntegrityError(f"bundle payload {name} has {counted(size, 'byte')}, its manifest says {want}: "
                                  "the bundle is damaged or tampered with; nothing was imported")
         targets = by_payload.get(name, [])
         try:

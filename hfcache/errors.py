@@ -43,6 +43,10 @@ class IntegrityError(HfcacheError):
     """Downloaded or stored bytes do not match the hash they must have."""
 
 
+class LockContradicted(HfcacheError):
+    """A lock pins files the endpoint's listing of the pinned commit names otherwise: nothing was fetched."""
+
+
 class UnsafePath(HfcacheError):
     """A file name from a server or a bundle would escape the folder it belongs in."""
 

@@ -147,6 +147,9 @@ class Fetcher:
         return commit
 
     def _snapshot_offline(self, repo, revision, include, exclude) -> SnapshotResult:
+        """The cached snapshot, complete by its listing; `bytes_total` is its size, as online runs report it."""
+        from hfcache.units import counted
+
         commit = self._commit_from_cache(repo, revision)
         folder = self.cache.snapshot_dir(repo, commit)
         tree = self.cache.read_tree(repo, commit)
@@ -155,11 +158,12 @@ class Fetcher:
             absent = [f for f in selected if not self.cache.pointer_path(repo, commit, f).exists()]
             if absent:
                 raise OfflineCacheMiss(f"the cached snapshot of {repo}@{revision} lacks {len(absent)} of "
-                                       f"{len(selected)} files (first: {absent[0]})")
-            count = len(selected)
-        else:
-            count = sum(1 for p in folder.rglob("*") if not p.is_dir())
-        return SnapshotResult(repo, revision, commit, folder, count, FetchStats(files_reused=count), offline=True)
+                                       f"{counted(len(selected), 'file')} (first: {absent[0]})")
+            sizes = [m.size for m in selected.values()]
+        else:  # no listing: the files themselves (a dangling link as 0 bytes)
+            sizes = [p.stat().st_size if p.exists() else 0 for p in folder.rglob("*") if not p.is_dir()]
+        return SnapshotResult(repo, revision, commit, folder, len(sizes),
+                              FetchStats(files_reused=len(sizes), bytes_total=sum(sizes)), offline=True)
 
     def _download_offline(self, repo, filenames, revision) -> DownloadResult:
         commit = self._commit_from_cache(repo, revision)
@@ -169,7 +173,8 @@ class Fetcher:
             if not p.exists():
                 if self.cache.no_exist_path(repo, commit, f).exists():
                     raise EntryNotFound(f"{f}: no such file in {repo} at {revision!r} (recorded in the cache)")
-                raise OfflineCacheMiss(f"{f} of {repo}@{revision} is not in the cache at {self.cache.root}")
+                raise OfflineCacheMiss(f"{f} of {repo}@{revision} is not in the cache at {self.cache.root}"
+                                       + (" (offline mode is on)" if self.offline else ""))
             paths.append(p)
         return DownloadResult(repo, revision, commit, paths, FetchStats(files_reused=len(paths)), offline=True)
 

@@ -322,3 +322,24 @@ class HubCache:
             shutil.copyfile(blob, tmp)
             os.replace(tmp, pointer)
         return pointer
+
+
+def lock_held(path: str | os.PathLike[str]) -> bool:
+    """Whether another process holds the lock now (a probe, released at once; unknown counts as free)."""
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

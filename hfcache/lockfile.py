@@ -30,9 +30,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hfcache.errors import HfcacheError, OfflineCacheMiss, UsageError
+from hfcache.errors import EndpointError, HfcacheError, LockContradicted, OfflineCacheMiss, UsageError
 from hfcache.hashing import HashKind, kind_of
 from hfcache.layout import FileMeta, HubCache, RepoRef, is_commit, safe_relpath
+from hfcache.units import counted
 
 LOCK_VERSION = 1
 
@@ -174,9 +175,19 @@ def pin(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]], client=Non
     return Lock(tuple(entries))
 
 
-def fetch(lock: Lock, fetcher) -> list:
+def fetch(lock: Lock, fetcher, source: str = "the lock") -> list:
     """`snapshot --lock`: each pinned commit with exactly its pinned files (through `Fetcher.snapshot`, which
-    checks every byte it fetches); the pinned revision's ref is pointed at the pinned commit."""
+    checks every byte it fetches); the pinned revision's ref is pointed at the pinned commit.
+
+    Online, every pin is first compared with the endpoint's listing of its commit: a lock the endpoint
+    contradicts fetches nothing, rather than half its files and then a failed check.
+    """
+    if not fetcher.offline:
+        listings = _listings(lock, fetcher.cache, fetcher.client)
+        check(listings, fetcher.client.endpoint, source)
+        for e, files, cached in listings:
+            if not cached:  # saves `Fetcher.snapshot` listing the commit again
+                fetcher.cache.write_tree(e.repo, e.commit, files)
     results = []
     for e in lock.repos:
         if not e.files:
@@ -186,3 +197,45 @@ def fetch(lock: Lock, fetcher) -> list:
         if not fetcher.offline and e.revision != e.commit:
             fetcher.cache.write_ref(e.repo, e.revision, e.commit)
     return results
+
+
+Listing = tuple[LockedRepo, dict[str, FileMeta], bool]  # an entry, its commit's files, read from trees/?
+
+
+def _listings(lock: Lock, cache: HubCache, client) -> list[Listing]:
+    """Each entry's listing and whether it came from `trees/` (a commit's files never change, so a cached
+    listing is the endpoint's). An unreachable endpoint is left to `Fetcher.snapshot`, which falls back to the
+    cache."""
+    out = []
+    for e in lock.repos:
+        if not e.files:
+            continue
+        files = cache.read_tree(e.repo, e.commit)
+        if files is not None:
+            out.append((e, files, True))
+            continue
+        try:
+            out.append((e, client.list_files(e.repo, e.commit), False))
+        except EndpointError:
+            continue
+    return out
+
+
+def check(listings: Sequence[Listing], endpoint: str, source: str = "the lock") -> None:
+    """Refuse, in one line naming the first, pins the listings contradict (other hash or size, or no such file)."""
+    found = [(e, path, pin, listing.get(path)) for e, listing, _ in listings
+             for path, pin in sorted(e.files.items()) if _contradicts(pin, listing.get(path))]
+    if not found:
+        return
+    e, path, pin, meta = found[0]
+    listed = "no such file" if meta is None else f"{kind_of(meta.etag)} {meta.etag} ({counted(meta.size, 'byte')})"
+    pinned = sum(len(e.files) for e, _, _ in listings)
+    verb = "disagrees" if len(found) == 1 else "disagree"
+    raise LockContradicted(
+        f"{source} contradicts {endpoint} for {e.repo}@{e.commit[:12]}: {path} is pinned as {pin.kind} "
+        f"{pin.digest} ({counted(pin.size, 'byte')}), the endpoint lists {listed}; {len(found)} of "
+        f"{counted(pinned, 'pinned file')} {verb}, nothing fetched")
+
+
+def _contradicts(pin: LockedFile, meta: FileMeta | None) -> bool:
+    return meta is None or (pin.digest, pin.size) != (meta.etag, meta.size)

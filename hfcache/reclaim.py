@@ -5,7 +5,9 @@ Rules every plan keeps:
 - A blob that any kept snapshot points to (in any repo, one link hop) is never deleted; a shared-store file is
   deleted only when no remaining repo blob links to it.
 - A revision goes with its refs, its `trees/<commit>.json` and its `.no_exist/<commit>/`; a repo whose every
-  revision goes is deleted as one folder, with its `.locks/` folder.
+  revision goes is deleted as one folder, with its `.locks/` folder. A deleted blob's lock file goes with it.
+- A lock file is unlinked only while this process holds it (huggingface_hub takes the same files): one another
+  process holds is a download under way and stays, and so does its folder.
 - Bytes are counted the way the disk frees them: a file's bytes count only when every hard link to it goes
   (so `freed_bytes` is what `du` would show, not a sum of sizes).
 - Order: snapshots and refs first, blobs after, so an interrupted run leaves no snapshot pointing at nothing.
@@ -26,6 +28,7 @@ from hfcache.errors import HfcacheError, RepoNotFound, RevisionNotFound, UsageEr
 from hfcache.hashing import hash_file, kind_of
 from hfcache.layout import REPO_TYPES, RepoRef
 from hfcache.scan.model import CacheScan, Problem, Repo, Revision
+from hfcache.units import counted
 
 PHASES = {"repo": 0, "revision": 0, "blob": 1, "store_blob": 2, "leftover": 3, "download": 3, "link": 4}
 
@@ -173,10 +176,11 @@ def plan_revisions(scan: CacheScan, selected: dict[str, dict[str, str]], command
         inside = path + os.sep
         whole = len(commits) == len(repo.revisions) and not any(b.startswith(inside) for b in kept)
         if whole:
-            locks = os.path.join(scan.hub.root, ".locks", os.path.basename(path))
+            locks = _locks_dir(scan, path)
             reason = ", ".join(sorted(set(commits.values())))
-            actions.append(Action("repo", f"{repo.cache_id} (all {len(repo.revisions)} revisions)", reason,
-                                  tuple(p for p in (path, locks) if os.path.lexists(p))))
+            n = len(repo.revisions)
+            actions.append(Action("repo", f"{repo.cache_id} ({'its one revision' if n == 1 else f'all {n} revisions'})",
+                                  reason, tuple(p for p in (path, locks) if os.path.lexists(p))))
             gone_links.update(_blob_links(repo))
             gone_dirs += [path, locks]
             continue
@@ -195,7 +199,7 @@ def plan_revisions(scan: CacheScan, selected: dict[str, dict[str, str]], command
                         blobs.add(f.blob)
         for b in sorted(blobs):
             actions.append(Action("blob", f"{repo.cache_id} blob {os.path.basename(b)[:12]}",
-                                  "used only by deleted revisions", (b,)))
+                                  "used only by deleted revisions", _with_lock(b)))
             if os.path.islink(b):
                 gone_links.add(b)
     actions += _orphaned_store_files(scan, gone_links)
@@ -204,6 +208,19 @@ def plan_revisions(scan: CacheScan, selected: dict[str, dict[str, str]], command
     if kept_notes:
         notes = [*notes, f"{kept_notes} file(s) of deleted revisions keep their blob: a kept snapshot uses it"]
     return _plan(command, actions, notes, cleanup)
+
+
+def _with_lock(blob: str) -> tuple[str, ...]:
+    """A repo blob and its lock file (`<cache>/.locks/<repo folder>/<etag>.lock`), which is useless once the
+    blob is gone: `verify` would warn about it."""
+    repo_dir = os.path.dirname(os.path.dirname(blob))
+    lock = os.path.join(os.path.dirname(repo_dir), ".locks", os.path.basename(repo_dir),
+                        f"{os.path.basename(blob)}.lock")
+    return (blob, lock) if os.path.lexists(lock) else (blob,)
+
+
+def _locks_dir(scan: CacheScan, repo_path: str) -> str:
+    return os.path.join(scan.hub.root, ".locks", os.path.basename(repo_path))
 
 
 def _blob_links(repo: Repo) -> set[str]:
@@ -293,7 +310,9 @@ def plan_rm(scan: CacheScan, targets: Sequence[str], default_type: str = "model"
     for path, commits in list(selected.items()):
         if not commits:  # a repo folder with no revision at all: the folder itself goes
             repo = next(r for r in scan.hub.repos if r.path == path)
-            actions.append(Action("repo", f"{repo.cache_id} (no revision)", "asked for", (path,)))
+            locks = _locks_dir(scan, path)
+            actions.append(Action("repo", f"{repo.cache_id} (no revision)", "asked for",
+                                  tuple(p for p in (path, locks) if os.path.lexists(p))))
             del selected[path]
     return plan_revisions(scan, selected, "rm", actions)
 
@@ -332,13 +351,13 @@ def _problem_action(p: Problem) -> Action | None:
         if p.repo is None:  # the shared store: <cache>/blobs/<xx>/<hash>
             return _store_action(p.path, "no repo links to it")
         return Action("blob", f"orphan blob {os.path.basename(p.path)[:12]}" + (f" of {p.repo}" if p.repo else ""),
-                      p.detail, (p.path,))
+                      p.detail, _with_lock(p.path))
     if p.kind == "stale_lock":
-        # a repo's stale locks are listed one by one (a fresh lock in the same folder stays); a folder of locks
-        # for a repo no longer cached goes whole
+        # a repo's stale locks are listed one by one (a lock of a cached blob, or a held one, stays); a folder of
+        # locks for a repo no longer cached goes whole, but for the locks another process holds
         where = p.repo or os.path.basename(p.path)
-        return Action("leftover", f"{p.count if p.paths else 'all'} stale lock(s) of {where}", p.detail,
-                      p.paths or (p.path,))
+        what = counted(p.count, "stale lock") if p.paths else "all stale locks"
+        return Action("leftover", f"{what} of {where}", p.detail, p.paths or (p.path,))
     label = {"incomplete": "partial download", "orphan_metadata": "orphan metadata"}
     if p.kind in label:
         return Action("leftover", f"{label[p.kind]} {os.path.basename(p.path)[:40]}", p.detail or p.kind, (p.path,))
@@ -395,9 +414,40 @@ def _remove(path: str) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
+        if os.path.basename(os.path.dirname(path)) == ".locks":
+            _remove_locks(path)
+        else:
+            shutil.rmtree(path)
+    elif stat.S_ISREG(st.st_mode) and path.endswith(".lock"):
+        _remove_lock(path)
     else:
         os.unlink(path)
+
+
+def _remove_locks(folder: str) -> None:
+    """A repo's `.locks/` folder: every lock that can be taken, then the folder if that emptied it."""
+    with os.scandir(folder) as it:
+        paths = [e.path for e in it]
+    for p in paths:
+        _remove(p)
+    with contextlib.suppress(OSError):
+        os.rmdir(folder)
+
+
+def _remove_lock(path: str) -> None:
+    """Unlink a lock file while holding it, so no process is between taking it and using it; one another
+    process holds (or that cannot be taken) stays."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(path, timeout=0, fallback_to_soft=False)
+    try:
+        lock.acquire()
+    except (Timeout, OSError):
+        return
+    try:
+        os.unlink(path)
+    finally:
+        lock.release()
 
 
 def _remove_empty_dirs(root: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hfcache.fetch import DownloadResult, Progress, SnapshotResult
-from hfcache.units import human_size
+from hfcache.units import counted, human_size
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -63,7 +63,7 @@ class RichProgress(Progress):
         self._done += 1
         if not fetched:  # reused bytes count as done, so the bar reaches its end
             self._p.advance(self._bytes, size)
-        self._p.update(self._bytes, description=f"{self._label} ({self._done}/{self._files_total} files)")
+        self._p.update(self._bytes, description=f"{self._label} ({self._done}/{counted(self._files_total, 'file')})")
 
     def stop(self) -> None:
         self._p.stop()
@@ -71,10 +71,10 @@ class RichProgress(Progress):
 
 def _summary(stats, seconds: float, offline: bool) -> str:
     if offline:
-        return f"offline: {stats.files_reused} files from the cache"
+        return f"offline: {counted(stats.files_reused, 'file')} from the cache"
     speed = f", {human_size(stats.bytes_fetched / seconds)}/s" if stats.bytes_fetched and seconds > 0 else ""
-    return (f"fetched {stats.files_fetched} files ({human_size(stats.bytes_fetched)}) in {seconds:.2f} s{speed}; "
-            f"{stats.files_reused} already in the cache")
+    return (f"fetched {counted(stats.files_fetched, 'file')} ({human_size(stats.bytes_fetched)}) in "
+            f"{seconds:.2f} s{speed}; {stats.files_reused} already in the cache")
 
 
 def render_snapshot(result: SnapshotResult, seconds: float, as_json: bool) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from hfcache.reclaim import Outcome, Plan
 from hfcache.scan.model import CacheScan, Repo, Revision
-from hfcache.units import human_size
+from hfcache.units import counted, human_size
 
 Entry = tuple[Repo, Revision | None]
 
@@ -135,9 +135,10 @@ def _hub_summary(c, scan: CacheScan, entries: list[Entry], revisions: bool, show
     types = Counter(r.repo_type for r in hub.repos)
     nrev = sum(len(r.revisions) for r in hub.repos)
     detached = sum(1 for r in hub.repos for v in r.revisions if v.detached)
-    store = f"; shared store {hub.shared_store_files:,} files" if hub.shared_store_files else ""
+    store = f"; shared store {counted(hub.shared_store_files, 'file', ',')}" if hub.shared_store_files else ""
     kinds = ", ".join(f"{n:,} {t}{'s' if n != 1 else ''}" for t, n in sorted(types.items()))
-    c.print(f"\n[bold]Hub cache[/]: {len(hub.repos):,} repos ({kinds}), {nrev:,} revisions ({detached:,} detached), "
+    c.print(f"\n[bold]Hub cache[/]: {counted(len(hub.repos), 'repo', ',')} ({kinds}), "
+            f"{counted(nrev, 'revision', ',')} ({detached:,} detached), "
             f"{human_size(hub.size_on_disk)} in blobs{store}")
     what = "revisions" if revisions else "repos"
     title = f"{what} by {sort}: {len(entries):,} of {shown_of:,}" + (f" matching {' and '.join(filters)}"
@@ -168,8 +169,9 @@ def _datasets_summary(c, scan: CacheScan, limit: int) -> None:
                       human_size(p.bytes), ago(p.last_accessed, now))
         c.print(t)
     if ds.downloads or ds.extracted:
-        c.print(f"datasets downloads: {len(ds.downloads):,} files, {human_size(sum(d.bytes for d in ds.downloads))}"
-                f"; extracted: {len(ds.extracted):,} folders, {human_size(sum(d.bytes for d in ds.extracted))}")
+        c.print(f"datasets downloads: {counted(len(ds.downloads), 'file', ',')}, "
+                f"{human_size(sum(d.bytes for d in ds.downloads))}; extracted: "
+                f"{counted(len(ds.extracted), 'folder', ',')}, {human_size(sum(d.bytes for d in ds.extracted))}")
         for d in sorted(ds.downloads, key=lambda d: -d.bytes)[:min(limit, 5)]:
             c.print(f"  {human_size(d.bytes):>9}  {d.url or d.path}")
     if scan.modules:
@@ -204,8 +206,8 @@ def render_plan(plan: Plan, outcome: Outcome | None, show: int = 40) -> None:
         c.print(f"{plan.command}: nothing to do.")
         return
     verb = "replace with hard links" if plan.command == "dedup" else "delete"
-    c.print(f"[bold]{plan.command}[/] plan: {verb} {len(plan.actions):,} items, freeing "
-            f"[bold]{human_size(plan.freed_bytes)}[/] ({plan.freed_bytes:,} bytes)")
+    c.print(f"[bold]{plan.command}[/] plan: {verb} {counted(len(plan.actions), 'item', ',')}, freeing "
+            f"[bold]{human_size(plan.freed_bytes)}[/] ({counted(plan.freed_bytes, 'byte', ',')})")
     t = _table(None, "kind", "item", "why", "frees", right=("frees",))
     for a in plan.actions[:show]:
         t.add_row(a.kind, a.label, a.reason, human_size(a.bytes))
@@ -220,6 +222,7 @@ def render_plan(plan: Plan, outcome: Outcome | None, show: int = 40) -> None:
     if outcome.dry_run:
         c.print("dry run: nothing changed.")
     else:
-        c.print(f"done: {outcome.done:,} of {len(plan.actions):,} items, freed {human_size(outcome.freed_bytes)}.")
+        c.print(f"done: {outcome.done:,} of {counted(len(plan.actions), 'item', ',')}, "
+                f"freed {human_size(outcome.freed_bytes)}.")
     for e in outcome.errors:
         print(f"hfcache: {e}", file=sys.stderr)

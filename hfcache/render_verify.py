@@ -10,16 +10,17 @@ from pathlib import Path
 
 from hfcache.errors import UsageError
 from hfcache.render import human_size, print_json
+from hfcache.units import counted
 from hfcache.verify import ERROR, Problem, VerifyReport
 
 
 def summary(report: VerifyReport) -> str:
     snaps = sum(len(r.snapshots) for r in report.repos)
-    verdict = "intact" if report.ok else f"{len(report.errors)} problem{'s' * (len(report.errors) != 1)}"
-    warn = f", {len(report.warnings)} warning{'s' * (len(report.warnings) != 1)}" if report.warnings else ""
-    return (f"{verdict}{warn}: {report.files} files in {len(report.repos)} repos ({snaps} snapshots), "
-            f"{report.blobs} blobs, {human_size(report.bytes)} hashed in {report.seconds:.2f} s "
-            f"({report.gib_per_s:.2f} GiB/s, {report.jobs} jobs)")
+    verdict = "intact" if report.ok else counted(len(report.errors), "problem")
+    warn = f", {counted(len(report.warnings), 'warning')}" if report.warnings else ""
+    return (f"{verdict}{warn}: {counted(report.files, 'file')} in {counted(len(report.repos), 'repo')} "
+            f"({counted(snaps, 'snapshot')}), {counted(report.blobs, 'blob')}, {human_size(report.bytes)} hashed "
+            f"in {report.seconds:.2f} s ({report.gib_per_s:.2f} GiB/s, {counted(report.jobs, 'job')})")
 
 
 def _short(p: Problem, text: str | None) -> str:
@@ -96,14 +97,14 @@ class HashProgress:
     def start(self, files: int, total_bytes: int) -> None:
         self._files = files
         self._p.start()
-        self._task = self._p.add_task(f"{self._label} 0/{files} files", total=total_bytes)
+        self._task = self._p.add_task(f"{self._label} 0/{counted(files, 'file')}", total=total_bytes)
 
     def advance(self, nbytes: int) -> None:
         self._p.advance(self._task, nbytes)
 
     def file_done(self, path: str, size: int, fetched: bool) -> None:
         self._done += 1
-        self._p.update(self._task, description=f"{self._label} {self._done}/{self._files} files")
+        self._p.update(self._task, description=f"{self._label} {self._done}/{counted(self._files, 'file')}")
 
     def stop(self) -> None:
         self._p.stop()
@@ -138,9 +139,11 @@ def junit_xml(report: VerifyReport) -> bytes:
         warnings = [p for p in r.problems if p.severity != ERROR]
         if errors:
             kinds = ", ".join(sorted({p.kind for p in errors}))
-            failure = ET.SubElement(case, "failure", type=errors[0].kind, message=f"{len(errors)} problems: {kinds}")
+            failure = ET.SubElement(case, "failure", type=errors[0].kind,
+                                    message=f"{counted(len(errors), 'problem')}: {kinds}")
             failure.text = "\n".join(p.describe() for p in errors)
-        out = [f"{r.files} files, {r.blobs} blobs, {r.bytes} bytes hashed; snapshots: {', '.join(r.snapshots)}"]
+        out = [f"{counted(r.files, 'file')}, {counted(r.blobs, 'blob')}, {counted(r.bytes, 'byte')} hashed; "
+               f"snapshots: {', '.join(r.snapshots)}"]
         out += [f"warning: {p.describe()}" for p in warnings]
         ET.SubElement(case, "system-out").text = "\n".join(out)
     ET.indent(suites)
@@ -161,5 +164,5 @@ def render_lock(lock, path: str, as_json: bool) -> None:
         print_json({"path": path, "repos": rows})
         return
     for e, row in zip(lock.repos, rows, strict=True):
-        print(f"{e.repo}@{e.revision} → {e.commit}: {row['files']} files, {human_size(row['bytes'])}")
+        print(f"{e.repo}@{e.revision} → {e.commit}: {counted(row['files'], 'file')}, {human_size(row['bytes'])}")
     print(f"wrote {path}")

@@ -1,4 +1,4 @@
-"""Sizes for people: one formatter, so every command shows bytes the same way."""
+"""Sizes and counts for people: one formatter each, so every command shows them the same way."""
 
 from __future__ import annotations
 
@@ -10,3 +10,8 @@ def human_size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1000
     return f"{n:.1f} TB"
+
+
+def counted(n: int, noun: str, spec: str = "", many: str | None = None) -> str:
+    """`1 file`, `2 files`: a count with its noun in the right number (`spec` formats the count, e.g. `,`)."""
+    return f"{n:{spec}} {noun if n == 1 else many or noun + 's'}"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hfcache.errors import EntryNotFound, HfcacheError, RepoNotFound, RevisionNotFound, UsageError
 from hfcache.hashing import HashKind, hash_file_kinds, kind_of
-from hfcache.layout import HubCache, RepoRef, is_commit
+from hfcache.layout import HubCache, RepoRef, is_commit, lock_held
 from hfcache.lockfile import Lock, LockedRepo
 
 ERROR, WARNING = "error", "warning"
@@ -424,7 +424,7 @@ class _Planner:
             etag = lock.name[: -len(".lock")]
             if (repo, etag) in self.present or self.cache.blob_path(repo, etag).exists():
                 continue
-            held = _lock_held(lock)
+            held = lock_held(lock)
             self.problem("download-in-progress" if held else "stale-lock", repo, paths=(self.rel(str(lock)),),
                          severity=WARNING)
 
@@ -443,27 +443,6 @@ def _walk(folder: str):
                     stack.append((f"{prefix}{e.name}/", e.path))
                 else:
                     yield prefix + e.name, e
-
-
-def _lock_held(path: Path) -> bool:
-    """Whether another process holds the lock now (a probe, released at once; unknown counts as free)."""
-    try:
-        import fcntl
-    except ImportError:
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return False
-    finally:
-        os.close(fd)
 
 
 # -- hashing and judging -------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,8 @@ import requests
 from hfcache.errors import UnsafePath
 from hfcache.hashing import hash_bytes
 from hfcache.layout import safe_relpath
-from tests.conftest import TOKEN, build_hub, cache_tree, run_cli, write_files
+from hfcache.units import counted
+from tests.conftest import MODEL_MAIN, TOKEN, build_hub, cache_tree, run_cli, write_files
 
 
 def _one_line_error(r) -> str:
@@ -170,6 +172,34 @@ def test_offline_mode_answers_from_the_cache_or_says_why_not(hub, tmp_path):
     assert "not in the cache" in _one_line_error(
         run_cli("snapshot", "org/ds", "--repo-type", "dataset", "--cache-dir", str(tmp_path), env=offline))
     assert len(hub.app.log) == before  # offline means no request at all
+
+
+def test_offline_snapshot_reports_its_size_and_download_says_offline(hub, tmp_path):
+    args = ("snapshot", "org/tiny", "--include", "*.json", "--include", "tokenizer/*", "--cache-dir", str(tmp_path),
+            "--json")
+    online = json.loads(run_cli(*args, endpoint=hub.url).stdout)
+    offline = {"HF_HUB_OFFLINE": "1"}
+    got = json.loads(run_cli(*args, env=offline).stdout)
+    assert got["offline"] and got["files"] == 2 and got["bytes_total"] == online["bytes_total"] > 0
+    shutil.rmtree(tmp_path / "models--org--tiny" / "trees")  # no listing: the files' own sizes
+    assert json.loads(run_cli(*args, env=offline).stdout)["bytes_total"] == online["bytes_total"]
+    line = _one_line_error(run_cli("download", "org/tiny", "README.md", "--cache-dir", str(tmp_path), env=offline))
+    assert "README.md of org/tiny@main is not in the cache" in line and line.endswith(" (offline mode is on)")
+
+
+def test_one_of_a_thing_is_singular(hub, tmp_path):
+    lock = tmp_path / "one.lock"
+    r = run_cli("lock", "org/tiny", "--include", "config.json", "-o", str(lock), "--cache-dir", str(tmp_path),
+                endpoint=hub.url)
+    assert r.returncode == 0 and f": 1 file, {len(MODEL_MAIN['config.json'])} B" in r.stdout, r.stdout + r.stderr
+    r = run_cli("snapshot", "--lock", str(lock), "--cache-dir", str(tmp_path), endpoint=hub.url)
+    assert r.returncode == 0 and "intact: 1 file in 1 repo (1 snapshot), 1 blob," in r.stderr, r.stderr
+    r = run_cli("verify", "--jobs", "1", "--allow-partial", "--cache-dir", str(tmp_path), env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0 and ": 1 file in 1 repo (1 snapshot), 1 blob," in r.stdout, r.stdout
+    assert r.stdout.rstrip().endswith("1 job)")
+    r = run_cli("rm", "org/tiny", "--dry-run", "--cache-dir", str(tmp_path))
+    assert r.returncode == 0 and "delete 1 item," in r.stdout, r.stdout
+    assert [counted(n, "repo") for n in (0, 1, 2)] == ["0 repos", "1 repo", "2 repos"]
 
 
 def test_unreachable_endpoint_falls_back_to_a_complete_cached_snapshot(hub, tmp_path):

@@ -16,6 +16,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from huggingface_hub import scan_cache_dir, snapshot_download
 
 from hfcache.layout import RepoRef
@@ -322,6 +323,7 @@ def test_scan_command_outputs(home, tmp_path):
     revs = json.loads(cli(home, "scan", "--json", "--revisions", "--filter", "refs=v1").stdout)["revisions"]
     assert [r["refs"] for r in revs] == [["v1"]]
     assert json.loads(cli(home, "scan", "--json", "--filter", "accessed>30d").stdout)["repos"] == []
+    plant_stale_lock(home, None, tmp_path)  # a leftover for the report to show
     r = cli(home, "scan", "--html", str(tmp_path / "report.html"))
     assert r.returncode == 0 and "Hub cache" in r.stdout and "model/org/tiny" in r.stdout
     page = (tmp_path / "report.html").read_text()
@@ -359,7 +361,7 @@ def test_prune_frees_what_it_planned_and_breaks_no_snapshot(home, hub):
     assert not any(p.fix == "prune" for g in after.problems for p in g.examples)
     assert not any(r.detached for repo in after.hub.repos for r in repo.revisions)
     assert not scan_cache_dir(home / "hub").warnings
-    assert not lock.exists() and not list((home / "hub" / ".locks").rglob("*.lock"))  # every lock was stale
+    assert not lock.exists() and not locks_without_blob(home)  # locks of cached blobs stay, as huggingface_hub's do
     assert_loads_offline(home, hub, [("org/tiny", "model", "main"), ("org/tiny", "model", "v1"),
                                      ("bert-tiny", "model", "main"), ("org/ds", "dataset", "main")])
     assert json.loads(cli(home, "prune", "--yes", "--json").stdout)["actions"] == []
@@ -396,6 +398,53 @@ def test_rm_keeps_blobs_a_kept_snapshot_uses(home, hub):
     assert [a["kind"] for a in done["actions"]] == ["revision", "blob"]  # only its own config.json blob
     assert all((blobs / b).exists() for b in shared)
     assert_loads_offline(home, hub, [("org/tiny", "model", "main"), ("org/tiny", "model", "v1")])
+
+
+def locks_without_blob(home: Path) -> list[str]:
+    cache = home / "hub"
+    return sorted(f"{p.parent.name}/{p.name}" for p in (cache / ".locks").rglob("*.lock")
+                  if not (cache / p.parent.name / "blobs" / p.name.removesuffix(".lock")).exists())
+
+
+def test_rm_removes_the_locks_of_blobs_it_deletes(home, hub):
+    locks = home / "hub" / ".locks"
+    before = sorted(locks.rglob("*.lock"))
+    assert before and not locks_without_blob(home)  # huggingface_hub left one per blob
+    busy = next((locks / "datasets--org--ds").glob("*.lock"))
+    held = FileLock(busy, timeout=0)  # another process downloading that blob now
+    held.acquire()
+    try:
+        done = json.loads(cli(home, "rm", "org/tiny@v1", "dataset:org/ds", "--yes", "--json").stdout)
+    finally:
+        held.release()
+    assert done["executed"] and not done["errors"]
+    assert locks_without_blob(home) == [f"datasets--org--ds/{busy.name}"]  # the held one stays, with its folder
+    assert [p.name for p in (locks / "datasets--org--ds").iterdir()] == [busy.name]
+    assert len(list(locks.rglob("*.lock"))) < len(before) - 1  # v1's own blobs took their locks along
+    r = cli(home, "verify", "org/tiny")
+    assert r.returncode == 0 and "stale-lock" not in r.stdout, r.stdout + r.stderr
+
+
+def test_prune_removes_locks_whose_blob_is_gone_unless_held(home, hub):
+    d = home / "hub" / ".locks" / "models--org--tiny"
+    gone, busy = d / f"{'a' * 64}.lock", d / f"{'b' * 64}.lock"  # fresh, as a blob deleted by hand leaves them
+    gone.touch()
+    busy.touch()
+    with_blob = [p for p in (home / "hub" / ".locks").rglob("*.lock") if p not in (gone, busy)]
+    held = FileLock(busy, timeout=0)
+    held.acquire()
+    try:
+        plan = json.loads(cli(home, "prune", "--dry-run", "--json").stdout)
+        [leftover] = [a for a in plan["actions"] if a["kind"] == "leftover"]
+        assert leftover["paths"] == [str(gone)] and leftover["bytes"] == 0 and "lock" in leftover["label"]
+        done = json.loads(cli(home, "prune", "--yes", "--json").stdout)
+    finally:
+        held.release()
+    assert done["executed"] and not done["errors"]
+    assert not gone.exists() and busy.exists()
+    assert locks_without_blob(home) == [f"models--org--tiny/{busy.name}"]
+    cache = home / "hub"
+    assert all(p.exists() for p in with_blob if (cache / p.parent.name / "blobs" / p.stem).exists())
 
 
 def test_prune_older_than_removes_what_nobody_used(home, hub):

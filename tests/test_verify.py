@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 import os
 import shutil
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -348,17 +348,31 @@ def test_snapshot_lock_fetches_exactly_what_it_pins(hub, tmp_path):
     assert verify(c, "--allow-partial", hub=hub, env=OFFLINE).returncode == 0  # partial on purpose
 
 
-def test_snapshot_lock_fails_when_the_hub_serves_other_bytes(tmp_path):
-    h = build_hub(tmp_path / "hub", repos={("org/m", "model", "main"): {"a.txt": "aaa\n"}})
+def test_snapshot_lock_refuses_pins_the_hub_contradicts_before_fetching(tmp_path):
+    h = build_hub(tmp_path / "hub", repos={("org/m", "model", "main"): {"a.txt": "aaa\n", "b.txt": "bbb\n"}})
     try:
         lock = tmp_path / "l.lock"
         assert run_cli("lock", "org/m", "-o", str(lock), "--cache-dir", str(tmp_path / "x"),
                        endpoint=h.url).returncode == 0
         data = json.loads(lock.read_text())
-        data["repos"][0]["files"]["a.txt"]["git-sha1"] = "aa" * 20
+        files = data["repos"][0]["files"]
+        files["a.txt"]["git-sha1"] = "aa" * 20  # another hash than the Hub lists
+        files["c.txt"] = {"git-sha1": "cc" * 20, "size": 4}  # a file the Hub does not list
         lock.write_text(json.dumps(data))
-        r = run_cli("snapshot", "--lock", str(lock), "--cache-dir", str(tmp_path / "c"), endpoint=h.url)
-        assert r.returncode == 1 and "hash-mismatch" in r.stderr and "per lock" in r.stderr
+        c = tmp_path / "c"
+        for args in ([], ["--json"]):
+            r = run_cli("snapshot", "--lock", str(lock), "--cache-dir", str(c), *args, endpoint=h.url)
+            assert r.returncode == 1 and r.stdout == "", r.stdout + r.stderr
+            [line] = r.stderr.strip().splitlines()
+            assert line.startswith(f"hfcache: error: {lock} contradicts {h.url} for org/m@")
+            assert "a.txt is pinned as git-sha1 " + "aa" * 20 in line and "2 of 3 pinned files disagree" in line
+        assert h.requests("/resolve/") == []
+        assert not [p for p in c.rglob("*") if {"blobs", "snapshots"} & set(p.relative_to(c).parts)]
+        files["a.txt"]["git-sha1"] = json.loads(lock.read_text())["repos"][0]["files"]["b.txt"]["git-sha1"]
+        del files["c.txt"]
+        lock.write_text(json.dumps(data))
+        r = run_cli("snapshot", "--lock", str(lock), "--cache-dir", str(c), endpoint=h.url)
+        assert r.returncode == 1 and "a.txt is pinned" in r.stderr and "1 of 2 pinned files disagrees" in r.stderr
     finally:
         h.server.stop()
 

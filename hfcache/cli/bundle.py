@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from hfcache.cli.common import CacheDir, Json, app
+from hfcache.units import counted
 
 
 def _progress(label: str, quiet: bool):
@@ -92,10 +93,11 @@ def export(
         print_json({**_fields(result), "seconds": round(t.seconds, 3)})
         return
     if result.absent:
-        _note(f"warning: {len(result.absent)} files the tree listings name are not in the cache and were not "
-              f"exported (first: {result.absent[0]})")
-    _note(f"exported {result.files} files ({result.blobs} blobs, {human_size(result.bytes_payload)}) of "
-          f"{len(result.revisions)} revisions in {t.seconds:.2f} s")
+        one = len(result.absent) == 1
+        _note(f"warning: {counted(len(result.absent), 'file')} the tree listings name {'is' if one else 'are'} not "
+              f"in the cache and {'was' if one else 'were'} not exported (first: {result.absent[0]})")
+    _note(f"exported {counted(result.files, 'file')} ({counted(result.blobs, 'blob')}, "
+          f"{human_size(result.bytes_payload)}) of {counted(len(result.revisions), 'revision')} in {t.seconds:.2f} s")
     print(result.path)
 
 
@@ -133,18 +135,18 @@ def import_(
     else:
         for line in result.refs_moved:
             _note(f"ref moved: {line}")
-        _note(f"imported into {result.cache}: {result.files_linked} files placed, {result.files_present} already "
-              f"there; {result.blobs_written} blobs written ({human_size(result.bytes_written)}), "
+        _note(f"imported into {result.cache}: {counted(result.files_linked, 'file')} placed, {result.files_present} "
+              f"already there; {counted(result.blobs_written, 'blob')} written ({human_size(result.bytes_written)}), "
               f"{result.blobs_reused} reused ({result.layout}) in {t.seconds:.2f} s")
         if result.area_files:
-            _note(f"placed {result.area_files} files of prepared datasets, modules and mapped URLs")
+            _note(f"placed {counted(result.area_files, 'file')} of prepared datasets, modules and mapped URLs")
         for r in result.revisions:  # one snapshot folder per line, as `snapshot` prints it
             print(cache.snapshot_dir(r.repo, r.commit))
     if result.conflicts:
         for line in () if as_json else result.conflicts:
             _note(f"conflict: {line}")
-        raise HfcacheError(f"{len(result.conflicts)} conflicts with what the cache already holds, left untouched "
-                           f"(first: {result.conflicts[0]})")
+        raise HfcacheError(f"{counted(len(result.conflicts), 'conflict')} with what the cache already holds, left "
+                           f"untouched (first: {result.conflicts[0]})")
 
 
 @app.command()
@@ -191,10 +193,11 @@ def convert(
     if as_json:
         print_json(_fields(result))
     else:
-        _note(f"{result.files} files converted to {result.layout} in {result.cache}; {result.blobs_created} blobs "
-              f"made, {result.blobs_removed} removed, {human_size(result.bytes_saved)} saved by deduplication")
+        _note(f"{counted(result.files, 'file')} converted to {result.layout} in {result.cache}; "
+              f"{counted(result.blobs_created, 'blob')} made, {result.blobs_removed} removed, "
+              f"{human_size(result.bytes_saved)} saved by deduplication")
     if result.skipped:
-        raise HfcacheError(f"{len(result.skipped)} files left as they were (first: {result.skipped[0]})")
+        raise HfcacheError(f"{counted(len(result.skipped), 'file')} left as they were (first: {result.skipped[0]})")
 
 
 def _fields(result) -> dict:

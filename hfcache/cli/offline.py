@@ -11,6 +11,7 @@ import typer
 
 from hfcache.cli.common import CacheDir, Json, Revision, app
 from hfcache.errors import UsageError
+from hfcache.units import counted
 
 datasets_app = typer.Typer(help="Prepared datasets that offline `load_dataset` finds.", no_args_is_help=True)
 modules_app = typer.Typer(help="Dataset and metric scripts in the module caches.", no_args_is_help=True)
@@ -81,7 +82,8 @@ def map_url(
         if missing:
             from hfcache.errors import SourceMissing
 
-            raise SourceMissing(f"{len(missing)} of the {len(wanted)} files {from_script} downloads are not in "
+            raise SourceMissing(f"{len(missing)} of the {counted(len(wanted), 'file')} {from_script} downloads "
+                                f"{'is' if len(missing) == 1 else 'are'} not in "
                                 f"{files}: {', '.join(Path(m).name for m in missing[:5])}")
         mapped = [do_map(u, p, target, folder) for u, p in wanted]
     else:

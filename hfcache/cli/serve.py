@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hfcache.cli.common import CacheDir, app
+from hfcache.units import counted
 
 
 @app.command()
@@ -41,7 +42,8 @@ def serve(
 
     def ready(url: str) -> None:
         print(url, flush=True)
-        print(f"hfcache: serving {len(catalog.repos())} repos at {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        print(f"hfcache: serving {counted(len(catalog.repos()), 'repo')} at {url} (Ctrl-C stops)", file=sys.stderr,
+              flush=True)
 
     serve_forever(hub_app, host, port, ready)
 

@@ -143,7 +143,10 @@ def lock_command(
 
 
 def snapshot_locked(lock: Path, repo_id: str | None, repo_type: str, fetcher, as_json: bool) -> None:
-    """`snapshot --lock`: fetch what the lock pins (all of it, or one repo's entries), then check it offline."""
+    """`snapshot --lock`: fetch what the lock pins (all of it, or one repo's entries), then check it offline.
+
+    Pins the endpoint contradicts are refused before anything is fetched (see `lockfile.fetch`).
+    """
     from hfcache import lockfile
     from hfcache.render import print_json, render_snapshot
     from hfcache.render_verify import report_json, summary
@@ -152,7 +155,7 @@ def snapshot_locked(lock: Path, repo_id: str | None, repo_type: str, fetcher, as
     specs = [parse_spec(repo_id, repo_type)] if repo_id else []
     pins = lockfile.read(lock).select(specs)
     try:
-        results = lockfile.fetch(pins, fetcher)
+        results = lockfile.fetch(pins, fetcher, source=str(lock))  # refuses a lock the endpoint contradicts
     finally:
         getattr(fetcher.progress, "stop", lambda: None)()
     report = verify(fetcher.cache, specs, lock=pins)

@@ -14,12 +14,12 @@ import json
 import os
 import stat
 from collections import defaultdict
-from itertools import repeat
 from operator import attrgetter
 
-from hfcache.layout import RepoRef, is_commit
+from hfcache.layout import RepoRef, is_commit, lock_held
 from hfcache.scan.model import CachedFile, Repo, Revision
 from hfcache.scan.walk import IGNORED_NAMES, Context, du
+from hfcache.units import counted
 
 _S_IFMT, _S_IFREG, _S_IFLNK = 0o170000, 0o100000, 0o120000
 _PREFIXES = ["../" * (d + 2) + "blobs/" for d in range(16)]
@@ -327,34 +327,34 @@ class RepoWalk:
         return out
 
     def _locks(self) -> None:
-        """`.locks/<folder>/<etag>.lock`: every download leaves one. A lock is stale once its blob is complete, or
-        when it is old and no recent partial download of its blob exists. One problem per repo; the lock paths
-        are listed in detail mode only (prune needs them, a summary does not)."""
+        """`.locks/<folder>/<etag>.lock`: every download leaves one, and huggingface_hub keeps it while the blob
+        exists. A lock is a leftover once its blob is gone (deleted, or never completed) and no process holds it;
+        one with a recent partial download of its blob is left alone. One problem per repo; the lock paths are
+        listed in detail mode only (prune needs them, a summary does not)."""
         d = f"{self.hub_root}/.locks/{self.folder}"
         try:
             names = os.listdir(d)
         except OSError:
             return
-        # set operations, not a loop: a cache holds as many locks as blobs
-        etags = dict(zip(map(str.removesuffix, names, repeat(".lock")), names, strict=True))
-        done = (etags.keys() & self.blobs.keys()) - self.dead - self.fresh
-        stale = [etags[e] for e in done]
-        oldest = 0.0
-        for etag in etags.keys() - done - self.fresh:  # no complete blob: stale only when old
-            try:
-                age = self.now - os.lstat(f"{d}/{etags[etag]}").st_mtime
-            except OSError:
-                continue
-            if age > self.stale_after:
-                stale.append(etags[etag])
-                oldest = max(oldest, age)
-        count = len(stale)
-        stale = [f"{d}/{n}" for n in sorted(stale)] if self.detail else []
         self.locks += len(names)
         self.files += len(names)  # lock files are empty: their bytes are not read
-        if count:
-            self.problem("stale_lock", d, 0, f"{count} lock(s) of finished or abandoned downloads",
-                         age=oldest or None, fix="prune", paths=tuple(stale), count=count)
+        # set operations, not a loop: a cache holds as many locks as blobs; only blobless ones are probed
+        etags = {n.removesuffix(".lock"): n for n in names if n.endswith(".lock")}
+        stale: list[str] = []
+        oldest = 0.0
+        for etag in etags.keys() - (self.blobs.keys() - self.dead) - self.fresh:
+            path = f"{d}/{etags[etag]}"
+            try:
+                age = self.now - os.lstat(path).st_mtime
+            except OSError:
+                continue
+            if not lock_held(path):  # a held lock is a download under way
+                stale.append(path)
+                oldest = max(oldest, age)
+        if stale:
+            self.problem("stale_lock", d, 0, f"{counted(len(stale), 'lock')} of blobs no longer in the cache",
+                         age=oldest or None, fix="prune", paths=tuple(sorted(stale)) if self.detail else (),
+                         count=len(stale))
 
     # -- snapshots/ --------------------------------------------------------------------------------------------
     def _snapshots(self, refs, trees, no_exist):
