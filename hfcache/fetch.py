@@ -186,7 +186,10 @@ class Fetcher:
         transfer = Transfer(self.client, self.transfer_options)
         self._ready_dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
-        self._orphans = _orphan_partials(self.cache.repo_dir(repo) / "blobs")
+        blobs = self.cache.repo_dir(repo) / "blobs"
+        partials = _partials(blobs)
+        # private partials can only be a dead process's: whoever holds a blob's lock may delete them
+        self._orphans = {etag: [p for p in ps if _is_private(p)] for etag, ps in partials.items()}
         if files:
             self.cache.ensure_tag()
         self.progress.start(len(files), sum(m.size for m in files.values()))
@@ -199,6 +202,7 @@ class Fetcher:
         helpers = self._fan_out(repo, commit, files)
         mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
         theirs: list[dict] = []
+        unfinished: set[str] = set()
         workers = self.max_workers or _auto_workers(files)
         try:
             results = _run_all(work, mine, workers)
@@ -206,7 +210,11 @@ class Fetcher:
                 theirs, unfinished = helpers.results()
                 if unfinished:  # a worker died without a word: its share is fetched here
                     results += _run_all(work, [i for i in items if i[0] in unfinished], workers)
-        except BaseException:
+            if partials or unfinished:
+                self._sweep(repo, blobs)
+        except BaseException as e:
+            if isinstance(e, KeyboardInterrupt):
+                transfer.stop()  # downloads in flight end at their next chunk; on an error they finish
             if helpers is not None:
                 helpers.stop()
             raise
@@ -275,6 +283,21 @@ class Fetcher:
         self.progress.file_done(filename, meta.size, True)
         return True, nbytes
 
+    def _sweep(self, repo: RepoRef, blobs: Path) -> None:
+        """Partials of blobs that are complete now (a dead worker's, or another tool finished the blob) are
+        garbage: remove them, each under its blob's lock, skipping any lock another process holds."""
+        from filelock import Timeout
+
+        for etag, paths in _partials(blobs).items():
+            if not (blobs / etag).is_file():
+                continue  # still to be finished: a later run resumes it
+            try:
+                with self.cache.lock(repo, etag, timeout=0):
+                    for p in paths:
+                        p.unlink(missing_ok=True)
+            except Timeout:
+                continue
+
     def _ready(self, *dirs: Path) -> None:
         """Create each folder once per run, and refuse any that leads out of the cache."""
         for d in dirs:
@@ -288,26 +311,39 @@ class Fetcher:
                     self._ready_dirs.add(d)
 
 
-def _orphan_partials(blobs: Path) -> dict[str, list[Path]]:
-    """Private-named partials (`<etag>.<8hex>.incomplete`, ours or huggingface_hub's) left by killed processes,
-    listed once per run: looking per file would cost a directory listing per blob."""
+def _partials(blobs: Path) -> dict[str, list[Path]]:
+    """Every partial-download file in `blobs/`, by blob name: `<etag>.<8hex>.incomplete` (a private partial,
+    ours or huggingface_hub's), `<etag>.incomplete` and its records (a resumable one). Listed once per run:
+    looking per file would cost a directory listing per blob."""
     found: dict[str, list[Path]] = {}
     try:
         entries = list(os.scandir(blobs))
     except OSError:
         return found
     for e in entries:
-        parts = e.name.split(".")
-        if len(parts) == 3 and parts[2] == "incomplete" and len(parts[1]) == 8:
-            found.setdefault(parts[0], []).append(Path(e.path))
+        if e.name.endswith((".incomplete", ".incomplete.parts")):
+            found.setdefault(e.name.split(".", 1)[0], []).append(Path(e.path))
     return found
 
 
+def _is_private(partial: Path) -> bool:
+    parts = partial.name.split(".")
+    return len(parts) == 3 and parts[2] == "incomplete" and len(parts[1]) == 8
+
+
 def _run_all(work, items: list, workers: int) -> list[tuple[bool, int]]:
+    """`work` over `items` on `workers` threads; on the first error (or Ctrl-C) what has not started is
+    dropped at once, rather than run to the end as leaving a `with ThreadPoolExecutor` block would."""
     if workers <= 1 or len(items) <= 1:
         return [work(i) for i in items]
-    with ThreadPoolExecutor(workers, thread_name_prefix="hfcache-fetch") as pool:
-        return list(pool.map(work, items))
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="hfcache-fetch")
+    try:
+        results = list(pool.map(work, items))
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
 
 
 def _auto_workers(files: dict[str, FileMeta]) -> int:

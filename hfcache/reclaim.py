@@ -206,7 +206,7 @@ def plan_revisions(scan: CacheScan, selected: dict[str, dict[str, str]], command
     inside = tuple(os.path.join(d, "") for d in gone_dirs)
     actions += [a for a in extra if not inside or not a.paths[0].startswith(inside)]
     if kept_notes:
-        notes = [*notes, f"{kept_notes} file(s) of deleted revisions keep their blob: a kept snapshot uses it"]
+        notes = [*notes, f"{counted(kept_notes, 'file')} of deleted revisions keep their blob: a kept snapshot uses it"]
     return _plan(command, actions, notes, cleanup)
 
 

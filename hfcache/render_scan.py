@@ -187,7 +187,10 @@ def _problems(c, scan: CacheScan) -> None:
         c.print("\n[bold green]No problems found.[/]")
     if not scan.problems:
         return
+    stale = sum(g.count for g in scan.problems if g.kind == "stale_lock")
     title = f"\nproblems ({real:,})" if real else "\nleftovers prune can remove"
+    if real and stale:
+        title += f" and {counted(stale, 'leftover lock', ',')}"
     t = _table(title, "kind", "count", "bytes at stake", "fix",
                "example", right=("count", "bytes at stake"))
     home = scan.roots["home"].rstrip("/") + "/"

@@ -46,6 +46,7 @@ def render_report(report: VerifyReport, repaired=(), as_json: bool = False) -> N
     print(summary(report))
 
 
+TABLE_ROWS = 50
 _HEX = re.compile(r"\b([0-9a-f]{12})[0-9a-f]{28}(?:[0-9a-f]{24})?\b")
 
 
@@ -67,12 +68,16 @@ def _table(report: VerifyReport) -> None:
     table.add_column("expected", overflow="fold", ratio=2)
     table.add_column("got", overflow="fold", ratio=2)
     table.add_column("per", no_wrap=True)
-    for p in report.problems:
+    shown = report.problems[:TABLE_ROWS]  # a terminal is for reading; --json and piped output list all
+    for p in shown:
         where = [_short(p, p.blob)] * bool(p.blob) + [("← " if p.blob else "") + _short(p, x) for x in p.paths]
         table.add_row("[red]✗[/]" if p.severity == ERROR else "[yellow]![/]", p.kind, escape(p.repo),
                       escape(_abbrev("\n".join(where))), escape(_abbrev(p.expected)), escape(_abbrev(p.actual)),
                       "+".join(p.sources))
     Console(highlight=False).print(table)
+    if len(report.problems) > len(shown):
+        print(f"… and {len(report.problems) - len(shown):,} more problems (all of them with --json, or when "
+              "the output is piped)")
 
 
 class HashProgress:

@@ -30,6 +30,7 @@ from hfcache.hashing import CHUNK_SIZE, kind_of, new_hasher
 from hfcache.hub import HubClient, same_origin
 from hfcache.layout import FileMeta
 from hfcache.partfile import Part, PartFile
+from hfcache.units import counted
 
 MiB = 1024 * 1024
 STREAM_CHUNK = 1 * MiB
@@ -54,6 +55,10 @@ class _Retryable(Exception):
     def __init__(self, message: str, wait: float | None = None) -> None:
         super().__init__(message)
         self.wait = wait
+
+
+class Stopped(HfcacheError):
+    """The transfer was told to stop (Ctrl-C, or a sibling part failed); what was written stays resumable."""
 
 
 class _NoRanges(Exception):
@@ -122,6 +127,7 @@ class Transfer:
         self._adapter = None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._stop = threading.Event()
         self._env: dict[str, dict] = {}
 
     def env_settings(self, url: str) -> dict:
@@ -156,6 +162,10 @@ class Transfer:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.options.connections, thread_name_prefix="hfcache-part")
             return self._pool
+
+    def stop(self) -> None:
+        """Make every transfer in flight end at its next chunk (a Ctrl-C must not wait for whole files)."""
+        self._stop.set()
 
     def close(self) -> None:
         if self._pool is not None:
@@ -223,7 +233,8 @@ class Transfer:
     def _parallel(self, source: _Source, pf: PartFile, kind, on_bytes: OnBytes | None) -> tuple[str, int]:
         """Parts in parallel; this thread hashes the contiguous written prefix as it grows."""
         pool = self._parts_pool()
-        futures: list[Future] = [pool.submit(self._run_part, source, pf, p, on_bytes, None, None)
+        stop = threading.Event()
+        futures: list[Future] = [pool.submit(self._run_part, source, pf, p, on_bytes, None, None, stop)
                                  for p in pf.parts if not p.complete]
         hasher = new_hasher(kind, pf.size)
         hashed = 0
@@ -239,6 +250,7 @@ class Transfer:
                     if f.exception() is not None:
                         raise f.exception()
         except BaseException:
+            stop.set()  # the running parts end at their next chunk, their progress recorded
             for f in futures:
                 f.cancel()
             wait(futures)
@@ -247,7 +259,8 @@ class Transfer:
         return hasher.hexdigest(), sum(f.result() for f in futures)
 
     def _run_part(self, source: _Source, pf: PartFile, part: Part, on_bytes: OnBytes | None,
-                  on_data: Callable[[bytes], None] | None, restart: Callable[[], None] | None) -> int:
+                  on_data: Callable[[bytes], None] | None, restart: Callable[[], None] | None,
+                  stop: threading.Event | None = None) -> int:
         """Fill one part, retrying from its offset; returns bytes received."""
         received = attempts = 0
         while not part.complete:
@@ -258,6 +271,8 @@ class Transfer:
                 with resp:
                     self._check_response(resp, pf, part, restart)
                     for chunk in _chunks(resp):
+                        if self._stop.is_set() or (stop is not None and stop.is_set()):
+                            raise Stopped("download stopped")
                         if len(chunk) > part.end - part.offset:
                             raise IntegrityError(f"server sent more than the {pf.size} bytes announced")
                         pf.write(part, chunk)
@@ -272,8 +287,8 @@ class Transfer:
                 attempts = 1 if got >= PROGRESS_RESET else attempts + 1
                 reason = str(e) if isinstance(e, _Retryable) else type(e).__name__
                 if attempts > self.options.retries:
-                    raise EndpointError(f"giving up on {source.origin} after {self.options.retries} retries: "
-                                        f"{reason}") from None
+                    tries = counted(self.options.retries, "retry", many="retries")
+                    raise EndpointError(f"giving up on {source.origin} after {tries}: {reason}") from None
                 wait = getattr(e, "wait", None)
                 backoff = min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
                 time.sleep(wait if wait is not None else backoff)

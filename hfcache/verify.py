@@ -49,6 +49,10 @@ KINDS = {
 }
 
 
+
+class OnlineUnavailable(UsageError):
+    """`--online` could not get the endpoint's listing; the caller still runs and reports the offline checks."""
+
 @dataclass(frozen=True)
 class Problem:
     """One finding. Paths and blob are relative to the cache root, so they name the place unambiguously."""
@@ -281,7 +285,7 @@ class _Planner:
         except (RepoNotFound, RevisionNotFound):
             hub_commit = "absent"
         except HfcacheError as e:
-            raise UsageError(f"--online: {e}") from None
+            raise OnlineUnavailable(f"--online: {e}") from None
         if hub_commit != commit:
             self.problem("ref-moved", repo, paths=(self.rel(str(self.cache.ref_path(repo, ref))),),
                          expected=hub_commit, actual=commit, severity=WARNING, sources=("hub",))
@@ -318,7 +322,7 @@ class _Planner:
                          expected=commit, actual=str(e), sources=("hub",))
             return None
         except HfcacheError as e:
-            raise UsageError(f"--online: {e}") from None
+            raise OnlineUnavailable(f"--online: {e}") from None
 
     def _compare(self, repo: RepoRef, shown: str, files: dict[str, _Target | None], listing: dict,
                  source: str, missing_severity: str | None, extras: bool = True) -> None:

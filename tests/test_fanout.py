@@ -105,6 +105,43 @@ def test_a_failing_worker_ends_in_one_line_and_a_rerun_finishes(many, tmp_path):
     assert_clean(cache)
 
 
+def test_ctrl_c_stops_every_process_in_one_line_and_a_rerun_finishes(many, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache = tmp_path / "c"
+    many.app.faults.add(Fault("slow", "cdn/", times=-1, rate=1_000))  # ~3 s a file
+    env = {**os.environ, "HF_ENDPOINT": many.url}
+    proc = subprocess.Popen([sys.executable, "-m", "hfcache", "snapshot", "org/many", "--cache-dir", str(cache),
+                             "--processes", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    time.sleep(1.5)
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: to the whole group, workers included
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().splitlines() == ["hfcache: interrupted"], err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break  # no process of the group is left
+        time.sleep(0.1)
+    else:
+        pytest.fail("worker processes outlived the interrupted snapshot")
+    assert_clean(cache)
+
+    many.app.faults.clear()
+    r = run_cli("snapshot", "org/many", "--cache-dir", str(cache), "--processes", "3", endpoint=many.url)
+    assert r.returncode == 0, r.stderr
+    for rel, data in FILES.items():
+        assert (cache / "models--org--many" / "snapshots" / many.commit("org/many") / rel).read_bytes() == data
+    assert not list(cache.glob("*/blobs/*.incomplete*"))  # the interrupted run's partials are gone too
+    assert_clean(cache)
+
+
 @pytest.mark.parametrize("interpreter", ["/bin/false", "/nonexistent/python"])
 def test_workers_that_die_or_cannot_start_leave_their_share_to_this_process(many, tmp_path, monkeypatch,
                                                                             interpreter):

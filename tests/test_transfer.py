@@ -166,6 +166,24 @@ def test_kill_9_at_random_points_then_rerun_completes(fhub, tmp_path):
     assert resumed_trials >= 3  # the kills really landed mid-download
 
 
+def test_partials_of_finished_blobs_are_swept_and_others_kept(fhub, tmp_path):
+    """A dead process's partials of a blob that another run (or tool) has finished since are garbage; the
+    partial of a blob still missing is kept for resuming."""
+    cache = tmp_path / "c"
+    assert snapshot(fhub, cache).returncode == 0
+    blobs = next(cache.glob("*/blobs"))
+    done = next(p.name for p in blobs.iterdir() if kind_of(p.name) == "sha256")
+    planted = [blobs / f"{done}.incomplete", blobs / f"{done}.incomplete.parts", blobs / f"{done}.0badf00d.incomplete"]
+    for p in planted:
+        p.write_bytes(b"left by a killed process")
+    pending = blobs / f"{'ab' * 32}.incomplete"
+    pending.write_bytes(b"a download to resume one day")
+    r = snapshot(fhub, cache)
+    assert r.returncode == 0, r.stderr
+    assert not any(p.exists() for p in planted)
+    assert pending.exists()
+
+
 def test_concurrent_snapshots_fetch_each_blob_once(fhub, tmp_path):
     fhub.app.faults.add(Fault("slow", "cdn/", times=-1, rate=4_000_000))
     before = len(fhub.app.log)

@@ -265,6 +265,23 @@ def test_repair_without_the_endpoint_still_reports_the_damage_at_once(hub, cache
     assert len(lines) == 1 and lines[0].startswith("hfcache: error: --repair: cannot reach"), r.stderr
 
 
+def test_online_without_the_endpoint_still_reports_what_the_cache_shows(hub, cache):
+    intact = verify(cache, "--online")  # endpoint: a closed port
+    assert intact.returncode == 2
+    assert intact.stderr.strip().splitlines()[-1].startswith("hfcache: error: --online: cannot reach")
+    flip_byte(blob_of(cache, hub, "model.safetensors"), 5)
+    r = verify(cache, "--json", "--online", "--repair")
+    assert r.returncode == 1
+    assert any(p["kind"] == "hash-mismatch" for p in errors(json.loads(r.stdout)))
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--online: cannot reach" in lines[0], r.stderr
+
+
+def test_junit_path_is_checked_before_hashing(cache, tmp_path):
+    r = verify(cache, "--junit", str(tmp_path / "no" / "such" / "dir" / "r.xml"))
+    assert r.returncode == 2 and "--junit" in r.stderr and "intact" not in r.stdout + r.stderr
+
+
 def test_repair_in_the_copy_layout_and_of_an_orphan(hub, tmp_path):
     c = tmp_path / "c"
     env = {"HF_HUB_DISABLE_SYMLINKS": "1", "HF_HUB_DISABLE_SYMLINKS_WARNING": "1"}

@@ -22,17 +22,30 @@ def main() -> None:
     from hfcache.errors import HfcacheError
 
     try:
-        sys.exit(app(standalone_mode=False) or 0)
+        code = app(standalone_mode=False) or 0
     except HfcacheError as e:
         print(f"hfcache: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        print("hfcache: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:
-        _usage_error(e)
+        _interrupted()
     except BrokenPipeError:
         sys.exit(1)
+    except Exception as e:
+        _usage_error(e)
+    if code == 130:  # typer turns Ctrl-C into Exit(130) before it reaches the handler above
+        _interrupted()
+    sys.exit(code)
+
+
+def _interrupted() -> None:
+    """Ctrl-C: one line, and out at once. Threads still in flight would be waited for at a normal exit; the
+    cache needs no clean-up (it is built to survive a kill at any instant), and the OS frees the locks."""
+    import os
+
+    print("hfcache: interrupted", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def _usage_error(e: Exception) -> None:
@@ -43,7 +56,8 @@ def _usage_error(e: Exception) -> None:
         print(ctx.get_help())
         sys.exit(0)
     if hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int):
-        where = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        command = ctx.command_path if ctx is not None else " ".join(["hfcache", *sys.argv[1:2]])
+        where = f" (see '{command} --help')"
         print(f"hfcache: error: {e.format_message()}{where}", file=sys.stderr)
         sys.exit(e.exit_code)
     if type(e).__name__ == "Abort":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -65,12 +66,14 @@ def verify(
     from hfcache.errors import UsageError
     from hfcache.layout import HubCache
     from hfcache.render_verify import render_report, write_junit
-    from hfcache.verify import parse_spec
+    from hfcache.verify import OnlineUnavailable, parse_spec
     from hfcache.verify import verify as run
 
     parsed = [parse_spec(s, repo_type) for s in specs or []]
     cache = HubCache(cache_dir)
     pins = lockfile.read(lock) if lock is not None else None
+    if junit is not None and not os.access(junit.parent if str(junit.parent) else ".", os.W_OK):
+        raise UsageError(f"--junit {junit}: cannot write in {junit.parent}")  # before hashing, not after
     client = None
     if online or repair:
         if _offline():
@@ -79,18 +82,22 @@ def verify(
 
         client = HubClient()
 
-    def check():
+    def check(hub):
         progress = _progress(as_json)
         try:
             return run(cache, parsed, repo_type=None if parsed else repo_type, lock=pins,
-                       client=client if online else None, jobs=jobs, allow_partial=allow_partial, progress=progress)
+                       client=hub, jobs=jobs, allow_partial=allow_partial, progress=progress)
         finally:
             getattr(progress, "stop", lambda: None)()
 
-    report = check()
-    repaired = ()
     failure = None
-    if repair and not report.ok:
+    try:
+        report = check(client if online else None)
+    except OnlineUnavailable as e:  # the damage the cache itself shows is still found and reported
+        report = check(None)
+        failure = f"hfcache: error: {e} (only the offline checks ran)"
+    repaired = ()
+    if repair and failure is None and not report.ok:
         from hfcache.errors import HfcacheError
         from hfcache.repair import repair as fix
 
@@ -99,7 +106,7 @@ def verify(
         except HfcacheError as e:  # the damage found is still reported, then why it stays
             failure = f"hfcache: error: --repair: {e}"
         else:
-            report = check()
+            report = check(client if online else None)
     render_report(report, repaired, as_json)
     if junit is not None:
         write_junit(junit, report)
@@ -107,6 +114,8 @@ def verify(
         print(failure, file=sys.stderr)
     if not report.ok:
         raise typer.Exit(1)
+    if failure:
+        raise typer.Exit(2)
 
 
 @app.command("lock")

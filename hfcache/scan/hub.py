@@ -17,6 +17,7 @@ from hfcache.layout import RepoRef
 from hfcache.scan.model import HubScan, Repo
 from hfcache.scan.repo import RepoWalk, duplicate
 from hfcache.scan.walk import IGNORED_NAMES, Context, InodeCounter, Tally, du
+from hfcache.units import counted
 
 SHARED_MARKER = ".huggingface-shared-blobs"
 
@@ -168,7 +169,7 @@ class HubWalk:
             if e.is_dir(follow_symlinks=False):
                 t = du(e.path, self.ctx, self.tally)
                 self.locks += t.files
-                self.ctx.problems.add("stale_lock", e.path, 0, f"{t.files} lock(s) of a repo no longer cached",
+                self.ctx.problems.add("stale_lock", e.path, 0, f"{counted(t.files, 'lock')} of a repo no longer cached",
                                       fix="prune")
             elif e.is_file(follow_symlinks=False):
                 self.tally.add(e.stat(follow_symlinks=False), self.ctx.inodes)
