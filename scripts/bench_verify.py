@@ -1,8 +1,10 @@
 """Verify throughput: `hfcache verify` against `hf cache verify` and `sha256sum`, on the same cache, in one run.
 
-    .venv/bin/python scripts/bench_verify.py [--gib 3] [--large 4] [--small 2000] [--runs 3] [--dir DIR]
+    .venv/bin/python scripts/bench_verify.py [--gib 3] [--large 4] [--small 2000] [--small-repos 1] [--runs 3]
+                                             [--dir DIR]
 
-Builds a cache of `--gib` GiB (a handful of large LFS files in two model repos, many small files in a dataset)
+Builds a cache of `--gib` GiB (a handful of large LFS files in two model repos, many small files in one dataset,
+or spread over `--small-repos` datasets: the CI case of a cache of many repos, which `hf` checks one per call)
 directly with the layout helpers, then times, from the page cache (the files were just written; a read pass
 warms them anyway):
   - `hfcache verify` with --jobs 1 and with --jobs <nproc>, on the whole cache and on the large files alone;
@@ -62,15 +64,16 @@ def _write(cache: HubCache, repo: RepoRef, path: str, size: int, seed: int, pool
     return meta
 
 
-def build(root: Path, gib: float, n_large: int, n_small: int) -> dict[RepoRef, int]:
-    """Two model repos share the large files; a dataset holds the small ones (4 KiB to 124 KiB)."""
+def build(root: Path, gib: float, n_large: int, n_small: int, n_small_repos: int = 1) -> dict[RepoRef, int]:
+    """Two model repos share the large files; datasets hold the small ones (4 KiB to 124 KiB)."""
     cache = HubCache(root)
     pool = os.urandom(64 * MiB)
     small_sizes = [4096 * (1 + (i * 37) % 31) for i in range(n_small)]
     large_total = int(gib * 2**30) - sum(small_sizes)
     models = [RepoRef("bench/large-a"), RepoRef("bench/large-b")]
-    shards = RepoRef("bench/shards", "dataset")
-    listings: dict[RepoRef, dict[str, FileMeta]] = {r: {} for r in (*models, shards)}
+    shards = ([RepoRef("bench/shards", "dataset")] if n_small_repos == 1
+              else [RepoRef(f"bench/shards-{k:03d}", "dataset") for k in range(n_small_repos)])
+    listings: dict[RepoRef, dict[str, FileMeta]] = {r: {} for r in (*models, *shards)}
     seed = 0
     for i in range(n_large):
         repo = models[i % 2]
@@ -84,7 +87,8 @@ def build(root: Path, gib: float, n_large: int, n_small: int) -> dict[RepoRef, i
     for i, size in enumerate(small_sizes):
         seed += 1
         name = f"data/part-{i:05d}.parquet" if i % 2 else f"meta/part-{i:05d}.json"
-        listings[shards][name] = _write(cache, shards, name, size, seed, pool, lfs=name.endswith(".parquet"))
+        repo = shards[i % len(shards)]
+        listings[repo][name] = _write(cache, repo, name, size, seed, pool, lfs=name.endswith(".parquet"))
     for repo, files in listings.items():
         cache.write_tree(repo, _commit(repo), files)
         cache.write_ref(repo, "main", _commit(repo))
@@ -149,6 +153,7 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=3.0, help="cache size in GiB")
     ap.add_argument("--large", type=int, default=4, help="number of large files")
     ap.add_argument("--small", type=int, default=2000, help="number of small files")
+    ap.add_argument("--small-repos", type=int, default=1, help="datasets the small files are spread over")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--dir", type=Path, default=None, help="where to build the cache (default: a temp dir)")
     args = ap.parse_args()
@@ -157,7 +162,7 @@ def main() -> None:
     root = work / "hub"
     try:
         t = time.perf_counter()
-        sizes = build(root, args.gib, args.large, args.small)
+        sizes = build(root, args.gib, args.large, args.small, args.small_repos)
         total = sum(sizes.values())
         blobs = sorted(str(p) for p in root.glob("*/blobs/*"))
         large = sorted(str(p) for p in root.glob("models--*/blobs/*"))
