@@ -43,6 +43,9 @@ class HubClient:
         self.api = HfApi(endpoint=self.endpoint, token=token)
         self._headers: dict[str, str] | None = None
         self._reached = False
+        # huggingface_hub's API calls wait forever by default: a server that accepts and never answers would
+        # hang every command. The first call (which every listing follows) waits this long, as for a HEAD.
+        self.timeout = float(constants.HF_HUB_ETAG_TIMEOUT)
 
     # -- metadata ----------------------------------------------------------------------------------------------
     def resolve_revision(self, repo: RepoRef, revision: str) -> str:
@@ -50,7 +53,8 @@ class HubClient:
         if is_commit(revision):
             return revision
         with self._errors(repo, revision):
-            info = self.api.repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type)
+            info = self.api.repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type,
+                                      timeout=self.timeout)
         self._reached = True
         if not info.sha or not is_commit(info.sha):
             raise EndpointError(f"{self.endpoint} did not say which commit {revision!r} of {repo} is")
@@ -61,7 +65,7 @@ class HubClient:
         inside listings (with a warning per try), where a user wants one line at once."""
         if not self._reached:
             with self._errors(repo, revision):
-                self.api.repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type)
+                self.api.repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type, timeout=self.timeout)
             self._reached = True
 
     def list_files(self, repo: RepoRef, commit: str) -> dict[str, FileMeta]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hfcache.errors import EntryNotFound, HfcacheError, RepoNotFound, RevisionNotFound, UsageError
 from hfcache.hashing import HashKind, hash_file_kinds, kind_of
-from hfcache.layout import HubCache, RepoRef, is_commit, lock_held
+from hfcache.layout import REPO_TYPES, HubCache, RepoRef, is_commit, lock_held
 from hfcache.lockfile import Lock, LockedRepo
 
 ERROR, WARNING = "error", "warning"
@@ -514,6 +514,8 @@ def verify(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]] = (), *,
     """
     started = time.perf_counter()
     jobs = jobs or default_jobs()
+    if repo_type is not None and repo_type not in REPO_TYPES:  # a typo must not check nothing and pass
+        raise UsageError(f"unknown repo type {repo_type!r} (expected one of {', '.join(REPO_TYPES)})")
     if not cache.root.is_dir():
         raise UsageError(f"no hub cache at {cache.root}")
     selection = _select(cache, specs, repo_type, lock)

@@ -115,6 +115,22 @@ def test_no_arguments_shows_the_help():
     assert r.returncode == 0 and "snapshot" in r.stdout and "verify" in r.stdout
 
 
+def test_a_server_that_never_answers_ends_in_one_line(tmp_path):
+    """huggingface_hub's API calls wait forever by default; ours give up after HF_HUB_ETAG_TIMEOUT."""
+    import socket
+    import time
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)  # accepts connections (the kernel does), never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        r = run_cli("snapshot", "org/tiny", "--cache-dir", str(tmp_path), endpoint=url,
+                    env={"HF_HUB_ETAG_TIMEOUT": "1"}, timeout=60)
+        assert time.monotonic() - started < 30
+    assert "cannot reach" in _one_line_error(r) and "timed out" in r.stderr
+
+
 def test_bad_revision_writes_nothing(hub, tmp_path):
     run_cli("snapshot", "org/tiny", "--revision", "", "--cache-dir", str(tmp_path), endpoint=hub.url)
     assert not (tmp_path / "models--org--tiny").exists()

@@ -277,9 +277,15 @@ def test_online_without_the_endpoint_still_reports_what_the_cache_shows(hub, cac
     assert len(lines) == 1 and "--online: cannot reach" in lines[0], r.stderr
 
 
-def test_junit_path_is_checked_before_hashing(cache, tmp_path):
-    r = verify(cache, "--junit", str(tmp_path / "no" / "such" / "dir" / "r.xml"))
+@pytest.mark.parametrize("where", ["no/such/dir/r.xml", "."])
+def test_junit_path_is_checked_before_hashing(cache, tmp_path, where):
+    r = verify(cache, "--junit", str(tmp_path / where))
     assert r.returncode == 2 and "--junit" in r.stderr and "intact" not in r.stdout + r.stderr
+
+
+def test_a_mistyped_repo_type_is_an_error_not_an_empty_pass(cache):
+    r = verify(cache, "--repo-type", "datasets")
+    assert r.returncode == 2 and "unknown repo type 'datasets'" in r.stderr
 
 
 def test_repair_in_the_copy_layout_and_of_an_orphan(hub, tmp_path):

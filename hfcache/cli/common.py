@@ -23,7 +23,7 @@ CacheDir = Annotated[
     typer.Option("--cache-dir", help="Hub cache folder (default: HF_HUB_CACHE, else HF_HOME/hub).",
                  show_default=False),
 ]
-RepoType = Annotated[str, typer.Option("--repo-type", help="model, dataset or space.")]
+RepoType = Annotated[str, typer.Option("--repo-type", help="model, dataset, space or kernel.")]
 Revision = Annotated[str, typer.Option("--revision", help="Branch, tag, commit sha or refs/pr/N.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -16,7 +15,7 @@ Specs = Annotated[list[str] | None, typer.Argument(
     help="Repos to check, e.g. org/name, org/name@v1.0, dataset:org/ds (default: the whole cache).")]
 AnyRepoType = Annotated[str | None, typer.Option(
     "--repo-type", show_default=False,
-    help="model, dataset or space: the type of the REPO_IDs given; with none given, check only that type.")]
+    help="model, dataset, space or kernel: the type of the REPO_IDs given; with none given, check only that type.")]
 Include = Annotated[list[str] | None, typer.Option("--include", help="Only files matching this glob.")]
 Exclude = Annotated[list[str] | None, typer.Option("--exclude", help="Skip files matching this glob.")]
 
@@ -72,8 +71,8 @@ def verify(
     parsed = [parse_spec(s, repo_type) for s in specs or []]
     cache = HubCache(cache_dir)
     pins = lockfile.read(lock) if lock is not None else None
-    if junit is not None and not os.access(junit.parent if str(junit.parent) else ".", os.W_OK):
-        raise UsageError(f"--junit {junit}: cannot write in {junit.parent}")  # before hashing, not after
+    if junit is not None:
+        _check_writable(junit)  # before hashing, not after
     client = None
     if online or repair:
         if _offline():
@@ -118,10 +117,26 @@ def verify(
         raise typer.Exit(2)
 
 
+def _check_writable(path: Path) -> None:
+    """Refuse a report path that cannot be written before the work, not after it."""
+    from hfcache.errors import UsageError
+
+    existed = path.exists()
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(21, "Is a directory")
+        with open(path, "a"):
+            pass
+    except OSError as e:
+        raise UsageError(f"--junit {path}: cannot write it ({e.strerror})") from None
+    if not existed:
+        path.unlink(missing_ok=True)
+
+
 @app.command("lock")
 def lock_command(
     specs: Annotated[list[str], typer.Argument(metavar="REPO_ID[@REV]", help="Repos to pin (REV: main).")],
-    repo_type: Annotated[str, typer.Option("--repo-type", help="model, dataset or space.")] = "model",
+    repo_type: Annotated[str, typer.Option("--repo-type", help="model, dataset, space or kernel.")] = "model",
     output: Annotated[str, typer.Option("--output", "-o", help="Lock file to write; '-' prints it.")] = "hfcache.lock",
     include: Include = None,
     exclude: Exclude = None,
