@@ -18,6 +18,7 @@ from pathlib import Path
 from hfcache.errors import EndpointError, EntryNotFound, OfflineCacheMiss, UsageError
 from hfcache.hub import HubClient
 from hfcache.layout import FileMeta, HubCache, RepoRef, check_revision, is_commit
+from hfcache.partfile import RECORD_SUFFIX
 from hfcache.transfer import TransferOptions
 
 SMALL_FILE = 1024 * 1024
@@ -321,7 +322,7 @@ def _partials(blobs: Path) -> dict[str, list[Path]]:
     except OSError:
         return found
     for e in entries:
-        if e.name.endswith((".incomplete", ".incomplete.parts")):
+        if e.name.endswith((".incomplete", RECORD_SUFFIX)):
             found.setdefault(e.name.split(".", 1)[0], []).append(Path(e.path))
     return found
 

@@ -52,21 +52,23 @@ class HubClient:
         """The commit a branch, tag or `refs/pr/N` points to; a full commit sha is returned as is."""
         if is_commit(revision):
             return revision
-        with self._errors(repo, revision):
-            info = self.api.repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type,
-                                      timeout=self.timeout)
-        self._reached = True
+        info = self._info(repo, revision)
         if not info.sha or not is_commit(info.sha):
             raise EndpointError(f"{self.endpoint} did not say which commit {revision!r} of {repo} is")
         return info.sha
+
+    def _info(self, repo: RepoRef, revision: str):
+        """`repo_info`, bounded by `self.timeout`; a success shows the endpoint answers."""
+        with self._errors(repo, revision):
+            info = self.api.repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type, timeout=self.timeout)
+        self._reached = True
+        return info
 
     def _reach(self, repo: RepoRef, revision: str) -> None:
         """One plain request before the first listing: huggingface_hub retries a refused connection for ~25 s
         inside listings (with a warning per try), where a user wants one line at once."""
         if not self._reached:
-            with self._errors(repo, revision):
-                self.api.repo_info(repo.repo_id, revision=revision, repo_type=repo.repo_type, timeout=self.timeout)
-            self._reached = True
+            self._info(repo, revision)
 
     def list_files(self, repo: RepoRef, commit: str) -> dict[str, FileMeta]:
         """Every file at a commit (recursive tree listing, paginated by the library)."""

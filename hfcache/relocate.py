@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hfcache.bundle import crash_point
 from hfcache.errors import HfcacheError, UsageError
-from hfcache.layout import HubCache, RepoRef
+from hfcache.layout import HubCache, RepoRef, lock_held
 
 DONE_MARK = ".hfcache-relocated-to"  # in the old tree: the new one is complete, the old one may go
 MOVING_MARK = ".hfcache-relocating-from"  # in the moved tree until its fix-ups are done
@@ -187,17 +187,9 @@ def _lock_files(root: Path, kind: str) -> list[Path]:
 
 
 def _check_unlocked(root: Path, kind: str) -> None:
-    from filelock import FileLock, Timeout
-
     for path in _lock_files(root, kind):
-        if path.suffix != ".lock":
-            continue
-        try:
-            FileLock(path, timeout=0).acquire().lock.release()
-        except Timeout:
-            raise HfcacheError(f"{root} is in use: {path} is held by a running process; stop it first") from None
-        except OSError:
-            pass
+        if path.suffix == ".lock" and lock_held(path):
+            raise HfcacheError(f"{root} is in use: {path} is held by a running process; stop it first")
 
 
 def _drop_locks(root: Path, kind: str) -> int:

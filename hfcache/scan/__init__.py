@@ -30,7 +30,7 @@ from hfcache.scan.model import (
 )
 from hfcache.scan.walk import Context, Problems, du
 
-STALE_AFTER = 3600.0  # a lock or partial download untouched this long belongs to no running process
+STALE_AFTER = 3600.0  # a partial download untouched this long belongs to no running process
 
 __all__ = ["PROBLEM_KINDS", "STALE_AFTER", "Area", "CacheScan", "CachedFile", "DatasetsDownload", "DatasetsScan",
            "HubScan", "ModuleEntry", "PreparedDataset", "Problem", "ProblemGroup", "Reclaimable", "Repo",
