@@ -39,7 +39,7 @@ print(json.dumps({"repos": len(info.repos), "size_on_disk": info.size_on_disk,
 LIB_SNIPPET = """
 import json, sys, time
 from huggingface_hub import scan_cache_dir
-from hfcache.roots import resolve_roots
+from hfcache.cache.roots import resolve_roots
 from hfcache.scan import scan
 home = sys.argv[1]
 out = {}
@@ -54,7 +54,7 @@ print(json.dumps(out))
 """
 MEM_SNIPPET = """
 import json, sys, tracemalloc
-from hfcache.roots import resolve_roots
+from hfcache.cache.roots import resolve_roots
 from hfcache.scan import scan
 roots = resolve_roots(hf_home=sys.argv[1])
 scan(roots)  # imports and caches settle first

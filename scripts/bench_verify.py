@@ -27,8 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from hfcache.hashing import hash_bytes, lfs_pointer, new_hasher
-from hfcache.layout import FileMeta, HubCache, RepoRef
+from hfcache.cache.hashing import hash_bytes, lfs_pointer, new_hasher
+from hfcache.cache.layout import FileMeta, HubCache, RepoRef
 
 MiB = 1024 * 1024
 BIN = Path(sys.executable).parent

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hfcache.layout import RepoRef
+from hfcache.cache.layout import RepoRef
 from hfcache.server.app import HubApp
 from hfcache.server.catalog import Catalog
 from hfcache.server.run import RunningServer, start_in_thread

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hfcache.hashing import hash_file, kind_of
+from hfcache.cache.hashing import hash_file, kind_of
 from tests.conftest import DATASET, MODEL_MAIN, MODEL_V1, cache_tree, run_cli
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # no network, and nothing to reach anyway
@@ -111,7 +111,7 @@ def assert_valid(cache: Path) -> None:
     leads to a snapshot, and a snapshot whose tree listing is there holds every file it lists."""
     from huggingface_hub import scan_cache_dir
 
-    from hfcache.layout import HubCache, RepoRef
+    from hfcache.cache.layout import HubCache, RepoRef
 
     if not cache.exists():
         return
@@ -476,7 +476,7 @@ def test_export_lock_exports_exactly_what_the_lock_pins(source, tmp_path):
 
 def test_manifest_parser_turns_any_garbage_into_one_error(source, tmp_path):
     """Every field of every role, set to values of every wrong type or shape: a bundle error, never a crash."""
-    from hfcache.bundle import Manifest
+    from hfcache.bundle.manifest import Manifest
     from hfcache.errors import HfcacheError
 
     bundle = _dir_bundle(source, tmp_path)

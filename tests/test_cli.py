@@ -10,9 +10,9 @@ import sys
 import pytest
 import requests
 
+from hfcache.cache.hashing import hash_bytes
+from hfcache.cache.layout import safe_relpath
 from hfcache.errors import UnsafePath
-from hfcache.hashing import hash_bytes
-from hfcache.layout import safe_relpath
 from hfcache.units import counted
 from tests.conftest import MODEL_MAIN, TOKEN, build_hub, cache_tree, run_cli, write_files
 

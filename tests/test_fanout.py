@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from hfcache.fetch import Fetcher
-from hfcache.layout import HubCache, RepoRef
+from hfcache.cache.layout import HubCache, RepoRef
+from hfcache.fetch.fetcher import Fetcher
 from hfcache.server.faults import Fault
 from tests.conftest import build_hub, cache_tree, det_bytes, run_cli
 from tests.test_transfer import assert_clean
@@ -66,7 +66,7 @@ def test_progress_reports_every_file_from_every_process(many, tmp_path, monkeypa
         def advance(self, nbytes: int) -> None: advanced.append(nbytes)
         def file_done(self, path: str, size: int, fetched: bool) -> None: seen.append((path, size, fetched))
 
-    from hfcache.hub import HubClient
+    from hfcache.fetch.hub import HubClient
 
     fetcher = Fetcher(HubCache(tmp_path / "c"), client=HubClient(many.url), progress=Recorder(), processes=2)
     result = fetcher.snapshot(RepoRef("org/many"))
@@ -77,7 +77,7 @@ def test_progress_reports_every_file_from_every_process(many, tmp_path, monkeypa
 
 
 def test_a_failing_worker_ends_in_one_line_and_a_rerun_finishes(many, tmp_path):
-    from hfcache import fanout
+    from hfcache.fetch import fanout
 
     cache = tmp_path / "c"
     small = sorted(f for f, d in FILES.items() if len(d) < 1024 * 1024)
@@ -147,7 +147,7 @@ def test_workers_that_die_or_cannot_start_leave_their_share_to_this_process(many
                                                                             interpreter):
     import sys
 
-    from hfcache.hub import HubClient
+    from hfcache.fetch.hub import HubClient
 
     monkeypatch.setattr(sys, "executable", interpreter)  # the worker exits at once, or never starts
     cache = tmp_path / "c"
@@ -161,7 +161,7 @@ def test_workers_that_die_or_cannot_start_leave_their_share_to_this_process(many
 
 def test_few_files_stay_in_one_process(many, tmp_path, monkeypatch):
     """Auto mode starts no worker for a handful of files: its start-up would cost more than it saves."""
-    from hfcache import fanout
+    from hfcache.fetch import fanout
 
     assert fanout.plan(40, None) == 1
     assert fanout.plan(10_000, None) == min(len(os.sched_getaffinity(0)), fanout.MAX_PROCESSES)

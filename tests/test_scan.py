@@ -19,8 +19,8 @@ import pytest
 from filelock import FileLock
 from huggingface_hub import scan_cache_dir, snapshot_download
 
-from hfcache.layout import RepoRef
-from hfcache.roots import resolve_roots
+from hfcache.cache.layout import RepoRef
+from hfcache.cache.roots import resolve_roots
 from hfcache.scan import scan
 from tests.conftest import build_hub, run_cli
 
@@ -580,7 +580,7 @@ def test_datasets_cache_built_by_the_datasets_library(tmp_path):
 
 
 def test_roots_follow_the_environment(tmp_path):
-    script = ("import json; from hfcache.roots import resolve_roots; "
+    script = ("import json; from hfcache.cache.roots import resolve_roots; "
               "print(json.dumps({k: str(v) for k, v in vars(resolve_roots()).items()}))")
     env = {**os.environ, "HF_HOME": str(tmp_path / "h"), "HF_DATASETS_CACHE": str(tmp_path / "d"),
            "HF_XET_CACHE": str(tmp_path / "x")}

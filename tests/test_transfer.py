@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hfcache.hashing import hash_file, kind_of
+from hfcache.cache.hashing import hash_file, kind_of
 from hfcache.server.faults import Fault
 from tests.conftest import build_hub, det_bytes, run_cli
 
@@ -200,7 +200,7 @@ def test_concurrent_snapshots_fetch_each_blob_once(fhub, tmp_path):
 
 
 def test_lock_left_by_a_killed_process_does_not_block(fhub, tmp_path):
-    from hfcache.layout import HubCache, RepoRef
+    from hfcache.cache.layout import HubCache, RepoRef
 
     meta = fhub.app.catalog.get(RepoRef("org/big")).commits[fhub.commit("org/big")]["big.bin"].meta
     lock = HubCache(tmp_path).lock_path(RepoRef("org/big"), meta.etag)
@@ -235,7 +235,7 @@ def test_peak_memory_stays_flat_for_a_large_file(tmp_path):
         f.truncate(size)  # sparse: cheap to make, still 256 MiB on the wire
     h = build_hub(tmp_path / "hub", repos={})
     try:
-        from hfcache.layout import RepoRef
+        from hfcache.cache.layout import RepoRef
 
         h.app.catalog.add_folder(RepoRef("org/huge"), src)
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the forking parent (here, pytest).

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hfcache import lockfile
-from hfcache.layout import FileMeta, HubCache, RepoRef
+from hfcache.cache.layout import FileMeta, HubCache, RepoRef
 from hfcache.server.catalog import ServedFile
+from hfcache.verify import lockfile
 from tests.conftest import MODEL_MAIN, build_hub, det_bytes, run_cli
 
 TINY = RepoRef("org/tiny")
@@ -81,7 +81,7 @@ def test_untouched_cache_is_intact_offline_without_a_request(hub, cache):
 
 
 def test_a_blob_shared_by_snapshots_is_hashed_once(hub, cache, monkeypatch):
-    from hfcache import verify as v
+    from hfcache.verify import check as v
 
     seen: list[str] = []
     real = v.hash_file_kinds

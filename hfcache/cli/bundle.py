@@ -15,11 +15,11 @@ from hfcache.units import counted
 
 
 def _progress(label: str, quiet: bool):
-    from hfcache.fetch import Progress
+    from hfcache.fetch.fetcher import Progress
 
     if quiet or not sys.stderr.isatty():
         return Progress()
-    from hfcache.render import RichProgress
+    from hfcache.render.console import RichProgress
 
     return RichProgress(label)
 
@@ -60,10 +60,10 @@ def export(
     as_json: Json = False,
 ) -> None:
     """Write cached revisions to a bundle another machine can `hfcache import` (no network needed)."""
-    from hfcache.bundle import export_bundle, parse_spec, plan_export, specs_from_lock
+    from hfcache.bundle.manifest import export_bundle, parse_spec, plan_export, specs_from_lock
+    from hfcache.cache.layout import HubCache
     from hfcache.errors import UsageError
-    from hfcache.layout import HubCache
-    from hfcache.render import Timer, human_size, print_json
+    from hfcache.render.console import Timer, human_size, print_json
 
     if not specs and lock is None:
         raise UsageError("nothing to export: give at least one repo spec, e.g. org/name@main, or --lock")
@@ -112,10 +112,10 @@ def import_(
     as_json: Json = False,
 ) -> None:
     """Check every hash in a bundle, then write its files into the cache; safe to re-run."""
-    from hfcache.bundle_import import import_bundle
+    from hfcache.bundle.importer import import_bundle
+    from hfcache.cache.layout import HubCache
     from hfcache.errors import HfcacheError, UsageError
-    from hfcache.layout import HubCache
-    from hfcache.render import Timer, human_size, print_json
+    from hfcache.render.console import Timer, human_size, print_json
 
     if cache_dir is not None and hf_home is not None:
         raise UsageError("give --cache-dir or --hf-home, not both")
@@ -157,8 +157,8 @@ def relocate(
     as_json: Json = False,
 ) -> None:
     """Move (or copy) a whole HF_HOME or hub cache, fixing the links and keys that name its old place."""
-    from hfcache.relocate import relocate as do_relocate
-    from hfcache.render import print_json
+    from hfcache.bundle.relocate import relocate as do_relocate
+    from hfcache.render.console import print_json
 
     with _os_errors("relocate"):
         result = do_relocate(old, new, copy=copy)
@@ -180,10 +180,10 @@ def convert(
     as_json: Json = False,
 ) -> None:
     """Switch a cache between the symlinked layout and the copied one, file by file, atomically."""
+    from hfcache.bundle.relocate import convert_to_copies, convert_to_symlinks
+    from hfcache.cache.layout import HubCache
     from hfcache.errors import HfcacheError, UsageError
-    from hfcache.layout import HubCache
-    from hfcache.relocate import convert_to_copies, convert_to_symlinks
-    from hfcache.render import human_size, print_json
+    from hfcache.render.console import human_size, print_json
 
     if to_copies == to_symlinks:
         raise UsageError("give exactly one of --to-copies and --to-symlinks")
@@ -201,7 +201,7 @@ def convert(
 
 
 def _fields(result) -> dict:
-    from hfcache.render import to_jsonable
+    from hfcache.render.console import to_jsonable
 
     return to_jsonable(result)
 

@@ -13,11 +13,11 @@ from hfcache.errors import UsageError
 
 
 def _progress(label: str, quiet: bool):
-    from hfcache.fetch import Progress
+    from hfcache.fetch.fetcher import Progress
 
     if quiet or not sys.stderr.isatty():
         return Progress()
-    from hfcache.render import RichProgress
+    from hfcache.render.console import RichProgress
 
     return RichProgress(label)
 
@@ -42,9 +42,9 @@ def _repo_at(repo_id: str, repo_type: str, revision: str) -> tuple[str, str, str
 
 def _fetcher(cache_dir: Path | None, max_workers: int | None, progress, connections: int = 8, part_size: int = 32,
              retries: int = 8, processes: int | None = None):
-    from hfcache.fetch import Fetcher
-    from hfcache.layout import HubCache
-    from hfcache.transfer import MiB, TransferOptions
+    from hfcache.cache.layout import HubCache
+    from hfcache.fetch.fetcher import Fetcher
+    from hfcache.fetch.transfer import MiB, TransferOptions
 
     options = TransferOptions(connections=connections, part_size=part_size * MiB,
                               split_threshold=2 * part_size * MiB, retries=retries)
@@ -68,8 +68,8 @@ def download(
     as_json: Json = False,
 ) -> None:
     """Fetch files into the cache and print each one's path in the snapshot, one per line."""
-    from hfcache.layout import RepoRef
-    from hfcache.render import Timer, render_download
+    from hfcache.cache.layout import RepoRef
+    from hfcache.render.console import Timer, render_download
 
     progress = _progress(f"{repo_id}", as_json)
     with Timer() as t:
@@ -103,8 +103,8 @@ def snapshot(
     as_json: Json = False,
 ) -> None:
     """Fetch a whole revision into the cache; the snapshot folder is the last line of stdout."""
-    from hfcache.layout import RepoRef
-    from hfcache.render import Timer, render_snapshot
+    from hfcache.cache.layout import RepoRef
+    from hfcache.render.console import Timer, render_snapshot
 
     if lock is not None:
         from hfcache.cli.verify import snapshot_locked

@@ -31,7 +31,7 @@ def _roots(cache_dir: Path | None = None, datasets_cache: Path | None = None, mo
 
 
 def _json(obj) -> None:
-    from hfcache.render import print_json
+    from hfcache.render.console import print_json
 
     print_json(obj)
 

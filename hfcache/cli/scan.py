@@ -23,8 +23,8 @@ DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan only; cha
 
 
 def _roots(hf_home: Path | None, cache_dir: Path | None):
+    from hfcache.cache.roots import resolve_roots
     from hfcache.errors import UsageError
-    from hfcache.roots import resolve_roots
 
     for opt, p in (("--hf-home", hf_home), ("--cache-dir", cache_dir)):
         if p is not None and not p.expanduser().is_dir():
@@ -49,7 +49,7 @@ def scan(
     as_json: Json = False,
 ) -> None:
     """Audit every Hugging Face cache in HF_HOME: sizes, repos, datasets, problems, and what could be reclaimed."""
-    from hfcache.render_scan import print_json, render_scan, scan_json
+    from hfcache.render.scan import print_json, render_scan, scan_json
     from hfcache.scan import scan as do_scan
     from hfcache.scan.query import select
 
@@ -58,7 +58,7 @@ def scan(
     entries = select(result.hub.repos, filters or [], sort, shown_limit, revisions, result.scanned_at)
     total = len(select(result.hub.repos, filters or [], sort, None, revisions, result.scanned_at))
     if html is not None:
-        from hfcache.report_html import render_html
+        from hfcache.scan.report_html import render_html
 
         try:
             html.write_text(render_html(result), encoding="utf-8")
@@ -76,8 +76,8 @@ def scan(
 
 def _act(plan, yes: bool, dry_run: bool, as_json: bool) -> None:
     """Show the plan; run it for real only with --yes (or a confirmation typed on a terminal)."""
-    from hfcache.reclaim import ConfirmationRequired, execute
-    from hfcache.render_scan import plan_json, print_json, render_plan
+    from hfcache.render.scan import plan_json, print_json, render_plan
+    from hfcache.scan.reclaim import ConfirmationRequired, execute
 
     if dry_run or not plan.actions:
         outcome = execute(plan, dry_run=True)
@@ -113,8 +113,8 @@ def rm(
     as_json: Json = False,
 ) -> None:
     """Remove repos or revisions from the hub cache; blobs a kept snapshot still uses stay."""
-    from hfcache.reclaim import plan_rm
     from hfcache.scan import scan as do_scan
+    from hfcache.scan.reclaim import plan_rm
 
     result = do_scan(_roots(None, cache_dir), detail=True, hub_only=True)
     _act(plan_rm(result, targets, repo_type), yes, dry_run, as_json)
@@ -132,9 +132,9 @@ def prune(
     as_json: Json = False,
 ) -> None:
     """Remove detached revisions, orphan blobs and leftovers (old partial downloads, stale locks, orphan metadata)."""
-    from hfcache.reclaim import plan_prune
     from hfcache.scan import scan as do_scan
     from hfcache.scan.query import parse_duration
+    from hfcache.scan.reclaim import plan_prune
 
     age = parse_duration(older_than) if older_than is not None else None
     result = do_scan(_roots(hf_home, cache_dir), detail=True)
@@ -149,8 +149,8 @@ def dedup(
     as_json: Json = False,
 ) -> None:
     """Replace identical blobs (across repos, or copies in snapshots) with hard links, after hashing each one."""
-    from hfcache.reclaim import plan_dedup
     from hfcache.scan import scan as do_scan
+    from hfcache.scan.reclaim import plan_dedup
 
     result = do_scan(_roots(None, cache_dir), detail=True, hub_only=True)
     _act(plan_dedup(result), yes, dry_run, as_json)

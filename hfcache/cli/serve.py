@@ -29,8 +29,8 @@ def serve(
     """Serve a cache (and folders) as a Hub: point HF_ENDPOINT at the printed URL."""
     from hfcache.server.app import HubApp
     from hfcache.server.catalog import Catalog
+    from hfcache.server.folders import add_folder_specs
     from hfcache.server.run import serve_forever
-    from hfcache.serving import add_folder_specs
 
     if cache_dir is not None and not cache_dir.is_dir():
         from hfcache.errors import UsageError
@@ -51,7 +51,7 @@ def serve(
 def _served_cache(cache_dir: Path | None, folder_specs: list[str] | None) -> Path | None:
     """The cache is served when named, or when no folder is given."""
     if cache_dir is not None or not folder_specs:
-        from hfcache.layout import HubCache
+        from hfcache.cache.layout import HubCache
 
         return HubCache(cache_dir).root
     return None

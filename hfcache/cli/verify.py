@@ -27,11 +27,11 @@ def _offline() -> bool:
 
 
 def _progress(as_json: bool):
-    from hfcache.verify import Progress
+    from hfcache.verify.check import Progress
 
     if as_json or not sys.stderr.isatty():
         return Progress()
-    from hfcache.render_verify import HashProgress
+    from hfcache.render.verify import HashProgress
 
     return HashProgress()
 
@@ -61,12 +61,12 @@ def verify(
 
     Exit status: 0 intact, 1 damage or a mismatch or missing file found, 2 bad usage or environment.
     """
-    from hfcache import lockfile
+    from hfcache.cache.layout import HubCache
     from hfcache.errors import UsageError
-    from hfcache.layout import HubCache
-    from hfcache.render_verify import render_report, write_junit
-    from hfcache.verify import OnlineUnavailable, parse_spec
-    from hfcache.verify import verify as run
+    from hfcache.render.verify import render_report, write_junit
+    from hfcache.verify import lockfile
+    from hfcache.verify.check import OnlineUnavailable, parse_spec
+    from hfcache.verify.check import verify as run
 
     parsed = [parse_spec(s, repo_type) for s in specs or []]
     cache = HubCache(cache_dir)
@@ -77,7 +77,7 @@ def verify(
     if online or repair:
         if _offline():
             raise UsageError(f"{'--online' if online else '--repair'} needs the endpoint, but HF_HUB_OFFLINE is set")
-        from hfcache.hub import HubClient
+        from hfcache.fetch.hub import HubClient
 
         client = HubClient()
 
@@ -98,7 +98,7 @@ def verify(
     repaired = ()
     if repair and failure is None and not report.ok:
         from hfcache.errors import HfcacheError
-        from hfcache.repair import repair as fix
+        from hfcache.verify.repair import repair as fix
 
         try:
             repaired = fix(report, cache, client)
@@ -147,15 +147,15 @@ def lock_command(
 
     The endpoint says what each revision is; offline (HF_HUB_OFFLINE=1) the cache's refs and trees/ do.
     """
-    from hfcache import lockfile
-    from hfcache.layout import HubCache
-    from hfcache.render_verify import render_lock
-    from hfcache.verify import parse_spec
+    from hfcache.cache.layout import HubCache
+    from hfcache.render.verify import render_lock
+    from hfcache.verify import lockfile
+    from hfcache.verify.check import parse_spec
 
     parsed = [parse_spec(s, repo_type) for s in specs]
     client = None
     if not _offline():
-        from hfcache.hub import HubClient
+        from hfcache.fetch.hub import HubClient
 
         client = HubClient()
     pins = lockfile.pin(HubCache(cache_dir), parsed, client, include, exclude)
@@ -171,10 +171,10 @@ def snapshot_locked(lock: Path, repo_id: str | None, repo_type: str, fetcher, as
 
     Pins the endpoint contradicts are refused before anything is fetched (see `lockfile.fetch`).
     """
-    from hfcache import lockfile
-    from hfcache.render import print_json, render_snapshot
-    from hfcache.render_verify import report_json, summary
-    from hfcache.verify import parse_spec, verify
+    from hfcache.render.console import print_json, render_snapshot
+    from hfcache.render.verify import report_json, summary
+    from hfcache.verify import lockfile
+    from hfcache.verify.check import parse_spec, verify
 
     specs = [parse_spec(repo_id, repo_type)] if repo_id else []
     pins = lockfile.read(lock).select(specs)

@@ -1,6 +1,6 @@
 """Bundle roles for the offline caches: prepared datasets, module script folders and mapped URLs travel too.
 
-Beside the hub entries (`hfcache.bundle`), a manifest may list `areas`: one entry per file under a cache area,
+Beside the hub entries (`hfcache.bundle.manifest`), a manifest may list `areas`: one entry per file under a cache area,
 
     dataset  area datasets            <ns>___<name>/<config>/<version>/<hash>/<file>   (a prepared folder)
     module   area modules             {datasets,evaluate}_modules/.../<name>/<hash>/<file> (+ the __init__.py above)
@@ -21,9 +21,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from hfcache.cache.hashing import copy_hashed, hash_file
+from hfcache.cache.layout import safe_relpath
 from hfcache.errors import BundleError, SourceMissing, SpecError
-from hfcache.hashing import copy_hashed, hash_file
-from hfcache.layout import safe_relpath
 from hfcache.offline.env import OfflineRoots
 
 AREAS: dict[str, tuple[str, ...]] = {"dataset": ("datasets",), "module": ("modules",),

@@ -1,6 +1,6 @@
 """Where datasets, evaluate and their module caches live, and which variables turn their network off.
 
-Built on `hfcache.roots` (the scan work's resolution of HF_HOME, HF_DATASETS_CACHE, HF_MODULES_CACHE,
+Built on `hfcache.cache.roots` (the scan work's resolution of HF_HOME, HF_DATASETS_CACHE, HF_MODULES_CACHE,
 HF_METRICS_CACHE, HF_EVALUATE_CACHE as the libraries read them); this adds the two folders only the offline
 remapping needs: evaluate's downloads and the dynamic-module roots.
 """
@@ -43,7 +43,7 @@ def offline_roots(hub_cache: str | os.PathLike[str] | None = None, datasets_cach
                   hf_home: str | os.PathLike[str] | None = None) -> OfflineRoots:
     """The environment's folders (or all at their defaults under `hf_home`), with explicit overrides (as
     `cache_dir=` / `dynamic_modules_path=` would be)."""
-    from hfcache.roots import resolve_roots
+    from hfcache.cache.roots import resolve_roots
 
     r = resolve_roots(hf_home=hf_home, hub_cache=hub_cache)
     datasets, downloads = r.datasets, r.datasets_downloads

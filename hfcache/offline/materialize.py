@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hfcache.cache.layout import HubCache, RepoRef, is_commit
 from hfcache.errors import BuildError, SourceMissing, SpecError, UsageError
-from hfcache.layout import HubCache, RepoRef, is_commit
 from hfcache.offline.folders import swap_folder
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?")

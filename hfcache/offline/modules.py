@@ -167,7 +167,7 @@ def _script_in(folder: Path, stem: str | None) -> Path:
 
 def _from_spec(spec: str, hub_cache: Path | None, revision: str) -> tuple[Path, str, str]:
     """(script, name, default kind) of `dataset:REPO[@REV]` or `space:NS/NAME[@REV]` in the hub cache."""
-    from hfcache.layout import HubCache, RepoRef, is_commit
+    from hfcache.cache.layout import HubCache, RepoRef, is_commit
 
     m = _SPEC_RE.fullmatch(spec)
     if m is None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from hfcache.cache.hashing import copy_hashed, hash_file
 from hfcache.errors import IntegrityError, UsageError
-from hfcache.hashing import copy_hashed, hash_file
 
 Target = Literal["datasets", "evaluate"]
 TARGETS: tuple[str, ...] = ("datasets", "evaluate")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from hfcache.roots import CacheRoots, resolve_roots
+from hfcache.cache.roots import CacheRoots, resolve_roots
 from hfcache.scan.areas import scan_datasets, scan_modules
 from hfcache.scan.hub import HubWalk
 from hfcache.scan.model import (

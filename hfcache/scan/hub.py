@@ -12,8 +12,8 @@ import stat
 from collections import defaultdict
 from dataclasses import dataclass
 
-from hfcache.hashing import kind_of
-from hfcache.layout import RepoRef
+from hfcache.cache.hashing import kind_of
+from hfcache.cache.layout import RepoRef
 from hfcache.scan.model import HubScan, Repo
 from hfcache.scan.repo import RepoWalk, duplicate
 from hfcache.scan.walk import IGNORED_NAMES, Context, InodeCounter, Tally, du

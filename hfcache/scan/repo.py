@@ -16,7 +16,7 @@ import stat
 from collections import defaultdict
 from operator import attrgetter
 
-from hfcache.layout import RepoRef, is_commit, lock_held
+from hfcache.cache.layout import RepoRef, is_commit, lock_held
 from hfcache.scan.model import CachedFile, Repo, Revision
 from hfcache.scan.walk import IGNORED_NAMES, Context, du
 from hfcache.units import counted

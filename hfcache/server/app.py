@@ -26,8 +26,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hfcache.hashing import hash_bytes
-from hfcache.layout import FileMeta, RepoRef
+from hfcache.cache.hashing import hash_bytes
+from hfcache.cache.layout import FileMeta, RepoRef
 from hfcache.server.catalog import Catalog, ServedRepo
 from hfcache.server.faults import BODY_FAULTS, FaultPlan, faulty_body
 

@@ -14,8 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hfcache.hashing import hash_bytes, hash_file, kind_of, lfs_pointer
-from hfcache.layout import REPO_TYPES, FileMeta, HubCache, RepoRef, is_commit
+from hfcache.cache.hashing import hash_bytes, hash_file, kind_of, lfs_pointer
+from hfcache.cache.layout import REPO_TYPES, FileMeta, HubCache, RepoRef, is_commit
 
 # The Hub's default .gitattributes: these files are stored with LFS, as is anything over 10 MB.
 LFS_PATTERNS = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
-from hfcache.render_scan import ago, human_size
+from hfcache.render.scan import ago, human_size
 from hfcache.scan.model import CacheScan
 
 WIDTH, HEIGHT = 1200, 640

@@ -30,9 +30,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hfcache.cache.hashing import HashKind, kind_of
+from hfcache.cache.layout import FileMeta, HubCache, RepoRef, is_commit, safe_relpath
 from hfcache.errors import EndpointError, HfcacheError, LockContradicted, OfflineCacheMiss, UsageError
-from hfcache.hashing import HashKind, kind_of
-from hfcache.layout import FileMeta, HubCache, RepoRef, is_commit, safe_relpath
 from hfcache.units import counted
 
 LOCK_VERSION = 1

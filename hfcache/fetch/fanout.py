@@ -6,7 +6,7 @@ threads wait on the network. A second process uses a second core. The cache need
 blob is written under the per-blob lock and published by rename, exactly as when several `hfcache` or
 `huggingface_hub` processes fill one cache, so a worker simply runs the ordinary fetch on its share.
 
-A worker is `python -m hfcache.fanout`: the job goes in on stdin as JSON, and out come one JSON line per
+A worker is `python -m hfcache.fetch.fanout`: the job goes in on stdin as JSON, and out come one JSON line per
 finished file, then the result (or the error, which the parent raises as its own). `multiprocessing` is not
 used: its `spawn` re-imports the caller's `__main__`, which breaks scripts without a main guard and stdin.
 A worker costs ~0.3 s of start-up, so workers are used only when there are enough small files to pay for it.
@@ -24,8 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hfcache import errors
-from hfcache.layout import FileMeta, RepoRef
-from hfcache.transfer import TransferOptions
+from hfcache.cache.layout import FileMeta, RepoRef
+from hfcache.fetch.transfer import TransferOptions
 
 MIN_FILES_PER_PROCESS = 300  # below this, a worker's start-up costs more than the time it saves
 MAX_PROCESSES = 8
@@ -69,8 +69,8 @@ class Workers:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
         try:
             for _ in jobs:
-                self._procs.append(subprocess.Popen([sys.executable, "-m", "hfcache.fanout"], stdin=subprocess.PIPE,
-                                                    stdout=subprocess.PIPE, text=True, env=env))
+                self._procs.append(subprocess.Popen([sys.executable, "-m", "hfcache.fetch.fanout"],
+                                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env))
         except OSError:  # no interpreter to start (an embedded Python, say): the caller fetches everything
             self.stop()
             raise
@@ -137,9 +137,9 @@ class _LineProgress:
 
 
 def _worker_main() -> int:
-    from hfcache.fetch import Fetcher
-    from hfcache.hub import HubClient
-    from hfcache.layout import HubCache
+    from hfcache.cache.layout import HubCache
+    from hfcache.fetch.fetcher import Fetcher
+    from hfcache.fetch.hub import HubClient
 
     j = json.loads(sys.stdin.read())
     try:

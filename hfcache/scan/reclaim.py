@@ -24,9 +24,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from hfcache.cache.hashing import hash_file, kind_of
+from hfcache.cache.layout import REPO_TYPES, RepoRef
 from hfcache.errors import HfcacheError, RepoNotFound, RevisionNotFound, UsageError
-from hfcache.hashing import hash_file, kind_of
-from hfcache.layout import REPO_TYPES, RepoRef
 from hfcache.scan.model import CacheScan, Problem, Repo, Revision
 from hfcache.units import counted
 

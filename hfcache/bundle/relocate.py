@@ -21,9 +21,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from hfcache.bundle import crash_point
+from hfcache.bundle.manifest import crash_point
+from hfcache.cache.layout import HubCache, RepoRef, lock_held
 from hfcache.errors import HfcacheError, UsageError
-from hfcache.layout import HubCache, RepoRef, lock_held
 
 DONE_MARK = ".hfcache-relocated-to"  # in the old tree: the new one is complete, the old one may go
 MOVING_MARK = ".hfcache-relocating-from"  # in the moved tree until its fix-ups are done
@@ -338,7 +338,7 @@ def _drop_unused_store_links(cache: HubCache, repo: RepoRef) -> int:
 
 def convert_to_symlinks(cache: HubCache) -> ConvertResult:
     """Name every real snapshot file's bytes by their hash in `blobs/`, link to it, store identical bytes once."""
-    from hfcache.hashing import hash_file, kind_of
+    from hfcache.cache.hashing import hash_file, kind_of
     from hfcache.server.catalog import file_meta
 
     if not cache.symlinks_supported():

@@ -9,8 +9,8 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from hfcache.reclaim import Outcome, Plan
 from hfcache.scan.model import CacheScan, Repo, Revision
+from hfcache.scan.reclaim import Outcome, Plan
 from hfcache.units import counted, human_size
 
 Entry = tuple[Repo, Revision | None]

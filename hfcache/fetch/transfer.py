@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
+from hfcache.cache.hashing import CHUNK_SIZE, kind_of, new_hasher
+from hfcache.cache.layout import FileMeta
+from hfcache.cache.partfile import Part, PartFile
 from hfcache.errors import AuthError, EndpointError, EntryNotFound, HfcacheError, IntegrityError
-from hfcache.hashing import CHUNK_SIZE, kind_of, new_hasher
-from hfcache.hub import HubClient, same_origin
-from hfcache.layout import FileMeta
-from hfcache.partfile import Part, PartFile
+from hfcache.fetch.hub import HubClient, same_origin
 from hfcache.units import counted
 
 MiB = 1024 * 1024

@@ -24,11 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hfcache.bundle import Entry, Manifest, Revision, crash_point
+from hfcache.bundle.manifest import Entry, Manifest, Revision, crash_point
+from hfcache.cache.hashing import copy_hashed, hash_bytes
+from hfcache.cache.layout import FileMeta, HubCache, RepoRef
 from hfcache.errors import BundleError, IntegrityError
-from hfcache.fetch import Progress
-from hfcache.hashing import copy_hashed, hash_bytes
-from hfcache.layout import FileMeta, HubCache, RepoRef
+from hfcache.fetch.fetcher import Progress
 from hfcache.units import counted
 
 STAGE_MARK = ".import-"
@@ -102,7 +102,7 @@ def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
 
     Offline-cache files go under `area_roots` (`hfcache.offline.env.OfflineRoots`; default: the environment's).
     """
-    from hfcache.bundlefile import open_reader
+    from hfcache.bundle.container import open_reader
 
     progress = progress or Progress()
     with open_reader(Path(bundle)) as reader:

@@ -18,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hfcache.cache.hashing import HashKind, hash_file_kinds, kind_of
+from hfcache.cache.layout import REPO_TYPES, HubCache, RepoRef, is_commit, lock_held
 from hfcache.errors import EntryNotFound, HfcacheError, RepoNotFound, RevisionNotFound, UsageError
-from hfcache.hashing import HashKind, hash_file_kinds, kind_of
-from hfcache.layout import REPO_TYPES, HubCache, RepoRef, is_commit, lock_held
-from hfcache.lockfile import Lock, LockedRepo
+from hfcache.verify.lockfile import Lock, LockedRepo
 
 ERROR, WARNING = "error", "warning"
 HASH_CHUNK = 1024 * 1024  # buffer and hash state stay in L2: measurably faster here than 4 MiB

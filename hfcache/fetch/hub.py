@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from urllib.parse import quote, urlsplit
 
+from hfcache.cache.layout import FileMeta, RepoRef, is_commit, safe_relpath
 from hfcache.errors import (
     AuthError,
     EndpointError,
@@ -18,7 +19,6 @@ from hfcache.errors import (
     RepoNotFound,
     RevisionNotFound,
 )
-from hfcache.layout import FileMeta, RepoRef, is_commit, safe_relpath
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

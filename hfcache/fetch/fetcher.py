@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hfcache.cache.layout import FileMeta, HubCache, RepoRef, check_revision, is_commit
+from hfcache.cache.partfile import RECORD_SUFFIX
 from hfcache.errors import EndpointError, EntryNotFound, OfflineCacheMiss, UsageError
-from hfcache.hub import HubClient
-from hfcache.layout import FileMeta, HubCache, RepoRef, check_revision, is_commit
-from hfcache.partfile import RECORD_SUFFIX
-from hfcache.transfer import TransferOptions
+from hfcache.fetch.hub import HubClient
+from hfcache.fetch.transfer import TransferOptions
 
 SMALL_FILE = 1024 * 1024
 
@@ -182,7 +182,7 @@ class Fetcher:
     # -- fetching ----------------------------------------------------------------------------------------------
     def fetch_files(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]) -> FetchStats:
         """Put `files` (names and metadata of one commit) in the cache; what is there already is reused."""
-        from hfcache.transfer import Transfer
+        from hfcache.fetch.transfer import Transfer
 
         transfer = Transfer(self.client, self.transfer_options)
         self._ready_dirs: set[Path] = set()
@@ -231,7 +231,7 @@ class Fetcher:
 
     def _fan_out(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]):
         """Hand shares of the missing small files to worker processes, when there are enough of them."""
-        from hfcache import fanout
+        from hfcache.fetch import fanout
 
         if self.processes == 1:
             return None

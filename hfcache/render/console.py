@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hfcache.fetch import DownloadResult, Progress, SnapshotResult
+from hfcache.fetch.fetcher import DownloadResult, Progress, SnapshotResult
 from hfcache.units import counted, human_size
 
 

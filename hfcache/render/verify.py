@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from hfcache.errors import UsageError
-from hfcache.render import human_size, print_json
+from hfcache.render.console import human_size, print_json
 from hfcache.units import counted
-from hfcache.verify import ERROR, Problem, VerifyReport
+from hfcache.verify.check import ERROR, Problem, VerifyReport
 
 
 def summary(report: VerifyReport) -> str:
@@ -93,7 +93,7 @@ class HashProgress:
             TransferSpeedColumn,
         )
 
-        from hfcache.render import stderr_console
+        from hfcache.render.console import stderr_console
 
         self._p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                            TransferSpeedColumn(), TimeRemainingColumn(), console=stderr_console(), transient=True)
@@ -139,7 +139,7 @@ def junit_xml(report: VerifyReport) -> bytes:
     suites = ET.Element("testsuites", name="hfcache verify", **attrs)
     suite = ET.SubElement(suites, "testsuite", name="hfcache verify", skipped="0", **attrs)
     for r in report.repos:
-        case = ET.SubElement(suite, "testcase", classname=f"hfcache.verify.{r.repo_type}", name=r.name)
+        case = ET.SubElement(suite, "testcase", classname=f"hfcache.verify.check.{r.repo_type}", name=r.name)
         errors = [p for p in r.problems if p.severity == ERROR]
         warnings = [p for p in r.problems if p.severity != ERROR]
         if errors:

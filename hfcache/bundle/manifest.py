@@ -1,4 +1,4 @@
-"""Carry cached repos to another machine: the bundle manifest, and `export` (import is `hfcache.bundle_import`).
+"""Carry cached repos to another machine: the bundle manifest, and `export` (import is `hfcache.bundle.importer`).
 
 A manifest lists, per repo, what its cache folder holds for the exported revisions:
 
@@ -26,10 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from hfcache import __version__
+from hfcache.cache.hashing import HashKind, hash_bytes, hash_file, kind_of
+from hfcache.cache.layout import HubCache, RepoRef, is_commit, safe_relpath
 from hfcache.errors import BundleError, HfcacheError, IntegrityError, OfflineCacheMiss, UsageError
-from hfcache.fetch import Progress
-from hfcache.hashing import HashKind, hash_bytes, hash_file, kind_of
-from hfcache.layout import HubCache, RepoRef, is_commit, safe_relpath
+from hfcache.fetch.fetcher import Progress
 from hfcache.units import counted
 
 SCHEMA = "hfcache-bundle"
@@ -220,7 +220,7 @@ class Spec:
 
 def specs_from_lock(path: Path, select: Sequence[str] = ()) -> list[Spec]:
     """The revisions a lock file pins (`hfcache lock`), or those of them that `select` names."""
-    from hfcache import lockfile
+    from hfcache.verify import lockfile
 
     wanted = [(s.repo, s.revision if "@" in text else None) for text, s in ((t, parse_spec(t)) for t in select)]
     lock = lockfile.read(path).select(wanted)
@@ -425,7 +425,7 @@ def _shared_xet_hash(cache: HubCache, blob: Path) -> str | None:
 def export_bundle(plan: ExportPlan, out: Path, as_dir: bool = False, zstd: bool = False,
                   progress: Progress | None = None) -> ExportResult:
     """Write the bundle, hashing every payload as it goes; a mismatch leaves no bundle behind."""
-    from hfcache.bundlefile import open_writer
+    from hfcache.bundle.container import open_writer
 
     progress = progress or Progress()
     writer = open_writer(out, as_dir, zstd)

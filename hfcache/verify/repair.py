@@ -13,9 +13,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hfcache.cache.layout import FileMeta, HubCache, RepoRef
 from hfcache.errors import EntryNotFound, RepoNotFound, RevisionNotFound
-from hfcache.layout import FileMeta, HubCache, RepoRef
-from hfcache.verify import ERROR, VerifyReport
+from hfcache.verify.check import ERROR, VerifyReport
 
 REPAIRABLE = ("hash-mismatch", "size-mismatch", "missing-file", "broken-link", "bad-link", "unreadable")
 _DAMAGE = ("hash-mismatch", "size-mismatch", "unreadable")
@@ -32,7 +32,7 @@ class Repaired:
 def repair(report: VerifyReport, cache: HubCache, client, transfer_options=None,
            on_bytes: Callable[[int], None] | None = None) -> tuple[Repaired, ...]:
     """Repair what can be repaired in `report`; the caller verifies again to prove it."""
-    from hfcache.transfer import Transfer
+    from hfcache.fetch.transfer import Transfer
 
     damaged: set[str] = set()
     wanted: dict[tuple[RepoRef, str], set[str]] = {}

@@ -1,6 +1,6 @@
 """Bundle containers: one tar file (zstd-compressed on request) or one folder, both holding
 
-    manifest.json          what the bundle holds and every payload's size and hash (see `hfcache.bundle`)
+    manifest.json          what the bundle holds and every payload's size and hash (see `hfcache.bundle.manifest`)
     payload/<digest>       the bytes, named by their content hash, each stored once
 
 Writers write beside the target and rename at the end, so a half-written bundle never has the final name. Readers
@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from hfcache.cache.hashing import HashingReader, HashKind, OnBytes, copy_hashed
 from hfcache.errors import BundleError, UsageError
-from hfcache.hashing import HashingReader, HashKind, OnBytes, copy_hashed
 
 MANIFEST_NAME = "manifest.json"
 PAYLOAD_DIR = "payload"

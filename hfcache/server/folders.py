@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hfcache.cache.layout import RepoRef
 from hfcache.errors import UsageError
-from hfcache.layout import RepoRef
 from hfcache.server.catalog import Catalog
 
 

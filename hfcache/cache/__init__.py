@@ -1,0 +1,12 @@
+"""The cache model: the one owner of every path in a hub cache, and of the names that may become paths.
+
+- `names`: value objects for names from outside (blob name, commit, revision, file path in a snapshot); each is
+  checked once, where it enters, and cannot be built from a bad string.
+- `layout`: `HubCache` (blobs, refs, snapshots, `trees/`, `.no_exist`, `.locks`, partial files and their records,
+  the shared xet store), `RepoRef`, `FileMeta`.
+- `hashing`: the one hashing path (sha256, git blob sha1), streamed in bounded chunks.
+- `partfile`: a resumable partial blob and the record of which bytes are really written.
+- `roots`: where every cache lives (HF_HOME, hub, datasets, modules, xet, assets, token).
+- `lfs`: which files a git server stores in LFS, and a file's metadata from its bytes.
+- `hfhub`: the one adapter for `huggingface_hub`'s private names (the shared blob store).
+"""

@@ -1,0 +1,7 @@
+"""Fetching: the one path by which bytes enter a cache.
+
+- `fetcher`: `Fetcher.download` and `Fetcher.snapshot` (online and offline), returning typed results.
+- `hub`: `HubClient`, the Hub API client (metadata through `HfApi`; its errors become hfcache's one-line errors).
+- `transfer`: the transfer engine: pooled connections, ranged parts, retries, checked atomic blob writes.
+- `fanout`: many small files shared by worker processes (`python -m hfcache.fetch.fanout`).
+"""
