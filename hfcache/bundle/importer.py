@@ -24,11 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hfcache.bundle.manifest import Entry, Manifest, Revision, crash_point
+from hfcache.bundle.crash import crash_point
+from hfcache.bundle.manifest import Entry, Manifest, Revision
 from hfcache.cache.hashing import copy_hashed, hash_bytes
 from hfcache.cache.layout import FileMeta, HubCache, RepoRef
 from hfcache.errors import BundleError, IntegrityError
-from hfcache.fetch.fetcher import Progress
+from hfcache.progress import Progress
 from hfcache.units import counted
 
 STAGE_MARK = ".import-"

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from hfcache.bundle.manifest import crash_point
+from hfcache.bundle.crash import crash_point
 from hfcache.cache.layout import HubCache, RepoRef, lock_held
 from hfcache.errors import HfcacheError, UsageError
 
@@ -339,7 +339,7 @@ def _drop_unused_store_links(cache: HubCache, repo: RepoRef) -> int:
 def convert_to_symlinks(cache: HubCache) -> ConvertResult:
     """Name every real snapshot file's bytes by their hash in `blobs/`, link to it, store identical bytes once."""
     from hfcache.cache.hashing import hash_file, kind_of
-    from hfcache.server.catalog import file_meta
+    from hfcache.cache.lfs import file_meta
 
     if not cache.symlinks_supported():
         raise UsageError(f"symlinks are not available in {cache.root} (or HF_HUB_DISABLE_SYMLINKS is set)")

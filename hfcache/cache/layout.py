@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hfcache.cache.names import BlobName, Commit, RefName, RelPath
 from hfcache.errors import UnsafePath, UsageError
 
 REPO_TYPES = ("model", "dataset", "space", "kernel")
@@ -39,7 +40,7 @@ CACHEDIR_TAG_CONTENT = (
 
 
 def is_commit(revision: str) -> bool:
-    return COMMIT_RE.fullmatch(revision) is not None
+    return Commit.check(revision)
 
 
 @dataclass(frozen=True)
@@ -124,26 +125,14 @@ class FileMeta:
         )
 
 
-def safe_relpath(name: str) -> str:
+def safe_relpath(name: str) -> RelPath:
     """Check a repo-relative file name from a server or bundle; refuse anything that could leave its folder."""
-    if (
-        not name
-        or "\0" in name
-        or "\\" in name
-        or name.startswith("/")
-        or re.match(r"^[A-Za-z]:", name)
-        or any(part in ("", ".", "..") for part in name.split("/"))
-    ):
-        raise UnsafePath(f"refusing unsafe file name {name!r}")
-    return name
+    return RelPath(name)
 
 
-def check_revision(revision: str) -> str:
+def check_revision(revision: str) -> RefName:
     """A revision names a file under `refs/`: refuse what is empty or could leave that folder."""
-    try:
-        return safe_relpath(revision)
-    except UnsafePath:
-        raise UsageError(f"invalid revision {revision!r}") from None
+    return RefName(revision)
 
 
 def default_cache_dir() -> Path:
@@ -172,26 +161,27 @@ class HubCache:
     def repo_dir(self, repo: RepoRef) -> Path:
         return self.root / repo.folder_name
 
+    # Every path is built from checked names (`hfcache.cache.names`): a str that is not one is checked here.
     def blob_path(self, repo: RepoRef, etag: str) -> Path:
-        return self.repo_dir(repo) / "blobs" / etag
+        return self.repo_dir(repo) / "blobs" / BlobName(etag)
 
     def snapshot_dir(self, repo: RepoRef, commit: str) -> Path:
-        return self.repo_dir(repo) / "snapshots" / commit
+        return self.repo_dir(repo) / "snapshots" / Commit(commit)
 
     def pointer_path(self, repo: RepoRef, commit: str, filename: str) -> Path:
-        return self.snapshot_dir(repo, commit).joinpath(*safe_relpath(filename).split("/"))
+        return self.snapshot_dir(repo, commit).joinpath(*RelPath(filename).parts)
 
     def ref_path(self, repo: RepoRef, revision: str) -> Path:
-        return self.repo_dir(repo) / "refs" / check_revision(revision)
+        return self.repo_dir(repo) / "refs" / RefName(revision)
 
     def tree_path(self, repo: RepoRef, commit: str) -> Path:
-        return self.repo_dir(repo) / "trees" / f"{commit}.json"
+        return self.repo_dir(repo) / "trees" / f"{Commit(commit)}.json"
 
     def no_exist_path(self, repo: RepoRef, commit: str, filename: str) -> Path:
-        return self.repo_dir(repo).joinpath(".no_exist", commit, *safe_relpath(filename).split("/"))
+        return self.repo_dir(repo).joinpath(".no_exist", Commit(commit), *RelPath(filename).parts)
 
     def lock_path(self, repo: RepoRef, etag: str) -> Path:
-        return self.root / ".locks" / repo.folder_name / f"{etag}.lock"
+        return self.root / ".locks" / repo.folder_name / f"{BlobName(etag)}.lock"
 
     # -- refs and listings -------------------------------------------------------------------------------------
     def read_ref(self, repo: RepoRef, revision: str) -> str | None:

@@ -15,7 +15,7 @@ from hfcache.units import counted
 
 
 def _progress(label: str, quiet: bool):
-    from hfcache.fetch.fetcher import Progress
+    from hfcache.progress import Progress
 
     if quiet or not sys.stderr.isatty():
         return Progress()
@@ -60,7 +60,7 @@ def export(
     as_json: Json = False,
 ) -> None:
     """Write cached revisions to a bundle another machine can `hfcache import` (no network needed)."""
-    from hfcache.bundle.manifest import export_bundle, parse_spec, plan_export, specs_from_lock
+    from hfcache.bundle.export import export_bundle, parse_spec, plan_export, specs_from_lock
     from hfcache.cache.layout import HubCache
     from hfcache.errors import UsageError
     from hfcache.render.console import Timer, human_size, print_json

@@ -13,7 +13,7 @@ from hfcache.errors import UsageError
 
 
 def _progress(label: str, quiet: bool):
-    from hfcache.fetch.fetcher import Progress
+    from hfcache.progress import Progress
 
     if quiet or not sys.stderr.isatty():
         return Progress()

@@ -27,7 +27,7 @@ def _offline() -> bool:
 
 
 def _progress(as_json: bool):
-    from hfcache.verify.check import Progress
+    from hfcache.progress import Progress
 
     if as_json or not sys.stderr.isatty():
         return Progress()

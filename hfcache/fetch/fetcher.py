@@ -20,6 +20,7 @@ from hfcache.cache.partfile import RECORD_SUFFIX
 from hfcache.errors import EndpointError, EntryNotFound, OfflineCacheMiss, UsageError
 from hfcache.fetch.hub import HubClient
 from hfcache.fetch.transfer import TransferOptions
+from hfcache.progress import Progress
 
 SMALL_FILE = 1024 * 1024
 
@@ -51,14 +52,6 @@ class DownloadResult:
     paths: list[Path]
     stats: FetchStats
     offline: bool = False
-
-
-class Progress:
-    """Callbacks the renderer implements; the default does nothing (library callers want silence)."""
-
-    def start(self, files: int, total_bytes: int) -> None: ...
-    def advance(self, nbytes: int) -> None: ...
-    def file_done(self, path: str, size: int, fetched: bool) -> None: ...
 
 
 def _is_offline() -> bool:

@@ -7,10 +7,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hfcache.fetch.fetcher import DownloadResult, Progress, SnapshotResult
+from hfcache.progress import Progress
 from hfcache.units import counted, human_size
+
+if TYPE_CHECKING:
+    from hfcache.fetch.fetcher import DownloadResult, SnapshotResult
 
 
 def to_jsonable(obj: Any) -> Any:

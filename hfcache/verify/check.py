@@ -21,6 +21,7 @@ from pathlib import Path
 from hfcache.cache.hashing import HashKind, hash_file_kinds, kind_of
 from hfcache.cache.layout import REPO_TYPES, HubCache, RepoRef, is_commit, lock_held
 from hfcache.errors import EntryNotFound, HfcacheError, RepoNotFound, RevisionNotFound, UsageError
+from hfcache.progress import Progress
 from hfcache.verify.lockfile import Lock, LockedRepo
 
 ERROR, WARNING = "error", "warning"
@@ -149,14 +150,6 @@ def default_jobs() -> int:
         return len(os.sched_getaffinity(0)) or 1
     except AttributeError:
         return os.cpu_count() or 1
-
-
-class Progress:
-    """Hashing progress callbacks (the CLI draws bytes/s on a terminal); the default does nothing."""
-
-    def start(self, files: int, total_bytes: int) -> None: ...
-    def advance(self, nbytes: int) -> None: ...
-    def file_done(self, path: str, size: int, fetched: bool) -> None: ...
 
 
 # -- planning ------------------------------------------------------------------------------------------------------
