@@ -218,10 +218,8 @@ def _shared_xet_hash(cache: HubCache, blob: Path) -> str | None:
     """The store name when `blobs/<etag>` links into the cache-wide shared store of huggingface_hub 2.x."""
     if not blob.is_symlink():
         return None
-    try:
-        from huggingface_hub.utils._shared_blobs import shared_blob_target
-    except ImportError:
-        return None
+    from hfcache.cache.hfhub import shared_blob_target
+
     target = shared_blob_target(blob, cache.root)
     return target.name if target is not None else None
 

@@ -352,11 +352,9 @@ def _publish_blob(cache: HubCache, b: _Blob, share: Callable | None, n: _Counts)
 
 def _share_function() -> Callable | None:
     """huggingface_hub's own store publisher when its shared store is on, so both tools write the same layout."""
-    try:
-        from huggingface_hub.utils._shared_blobs import publish_blob_to_shared_store, shared_blobs_enabled
-    except ImportError:
-        return None
-    return publish_blob_to_shared_store if shared_blobs_enabled() else None
+    from hfcache.cache.hfhub import publisher
+
+    return publisher()
 
 
 def _place_file(cache: HubCache, f: Entry, b: _Blob, links: bool, last_use: bool, n: _Counts) -> str | None:

@@ -316,10 +316,8 @@ def _copy_over(source: Path, dest: Path) -> None:
 def _drop_unused_store_links(cache: HubCache, repo: RepoRef) -> int:
     """Repo blobs that are only links into the shared store and that no snapshot uses any more; the store entry
     goes too when nothing else refers to it (huggingface_hub's own sweep decides)."""
-    try:
-        from huggingface_hub.utils._shared_blobs import shared_blob_target, sweep_shared_blob
-    except ImportError:
-        return 0
+    from hfcache.cache.hfhub import shared_blob_target, sweep_shared_blob
+
     blobs_dir = cache.repo_dir(repo) / "blobs"
     used = {os.path.normpath(p.parent / os.readlink(p)) for _, _, p in _snapshot_entries(cache, repo)
             if p.is_symlink()}
@@ -330,7 +328,7 @@ def _drop_unused_store_links(cache: HubCache, repo: RepoRef) -> int:
             continue
         with cache.lock(repo, blob.name):
             blob.unlink()
-        sweep_shared_blob(target, cache_dir=cache.root)
+        sweep_shared_blob(target, cache.root)
         removed += 1
         crash_point()
     return removed

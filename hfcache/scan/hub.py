@@ -13,13 +13,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from hfcache.cache.hashing import kind_of
+from hfcache.cache.hfhub import SHARED_MARKER
 from hfcache.cache.layout import RepoRef
 from hfcache.scan.model import HubScan, Repo
 from hfcache.scan.repo import RepoWalk, duplicate
 from hfcache.scan.walk import IGNORED_NAMES, Context, InodeCounter, Tally, du
 from hfcache.units import counted
-
-SHARED_MARKER = ".huggingface-shared-blobs"
 
 
 def is_shared_store(path: str) -> bool:

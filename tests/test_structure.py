@@ -1,0 +1,65 @@
+"""The code's shape: every module imports on its own, and the private huggingface_hub names we rely on exist."""
+
+from __future__ import annotations
+
+import pkgutil
+import subprocess
+import sys
+
+import pytest
+
+import hfcache
+
+
+def _modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.walk_packages(hfcache.__path__, "hfcache.") if m.name != "hfcache.__main__")
+
+
+def test_the_package_tree_has_its_modules():
+    names = _modules()
+    assert "hfcache.cache.layout" in names and "hfcache.fetch.transfer" in names and len(names) > 40
+
+
+@pytest.mark.parametrize("module", _modules())
+def test_each_module_imports_alone_without_side_effects(module, tmp_path):
+    """A fresh interpreter per module catches import cycles (which depend on import order) and work done at
+    import time (a module that writes, or starts a thread)."""
+    code = ("import sys, threading, os; before = set(os.listdir('.')); import " + module +
+            "; assert threading.active_count() == 1, 'thread started at import';"
+            " assert set(os.listdir('.')) == before, 'file written at import'")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_offline_modules_do_not_import_the_http_stack():
+    """verify, scan, the cache model and the offline commands' work must not pay for requests or the server."""
+    mods = ["hfcache.cache.layout", "hfcache.verify.check", "hfcache.scan", "hfcache.scan.reclaim",
+            "hfcache.render.verify", "hfcache.render.scan", "hfcache.bundle.importer"]
+    code = ("import sys; import " + ", ".join(mods) +
+            "; bad = [m for m in ('requests', 'starlette', 'uvicorn', 'pydantic') if m in sys.modules]; print(bad)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+def test_private_huggingface_hub_names_are_where_the_adapter_expects():
+    """If huggingface_hub moves or renames these, this fails: update `hfcache.cache.hfhub`, nothing else."""
+    from huggingface_hub.utils import _shared_blobs
+
+    from hfcache.cache import hfhub
+
+    missing = [n for n in hfhub.REQUIRED if not hasattr(_shared_blobs, n)]
+    assert not missing, f"huggingface_hub.utils._shared_blobs lacks {missing}"
+    assert _shared_blobs.SHARED_BLOBS_MARKER_NAME == hfhub.SHARED_MARKER
+
+
+def test_only_the_adapter_imports_private_huggingface_hub_names():
+    import pathlib
+    import re
+
+    root = pathlib.Path(hfcache.__file__).parent
+    pat = re.compile(r"^\s*(from|import) huggingface_hub(\.\w+)*\._\w+|^\s*from huggingface_hub(\.\w+)* import _\w+",
+                     re.MULTILINE)
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if p.name != "hfhub.py" and pat.search(p.read_text())]
+    assert offenders == []
