@@ -82,15 +82,16 @@ def test_untouched_cache_is_intact_offline_without_a_request(hub, cache):
 
 def test_a_blob_shared_by_snapshots_is_hashed_once(hub, cache, monkeypatch):
     from hfcache.verify import check as v
+    from hfcache.verify import content
 
     seen: list[str] = []
-    real = v.hash_file_kinds
+    real = content.hash_file_kinds
 
     def counting(path, kinds, *a, **kw):
         seen.append(os.path.realpath(path))
         return real(path, kinds, *a, **kw)
 
-    monkeypatch.setattr(v, "hash_file_kinds", counting)
+    monkeypatch.setattr(content, "hash_file_kinds", counting)
     report = v.verify(HubCache(cache), [(TINY, None)], jobs=3)
     blobs = {str(p.resolve()) for p in (cache / "models--org--tiny" / "blobs").iterdir()}
     assert sorted(seen) == sorted(blobs)  # every blob once, though main and refs/pr/1 share five of them

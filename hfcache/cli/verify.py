@@ -65,8 +65,8 @@ def verify(
     from hfcache.errors import UsageError
     from hfcache.render.verify import render_report, write_junit
     from hfcache.verify import lockfile
-    from hfcache.verify.check import OnlineUnavailable, parse_spec
-    from hfcache.verify.check import verify as run
+    from hfcache.verify.check import parse_spec
+    from hfcache.verify.workflow import verify_and_repair
 
     parsed = [parse_spec(s, repo_type) for s in specs or []]
     cache = HubCache(cache_dir)
@@ -80,40 +80,18 @@ def verify(
         from hfcache.fetch.hub import HubClient
 
         client = HubClient()
-
-    def check(hub):
-        progress = _progress(as_json)
-        try:
-            return run(cache, parsed, repo_type=None if parsed else repo_type, lock=pins,
-                       client=hub, jobs=jobs, allow_partial=allow_partial, progress=progress)
-        finally:
-            getattr(progress, "stop", lambda: None)()
-
-    failure = None
-    try:
-        report = check(client if online else None)
-    except OnlineUnavailable as e:  # the damage the cache itself shows is still found and reported
-        report = check(None)
-        failure = f"hfcache: error: {e} (only the offline checks ran)"
-    repaired = ()
-    if repair and failure is None and not report.ok:
-        from hfcache.errors import HfcacheError
-        from hfcache.verify.repair import repair as fix
-
-        try:
-            repaired = fix(report, cache, client)
-        except HfcacheError as e:  # the damage found is still reported, then why it stays
-            failure = f"hfcache: error: --repair: {e}"
-        else:
-            report = check(client if online else None)
-    render_report(report, repaired, as_json)
+    outcome = verify_and_repair(cache, parsed, repo_type=repo_type, lock=pins, client=client, online=online,
+                                repair=repair, jobs=jobs, allow_partial=allow_partial,
+                                progress=lambda: _progress(as_json))
+    report = outcome.report
+    render_report(report, outcome.repaired, as_json)
     if junit is not None:
         write_junit(junit, report)
-    if failure:
-        print(failure, file=sys.stderr)
+    if outcome.failure:
+        print(f"hfcache: error: {outcome.failure}", file=sys.stderr)
     if not report.ok:
         raise typer.Exit(1)
-    if failure:
+    if outcome.failure:
         raise typer.Exit(2)
 
 
@@ -167,30 +145,22 @@ def lock_command(
 
 
 def snapshot_locked(lock: Path, repo_id: str | None, repo_type: str, fetcher, as_json: bool) -> None:
-    """`snapshot --lock`: fetch what the lock pins (all of it, or one repo's entries), then check it offline.
-
-    Pins the endpoint contradicts are refused before anything is fetched (see `lockfile.fetch`).
-    """
+    """`snapshot --lock`: render what `workflow.snapshot_locked` did; exit 1 when the check failed."""
     from hfcache.render.console import print_json, render_snapshot
     from hfcache.render.verify import report_json, summary
-    from hfcache.verify import lockfile
-    from hfcache.verify.check import parse_spec, verify
+    from hfcache.verify.check import parse_spec
+    from hfcache.verify.workflow import snapshot_locked as run
 
-    specs = [parse_spec(repo_id, repo_type)] if repo_id else []
-    pins = lockfile.read(lock).select(specs)
-    try:
-        results = lockfile.fetch(pins, fetcher, source=str(lock))  # refuses a lock the endpoint contradicts
-    finally:
-        getattr(fetcher.progress, "stop", lambda: None)()
-    report = verify(fetcher.cache, specs, lock=pins)
+    done = run(lock, [parse_spec(repo_id, repo_type)] if repo_id else [], fetcher)
+    report = done.report
     if as_json:
         print_json({"snapshots": [{"repo_id": r.repo.repo_id, "repo_type": r.repo.repo_type, "commit": r.commit,
                                    "path": str(r.path), "files": r.files, "files_fetched": r.stats.files_fetched,
-                                   "bytes_fetched": r.stats.bytes_fetched} for r in results],
+                                   "bytes_fetched": r.stats.bytes_fetched} for r in done.snapshots],
                     "verify": report_json(report)})
     else:
         if report.ok:  # a script's `$(hfcache snapshot --lock ...)` must get no path when the check failed
-            for r in results:
+            for r in done.snapshots:
                 render_snapshot(r, 0.0, False)
         for p in report.problems:
             print(f"{p.severity}: {p.repo}: {p.describe()}", file=sys.stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 from hfcache.errors import UsageError
 from hfcache.render.console import human_size, print_json
 from hfcache.units import counted
-from hfcache.verify.check import ERROR, Problem, VerifyReport
+from hfcache.verify.report import ERROR, Problem, VerifyReport
 
 
 def summary(report: VerifyReport) -> str:

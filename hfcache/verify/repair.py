@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from hfcache.cache.layout import FileMeta, HubCache, RepoRef
 from hfcache.errors import EntryNotFound, RepoNotFound, RevisionNotFound
-from hfcache.verify.check import ERROR, VerifyReport
+from hfcache.verify.report import ERROR, VerifyReport
 
 REPAIRABLE = ("hash-mismatch", "size-mismatch", "missing-file", "broken-link", "bad-link", "unreadable")
 _DAMAGE = ("hash-mismatch", "size-mismatch", "unreadable")
