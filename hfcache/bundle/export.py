@@ -144,7 +144,7 @@ class _Plan:
             digest = hash_bytes(data, "sha256")
             self.put(Entry("tree", repo, commit=commit, size=len(data), sha256=digest, payload=digest))
             self.inline[digest] = data
-        for rel in _snapshot_files(cache.repo_dir(repo) / ".no_exist" / commit):
+        for rel in _snapshot_files(cache.no_exist_dir(repo, commit)):
             self.put(Entry("no_exist", repo, rel, commit=commit))
         if not is_commit(spec.revision):
             self.put(Entry("ref", repo, spec.revision, commit=commit))
@@ -198,7 +198,7 @@ def _locate(cache: HubCache, repo: RepoRef, pointer: Path, rel: str, tree) -> tu
     """(etag, file with the bytes, shared-store xet hash) of one snapshot entry, whatever the layout."""
     if not pointer.exists():
         raise IntegrityError(f"{pointer} is a broken link: the cache is damaged (the blob it names is gone)")
-    blobs = cache.repo_dir(repo) / "blobs"
+    blobs = cache.blobs_dir(repo)
     if pointer.is_symlink():
         target = Path(os.path.normpath(pointer.parent / os.readlink(pointer)))
         if target.is_dir():

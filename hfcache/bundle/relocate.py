@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hfcache.bundle.crash import crash_point
-from hfcache.cache.layout import HubCache, RepoRef, lock_held
+from hfcache.cache.layout import Folder, HubCache, RepoRef, lock_held
 from hfcache.errors import HfcacheError, UsageError
 
 DONE_MARK = ".hfcache-relocated-to"  # in the old tree: the new one is complete, the old one may go
@@ -177,8 +177,8 @@ def _fix_links(root: Path, old: Path, new: Path) -> tuple[int, int]:
 def _lock_files(root: Path, kind: str) -> list[Path]:
     """Lock files only: hub `.locks/`, shared-store `<xx>/<hash>.lock`, and `*.lock` outside the hub cache."""
     hub = root / "hub" if kind == "hf_home" else root
-    found = [p for p in (hub / ".locks").rglob("*") if p.is_file() or p.is_symlink()]
-    found += [p for p in (hub / "blobs").glob("??/*.lock") if p.is_file()]
+    found = [p for p in HubCache(hub).locks_dir().rglob("*") if p.is_file() or p.is_symlink()]
+    found += [p for p in HubCache(hub).store_dir().glob(f"??/*{Folder.LOCK_SUFFIX}") if p.is_file()]
     if kind == "hf_home":
         for top in root.iterdir():
             if top.is_dir() and top.name != "hub":
@@ -197,7 +197,7 @@ def _drop_locks(root: Path, kind: str) -> int:
     for p in files:
         p.unlink(missing_ok=True)
     hub = root / "hub" if kind == "hf_home" else root
-    for dirpath, _, _ in sorted(os.walk(hub / ".locks"), key=lambda w: -len(w[0])):
+    for dirpath, _, _ in sorted(os.walk(HubCache(hub).locks_dir()), key=lambda w: -len(w[0])):
         with contextlib.suppress(OSError):
             os.rmdir(dirpath)
     return len(files)
@@ -263,13 +263,13 @@ def _repos(cache: HubCache) -> list[RepoRef]:
     if not cache.root.is_dir():
         raise UsageError(f"{cache.root} is not a folder")
     found = [RepoRef.from_folder_name(p.name) for p in sorted(cache.root.iterdir())]
-    return [r for r in found if r is not None and (cache.repo_dir(r) / "snapshots").is_dir()]
+    return [r for r in found if r is not None and cache.snapshots_dir(r).is_dir()]
 
 
 def _snapshot_entries(cache: HubCache, repo: RepoRef) -> list[tuple[str, str, Path]]:
     """(commit, repo path, snapshot path) for every file or link under `snapshots/`."""
     out = []
-    snaps = cache.repo_dir(repo) / "snapshots"
+    snaps = cache.snapshots_dir(repo)
     for snap in sorted(snaps.iterdir()):
         for dirpath, dirnames, filenames in os.walk(snap):
             dirnames.sort()
@@ -284,7 +284,7 @@ def convert_to_copies(cache: HubCache) -> ConvertResult:
     files = removed = 0
     skipped: list[str] = []
     for repo in _repos(cache):
-        blobs_dir = cache.repo_dir(repo) / "blobs"
+        blobs_dir = cache.blobs_dir(repo)
         users: dict[Path, list[Path]] = {}
         for _, _, p in _snapshot_entries(cache, repo):
             if p.is_symlink():
@@ -318,7 +318,7 @@ def _drop_unused_store_links(cache: HubCache, repo: RepoRef) -> int:
     goes too when nothing else refers to it (huggingface_hub's own sweep decides)."""
     from hfcache.cache.hfhub import shared_blob_target, sweep_shared_blob
 
-    blobs_dir = cache.repo_dir(repo) / "blobs"
+    blobs_dir = cache.blobs_dir(repo)
     used = {os.path.normpath(p.parent / os.readlink(p)) for _, _, p in _snapshot_entries(cache, repo)
             if p.is_symlink()}
     removed = 0
@@ -391,7 +391,7 @@ def _materialize_blob(source: Path, blob: Path) -> None:
 
 
 def _drop_stale_temps(cache: HubCache, repo: RepoRef) -> None:
-    blobs = cache.repo_dir(repo) / "blobs"
+    blobs = cache.blobs_dir(repo)
     for p in blobs.glob("*.convert-*.incomplete") if blobs.is_dir() else ():
         with cache.lock(repo, p.name.split(".convert-", 1)[0]):
             p.unlink(missing_ok=True)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hfcache.cache.names import BlobName, Commit, RefName, RelPath
+from hfcache.cache.names import BlobName, Commit, RefName, RelPath, XetHash
 from hfcache.errors import UnsafePath, UsageError
 
 REPO_TYPES = ("model", "dataset", "space", "kernel")
@@ -149,6 +149,47 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+class Folder:
+    """Each folder name of the layout, spelled once. Code that walks a cache with plain strings for speed (scan,
+    reclaim) joins these and the functions below, never its own literals."""
+
+    BLOBS = "blobs"  # in a repo folder: its blobs; at the cache root: the shared store (with its marker)
+    SNAPSHOTS = "snapshots"
+    REFS = "refs"
+    TREES = "trees"
+    NO_EXIST = ".no_exist"
+    LOCKS = ".locks"  # at the cache root, one folder per repo folder
+    LOCK_SUFFIX = ".lock"
+    STORE_REFS_SUFFIX = ".refs"  # beside a shared-store entry: which repo blobs link to it
+
+
+def sub(repo_path: str, folder: str, *names: str) -> str:
+    """`<repo_path>/<folder>[/<name>...]` as a plain string (names come from a listing of that folder)."""
+    return os.path.join(repo_path, folder, *names)
+
+
+def lock_dir_of(hub_root: str, repo_path: str) -> str:
+    """The lock folder of a repo folder: `<hub>/.locks/<repo folder>`."""
+    return os.path.join(hub_root, Folder.LOCKS, os.path.basename(repo_path))
+
+
+def blob_lock_of(blob_path: str) -> str:
+    """The lock `huggingface_hub` takes for `<hub>/<repo>/blobs/<etag>`: `<hub>/.locks/<repo>/<etag>.lock`."""
+    repo_path = os.path.dirname(os.path.dirname(blob_path))
+    return os.path.join(lock_dir_of(os.path.dirname(repo_path), repo_path),
+                        os.path.basename(blob_path) + Folder.LOCK_SUFFIX)
+
+
+def store_dir_of(hub_root: str) -> str:
+    """huggingface_hub 2.x's shared blob store: `<hub>/blobs/` (entries `<xx>/<xet hash>`)."""
+    return os.path.join(hub_root, Folder.BLOBS)
+
+
+def store_entry_files(entry: str) -> tuple[str, str, str]:
+    """A shared-store entry and its companions: the bytes, the `.refs` manifest, the lock."""
+    return entry, entry + Folder.STORE_REFS_SUFFIX, entry + Folder.LOCK_SUFFIX
+
+
 class HubCache:
     """One hub cache folder: paths, refs, tree listings, markers, locks and links."""
 
@@ -161,27 +202,50 @@ class HubCache:
     def repo_dir(self, repo: RepoRef) -> Path:
         return self.root / repo.folder_name
 
+    def blobs_dir(self, repo: RepoRef) -> Path:
+        return self.repo_dir(repo) / Folder.BLOBS
+
+    def snapshots_dir(self, repo: RepoRef) -> Path:
+        return self.repo_dir(repo) / Folder.SNAPSHOTS
+
+    def refs_dir(self, repo: RepoRef) -> Path:
+        return self.repo_dir(repo) / Folder.REFS
+
+    def no_exist_dir(self, repo: RepoRef, commit: str) -> Path:
+        return self.repo_dir(repo) / Folder.NO_EXIST / Commit(commit)
+
+    def locks_dir(self, repo: RepoRef | None = None) -> Path:
+        """`.locks/`, or one repo's folder in it."""
+        return self.root / Folder.LOCKS / repo.folder_name if repo is not None else self.root / Folder.LOCKS
+
+    def store_dir(self) -> Path:
+        return self.root / Folder.BLOBS
+
+    def store_blob_path(self, xet_hash: str) -> Path:
+        h = XetHash(xet_hash)
+        return self.store_dir() / h[:2] / h
+
     # Every path is built from checked names (`hfcache.cache.names`): a str that is not one is checked here.
     def blob_path(self, repo: RepoRef, etag: str) -> Path:
-        return self.repo_dir(repo) / "blobs" / BlobName(etag)
+        return self.blobs_dir(repo) / BlobName(etag)
 
     def snapshot_dir(self, repo: RepoRef, commit: str) -> Path:
-        return self.repo_dir(repo) / "snapshots" / Commit(commit)
+        return self.snapshots_dir(repo) / Commit(commit)
 
     def pointer_path(self, repo: RepoRef, commit: str, filename: str) -> Path:
         return self.snapshot_dir(repo, commit).joinpath(*RelPath(filename).parts)
 
     def ref_path(self, repo: RepoRef, revision: str) -> Path:
-        return self.repo_dir(repo) / "refs" / RefName(revision)
+        return self.refs_dir(repo) / RefName(revision)
 
     def tree_path(self, repo: RepoRef, commit: str) -> Path:
-        return self.repo_dir(repo) / "trees" / f"{Commit(commit)}.json"
+        return self.repo_dir(repo) / Folder.TREES / f"{Commit(commit)}.json"
 
     def no_exist_path(self, repo: RepoRef, commit: str, filename: str) -> Path:
-        return self.repo_dir(repo).joinpath(".no_exist", Commit(commit), *RelPath(filename).parts)
+        return self.no_exist_dir(repo, commit).joinpath(*RelPath(filename).parts)
 
     def lock_path(self, repo: RepoRef, etag: str) -> Path:
-        return self.root / ".locks" / repo.folder_name / f"{BlobName(etag)}.lock"
+        return self.locks_dir(repo) / f"{BlobName(etag)}{Folder.LOCK_SUFFIX}"
 
     # -- refs and listings -------------------------------------------------------------------------------------
     def read_ref(self, repo: RepoRef, revision: str) -> str | None:

@@ -2,6 +2,11 @@
 
 The result is a tree of frozen records (`hfcache.scan.model`), like `huggingface_hub`'s `HFCacheInfo`; nothing
 is printed here. Per-file records are kept only with `detail=True` (what `rm`, `prune` and `dedup` plan from).
+
+- `scan()` (here): the whole HF_HOME; `hub`, `repo`, `areas`, `walk`: its parts; `model`: the records.
+- `query`: `--sort` and `--filter`.
+- `reclaim`: `plan_rm`, `plan_prune`, `plan_dedup` make a `Plan`; `execute(plan)` carries it out.
+- `report_html`: the self-contained HTML report (`scan --html`).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from hfcache.cache.hashing import kind_of
 from hfcache.cache.hfhub import SHARED_MARKER
-from hfcache.cache.layout import RepoRef
+from hfcache.cache.layout import Folder, RepoRef
 from hfcache.scan.model import HubScan, Repo
 from hfcache.scan.repo import RepoWalk, duplicate
 from hfcache.scan.walk import IGNORED_NAMES, Context, InodeCounter, Tally, du
@@ -59,9 +59,9 @@ class HubWalk:
             if name in IGNORED_NAMES or e.path in self.ctx.skip:
                 continue
             if e.is_dir(follow_symlinks=False):
-                if name == ".locks":
+                if name == Folder.LOCKS:
                     locks = e.path
-                elif name == "blobs" and is_shared_store(e.path):
+                elif name == Folder.BLOBS and is_shared_store(e.path):
                     store = e.path
                 elif (ref := RepoRef.from_folder_name(name, validate=False)) is not None:
                     todo.append((ref, e.path))

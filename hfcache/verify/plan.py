@@ -96,7 +96,7 @@ class _Planner:
             commit = self._check_ref(repo, ref)
             if commit:
                 commits.add(commit)
-        snaps = repo_dir / "snapshots"
+        snaps = self.cache.snapshots_dir(repo)
         if sel.whole and snaps.is_dir():
             commits.update(d.name for d in snaps.iterdir() if d.is_dir())
         for commit in sorted(commits):
@@ -112,7 +112,7 @@ class _Planner:
             self._locks(repo)
 
     def _all_refs(self, repo: RepoRef) -> list[str]:
-        refs_dir = self.cache.repo_dir(repo) / "refs"
+        refs_dir = self.cache.refs_dir(repo)
         if not refs_dir.is_dir():
             return []
         return sorted(p.relative_to(refs_dir).as_posix() for p in refs_dir.rglob("*") if not p.is_dir())
@@ -205,7 +205,7 @@ class _Planner:
         if entry.is_symlink():
             target = os.readlink(entry.path)
             dest = os.path.normpath(os.path.join(os.path.dirname(entry.path), target))
-            blobs_dir = str(self.cache.repo_dir(repo) / "blobs")
+            blobs_dir = str(self.cache.blobs_dir(repo))
             parent = os.path.dirname(dest)
             if parent != blobs_dir and os.path.realpath(parent) != os.path.realpath(blobs_dir):
                 self.problem("bad-link", repo, paths=(shown,), expected=f"{repo.folder_name}/blobs/<hash>",
@@ -229,7 +229,7 @@ class _Planner:
             if t is not None and referrer:
                 t.referrers.setdefault(repo, []).append(referrer)
             return t
-        path = str(self.cache.repo_dir(repo) / "blobs" / name)
+        path = str(self.cache.blobs_dir(repo) / name)  # a name from a link or a listing of blobs/
         blob = self.rel(path)
         t = None
         try:
@@ -267,7 +267,7 @@ class _Planner:
     # -- repo-wide leftovers -----------------------------------------------------------------------------------
     def _blobs_dir(self, repo: RepoRef) -> None:
         """Every blob, linked or not: an unlinked corrupt blob would be relinked by a later download."""
-        blobs_dir = self.cache.repo_dir(repo) / "blobs"
+        blobs_dir = self.cache.blobs_dir(repo)
         if not blobs_dir.is_dir():
             return
         for entry in sorted(os.scandir(blobs_dir), key=lambda e: e.name):
@@ -279,7 +279,7 @@ class _Planner:
 
     def _locks(self, repo: RepoRef) -> None:
         """Locks for blobs the repo does not hold: held ones are downloads under way, the rest are stale."""
-        locks = self.cache.root / ".locks" / repo.folder_name
+        locks = self.cache.locks_dir(repo)
         if not locks.is_dir():
             return
         for lock in sorted(locks.glob("*.lock")):
