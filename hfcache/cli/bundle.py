@@ -180,7 +180,7 @@ def convert(
     as_json: Json = False,
 ) -> None:
     """Switch a cache between the symlinked layout and the copied one, file by file, atomically."""
-    from hfcache.bundle.relocate import convert_to_copies, convert_to_symlinks
+    from hfcache.bundle.convert import convert_to_copies, convert_to_symlinks
     from hfcache.cache.layout import HubCache
     from hfcache.errors import HfcacheError, UsageError
     from hfcache.render.console import human_size, print_json
