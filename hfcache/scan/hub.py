@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from hfcache.cache.hashing import kind_of
 from hfcache.cache.hfhub import SHARED_MARKER
 from hfcache.cache.layout import Folder, RepoRef
+from hfcache.scan.files import duplicate
 from hfcache.scan.model import HubScan, Repo
-from hfcache.scan.repo import RepoWalk, duplicate
+from hfcache.scan.repo import RepoWalk
 from hfcache.scan.walk import IGNORED_NAMES, Context, InodeCounter, Tally, du
 from hfcache.units import counted
 
