@@ -63,3 +63,20 @@ def test_only_the_adapter_imports_private_huggingface_hub_names():
     offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
                  if p.name != "hfhub.py" and pat.search(p.read_text())]
     assert offenders == []
+
+
+@pytest.mark.parametrize(("repo_id", "repo_type"), [("bert-base-uncased", "model"), ("org/name", "dataset"),
+                                                    ("a.b/c_d-e", "space"), ("org/k", "kernel")])
+def test_layout_names_repo_folders_and_urls_as_huggingface_hub_does(repo_id, repo_type):
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.file_download import repo_folder_name
+
+    from hfcache.cache.layout import RepoRef
+    from hfcache.fetch.hub import HubClient
+
+    ref = RepoRef(repo_id, repo_type)
+    assert ref.folder_name == repo_folder_name(repo_id=repo_id, repo_type=repo_type)
+    assert RepoRef.from_folder_name(ref.folder_name) == ref
+    client = HubClient(endpoint="http://127.0.0.1:9")
+    assert client.resolve_url(ref, "a" * 40, "dir/f #1.bin") == hf_hub_url(
+        repo_id, "dir/f #1.bin", repo_type=repo_type, revision="a" * 40, endpoint="http://127.0.0.1:9")

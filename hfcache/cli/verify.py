@@ -23,7 +23,7 @@ Exclude = Annotated[list[str] | None, typer.Option("--exclude", help="Skip files
 def _offline() -> bool:
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE)
+    return constants.is_offline_mode()
 
 
 def _progress(as_json: bool):

@@ -57,7 +57,7 @@ class DownloadResult:
 def _is_offline() -> bool:
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE)
+    return constants.is_offline_mode()
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from hfcache.cache.layout import FileMeta, RepoRef, is_commit, safe_relpath
 from hfcache.errors import (
@@ -104,7 +104,9 @@ class HubClient:
 
     # -- transfers ---------------------------------------------------------------------------------------------
     def resolve_url(self, repo: RepoRef, commit: str, filename: str) -> str:
-        return f"{self.endpoint}/{repo.url_prefix}{repo.repo_id}/resolve/{commit}/{quote(filename)}"
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(repo.repo_id, filename, repo_type=repo.repo_type, revision=commit, endpoint=self.endpoint)
 
     def headers_for(self, url: str) -> dict[str, str]:
         """Hub headers (user agent, token); the token only for the endpoint's own origin, never a CDN."""
