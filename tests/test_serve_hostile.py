@@ -27,7 +27,8 @@ from hfcache.server.wire import parse_range
 from tests.conftest import MODEL_MAIN, MODEL_V1, TOKEN, build_hub, write_files
 
 UNICODE = "données/模型 #1?%.json"  # not latin-1, with a space and URL-special characters
-FILES = {**MODEL_MAIN, UNICODE: '{"ok": true}\n', "empty.txt": b""}
+FILES = {**MODEL_MAIN, UNICODE: '{"ok": true}\n', "empty.txt": b"", "模型/a.txt": "a\n", "模型/b.txt": "b\n",
+         "模型/c.txt": "c\n"}
 TIMEOUT = 30  # a bound for failures, never a signal: every answer below comes in milliseconds
 
 
@@ -87,6 +88,14 @@ def test_huggingface_hub_maps_a_unicode_revision_to_its_error(hub, tmp_path):
     with pytest.raises(RevisionNotFoundError):
         hf_hub_download("org/tiny", "config.json", revision="分支", cache_dir=tmp_path, endpoint=hub.url)
     assert len(hub.requests("分支")) == before + 1
+
+
+def test_pages_of_a_non_latin1_folder_link_to_each_other(hub, monkeypatch):
+    from huggingface_hub import HfApi
+
+    monkeypatch.setattr("hfcache.server.app.PAGE_SIZE", 1)  # the `Link` header echoes the folder's name
+    entries = HfApi(endpoint=hub.url).list_repo_tree("org/tiny", path_in_repo="模型")
+    assert sorted(e.path for e in entries) == ["模型/a.txt", "模型/b.txt", "模型/c.txt"]
 
 
 # -- item 2: cursor, Range, Bearer ---------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -52,7 +53,8 @@ def serve(
 
 def _log_line(line: str) -> None:
     """One access-log line on stderr (line-buffered: one write each)."""
-    print(f"hfcache: {line}", file=sys.stderr)
+    with contextlib.suppress(OSError, ValueError):  # stderr closed (its reader gone): serving goes on
+        print(f"hfcache: {line}", file=sys.stderr)
 
 
 def _served_cache(cache_dir: Path | None, folder_specs: list[str] | None) -> Path | None:

@@ -124,6 +124,9 @@ class HubApp:
         self.asgi = AccessLog(routes, access_log) if access_log is not None else routes
 
     async def _endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # a websocket upgrade: no such route
+            await send({"type": "websocket.close", "code": 1000})
+            return
         if scope["method"] in ("GET", "HEAD", "POST"):
             response = await self.dispatch(Request(scope, receive))
         else:
@@ -261,7 +264,9 @@ class HubApp:
         page = entries[cursor:cursor + PAGE_SIZE]
         headers = {}
         if cursor + PAGE_SIZE < len(entries):
-            nxt = request.url.include_query_params(cursor=cursor + PAGE_SIZE)
+            raw = (request.scope.get("raw_path") or b"").decode("latin-1").split("?")[0]
+            path = "/".join(quote(unquote(seg), safe="") for seg in raw.split("/"))  # ASCII, as a header must be
+            nxt = request.url.replace(path=path).include_query_params(cursor=cursor + PAGE_SIZE)
             headers["Link"] = f'<{nxt}>; rel="next"'
         return JSONResponse(page, headers=headers)
 
