@@ -24,7 +24,7 @@ from hfcache.server.app import HubApp
 from hfcache.server.catalog import Catalog
 from hfcache.server.run import exposure_warning, start_in_thread
 from hfcache.server.wire import parse_range
-from tests.conftest import MODEL_MAIN, MODEL_V1, TOKEN, build_hub, write_files
+from tests.conftest import MODEL_MAIN, MODEL_V1, TOKEN, build_hub, run_cli, write_files
 
 UNICODE = "données/模型 #1?%.json"  # not latin-1, with a space and URL-special characters
 FILES = {**MODEL_MAIN, UNICODE: '{"ok": true}\n', "empty.txt": b"", "模型/a.txt": "a\n", "模型/b.txt": "b\n",
@@ -96,6 +96,42 @@ def test_pages_of_a_non_latin1_folder_link_to_each_other(hub, monkeypatch):
     monkeypatch.setattr("hfcache.server.app.PAGE_SIZE", 1)  # the `Link` header echoes the folder's name
     entries = HfApi(endpoint=hub.url).list_repo_tree("org/tiny", path_in_repo="模型")
     assert sorted(e.path for e in entries) == ["模型/a.txt", "模型/b.txt", "模型/c.txt"]
+
+
+@pytest.mark.parametrize("how", ["hf_hub_download", "snapshot_download"])  # without / with a trees/ listing
+def test_a_file_the_served_cache_lacks_is_never_reported_as_missing(hub, tmp_path, how):
+    """The served cache holds part of a commit: asking for the rest must not make the client record `.no_exist`
+    (it would then believe, offline, that README.md does not exist at that commit)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    served = tmp_path / "served"
+    if how == "hf_hub_download":
+        hf_hub_download("org/tiny", "config.json", cache_dir=served, endpoint=hub.url)
+    else:
+        snapshot_download("org/tiny", allow_patterns="config.json", cache_dir=served, endpoint=hub.url)
+    with pytest.raises(EntryNotFoundError):  # asked upstream: huggingface_hub records the truth in `.no_exist`
+        hf_hub_download("org/tiny", "gone.txt", cache_dir=served, endpoint=hub.url)
+    with start_in_thread(HubApp(Catalog(served))) as server:
+        client = tmp_path / "client"
+        assert Path(hf_hub_download("org/tiny", "config.json", cache_dir=client, endpoint=server.url)).is_file()
+        with pytest.raises(LocalEntryNotFoundError):  # not EntryNotFoundError: the commit may well hold it
+            hf_hub_download("org/tiny", "README.md", cache_dir=client, endpoint=server.url)
+        assert not (client / "models--org--tiny" / ".no_exist").exists()
+        with pytest.raises(EntryNotFoundError):  # known absent (`.no_exist` marker, or not in trees/)
+            hf_hub_download("org/tiny", "gone.txt", cache_dir=client, endpoint=server.url)
+        unknown = "nope.txt"
+        if how == "snapshot_download":  # the full listing says it does not exist
+            with pytest.raises(EntryNotFoundError):
+                hf_hub_download("org/tiny", unknown, cache_dir=client, endpoint=server.url)
+        else:
+            with pytest.raises(LocalEntryNotFoundError):
+                hf_hub_download("org/tiny", unknown, cache_dir=client, endpoint=server.url)
+        no_exist = client / "models--org--tiny" / ".no_exist" / hub.commit("org/tiny")
+        assert sorted(p.name for p in no_exist.iterdir()) == (
+            ["gone.txt", unknown] if how == "snapshot_download" else ["gone.txt"])
+        # hfcache's own client asks paths-info: the same answer, so it records nothing either.
+        r = run_cli("download", "org/tiny", "README.md", "--cache-dir", str(tmp_path / "c2"), endpoint=server.url)
+        assert r.returncode == 1 and not (tmp_path / "c2" / "models--org--tiny" / ".no_exist").exists(), r.stderr
 
 
 # -- item 2: cursor, Range, Bearer ---------------------------------------------------------------------------------

@@ -83,6 +83,12 @@ def _error(status: int, code: str, message: str, commit: str | None = None) -> R
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+def _not_cached(path: str, revision: str) -> Response:
+    """A file the served cache lacks but the commit may hold: a 404 that huggingface_hub does not record as
+    `.no_exist` (no EntryNotFound code, no X-Repo-Commit)."""
+    return _error(404, "EntryNotCached", f"{path} at {revision} is not in the served cache")
+
+
 def _tree_entry(path: str, meta: FileMeta) -> dict:
     entry: dict = {"type": "file", "oid": meta.blob_id, "size": meta.size, "path": path}
     if meta.lfs_sha256:
@@ -199,7 +205,7 @@ class HubApp:
             return self._tree(request, served, revision, path)
         if rest[0] == "paths-info" and len(rest) >= 2 and request.method == "POST":
             form = await request.form()
-            return self._paths_info(served, "/".join(rest[1:]), [str(p) for p in form.getlist("paths")])
+            return await self._paths_info(served, "/".join(rest[1:]), [str(p) for p in form.getlist("paths")])
         return _error(404, "NotFound", "no such route")
 
     @staticmethod
@@ -270,19 +276,29 @@ class HubApp:
             headers["Link"] = f'<{nxt}>; rel="next"'
         return JSONResponse(page, headers=headers)
 
-    def _paths_info(self, served: ServedRepo, revision: str, paths: list[str]) -> Response:
+    async def _paths_info(self, served: ServedRepo, revision: str, paths: list[str]) -> Response:
         commit = served.resolve(revision)
         if commit is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        files = served.commits[commit]
         out = []
         for p in paths:
             p = p.strip("/")
+            files = served.commits[commit]
+            if p not in files and (added := await self._added(served, commit, p)) is not None:
+                files = {p: added}
             if p in files:
                 out.append(_tree_entry(p, files[p].meta))
             elif any(f.startswith(p + "/") for f in files):
                 out.append(_dir_entry(p, [files[f].meta.blob_id for f in files if f.startswith(p + "/")]))
+            elif not self.catalog.absent(served, commit, p):
+                return _not_cached(p, revision)  # leaving it out would tell the client it does not exist
         return JSONResponse(out)
+
+    async def _added(self, served: ServedRepo, commit: str, path: str):
+        """A file put in the snapshot folder after the repo was indexed (hashing it, if need be, in a thread)."""
+        if self.catalog.cache is None or not path:
+            return None
+        return await run_in_threadpool(self.catalog.find_added, served, commit, path)
 
     # -- bytes -------------------------------------------------------------------------------------------------
     async def _resolve(self, request: Request, served: ServedRepo | None, repo_id: str, repo_type: str,
@@ -294,7 +310,9 @@ class HubApp:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         entry = served.commits[commit].get(path)
         if entry is None:  # perhaps added to the snapshot folder since it was indexed
-            entry = await run_in_threadpool(self.catalog.find_added, served, commit, path)
+            entry = await self._added(served, commit, path)
+        if entry is None and not self.catalog.absent(served, commit, path):
+            return _not_cached(path, revision)
         if entry is None:
             return _error(404, "EntryNotFound", f"{path} does not exist at {revision}", commit)
         meta = entry.meta

@@ -31,6 +31,7 @@ class ServedRepo:
     repo: RepoRef
     refs: dict[str, str] = field(default_factory=dict)
     commits: dict[str, dict[str, ServedFile]] = field(default_factory=dict)
+    listed: dict[str, frozenset[str]] = field(default_factory=dict)  # commit -> every file its trees/ names
 
     def resolve(self, revision: str) -> str | None:
         if revision in self.refs:
@@ -168,6 +169,23 @@ class Catalog:
             served.commits[commit] = {**served.commits[commit], path: added}
         return added
 
+    def absent(self, served: ServedRepo, commit: str, path: str) -> bool:
+        """Whether `path` is known not to exist at `commit`, so that a 404 EntryNotFound tells the truth.
+
+        A folder repo holds every file; a cache holds only what was fetched: there a file is absent only when the
+        commit's full listing (`trees/`) lacks it or a `.no_exist` marker says so. huggingface_hub records an
+        EntryNotFound as `.no_exist` in its own cache, so a guess here would poison the client's cache."""
+        if self.cache is None or served.repo in self._folders:
+            return True
+        if commit in served.listed:
+            return path not in served.listed[commit]
+        try:
+            return self.cache.no_exist_path(served.repo, commit, path).is_file()
+        except HfcacheError:
+            return True  # not a file name at all (`..`, empty part): no commit holds it
+        except OSError:
+            return False
+
     def repos(self) -> list[RepoRef]:
         found = set(self._folders)
         if self.cache is not None and self.cache.root.is_dir():
@@ -206,6 +224,8 @@ class Catalog:
             if not is_commit(snap.name):
                 continue
             tree = cache.read_tree(repo, snap.name) or {}
+            if tree:
+                served.listed[snap.name] = frozenset(tree)
             files: dict[str, ServedFile] = {}
             for local in snap.rglob("*"):
                 real = local.resolve()
