@@ -233,6 +233,12 @@ def test_a_file_added_to_a_served_snapshot_is_served(served_cache, monkeypatch):
         assert r.status_code == 200 and r.text == text
     listing = requests.get(f"{url}/api/models/org/tiny/tree/main", params={"recursive": "true"}, timeout=TIMEOUT)
     assert "new.txt" in {e["path"] for e in listing.json()}
+    # A file removed (link and blob) from a folder that stays: a clean 404 no client records as `.no_exist`.
+    link = snap / "tokenizer" / "vocab.txt"
+    link.resolve().unlink()
+    link.unlink()
+    r = requests.get(f"{url}/org/tiny/resolve/main/tokenizer/vocab.txt", timeout=TIMEOUT)
+    assert r.status_code == 404 and r.headers["X-Error-Code"] == "EntryNotCached"
 
 
 def test_a_ref_rewritten_in_place_is_followed(served_cache):

@@ -324,7 +324,10 @@ class HubApp:
                 expired = self.faults.take(f"{repo_id}/resolve/{revision}/{path}", {"expired"})
                 url = self.cdn_url(base, meta.lfs_sha256, path, expires=time.time() - 60 if expired else None)
                 return RedirectResponse(url, status_code=302, headers=headers)
-        return self._file(request, entry.local, headers, path)
+        try:
+            return self._file(request, entry.local, headers, path)
+        except OSError:  # removed from the cache since it was indexed
+            return _not_cached(path, revision)
 
     def _file(self, request: Request, local, headers: dict[str, str], path: str) -> Response:
         """The bytes of a file (Range honoured), unless a body fault says otherwise.
