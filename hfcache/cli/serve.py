@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -30,7 +31,7 @@ def serve(
     from hfcache.server.app import HubApp
     from hfcache.server.catalog import Catalog
     from hfcache.server.folders import add_folder_specs
-    from hfcache.server.run import serve_forever
+    from hfcache.server.run import exposure_warning, serve_forever
 
     if cache_dir is not None and not cache_dir.is_dir():
         from hfcache.errors import UsageError
@@ -38,7 +39,9 @@ def serve(
         raise UsageError(f"--cache-dir {cache_dir} is not a folder")
     catalog = Catalog(_served_cache(cache_dir, repo))
     add_folder_specs(catalog, repo or [])
-    hub_app = HubApp(catalog, cdn_host=cdn_host, token=token, latency=latency_ms / 1000)
+    hub_app = HubApp(catalog, cdn_host=cdn_host, token=token, latency=latency_ms / 1000, access_log=_log_line)
+    if (warning := exposure_warning(host, token)) is not None:
+        print(f"hfcache: warning: {warning}", file=sys.stderr, flush=True)
 
     def ready(url: str) -> None:
         print(url, flush=True)
@@ -46,6 +49,12 @@ def serve(
               flush=True)
 
     serve_forever(hub_app, host, port, ready)
+
+
+def _log_line(line: str) -> None:
+    """One access-log line on stderr (line-buffered: one write each)."""
+    with contextlib.suppress(OSError, ValueError):  # stderr closed (its reader gone): serving goes on
+        print(f"hfcache: {line}", file=sys.stderr)
 
 
 def _served_cache(cache_dir: Path | None, folder_specs: list[str] | None) -> Path | None:

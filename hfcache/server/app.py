@@ -15,21 +15,24 @@ import asyncio
 import hashlib
 import hmac
 import os
-import re
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from hfcache.cache.hashing import hash_bytes
 from hfcache.cache.layout import FileMeta, RepoRef
+from hfcache.server.accesslog import AccessLog
 from hfcache.server.catalog import Catalog, ServedRepo
 from hfcache.server.faults import BODY_FAULTS, FaultPlan, faulty_body
+from hfcache.server.wire import bearer_matches, header_text, parse_cursor, parse_range
 
 PAGE_SIZE = 1000
 SMALL_FILE = 1024 * 1024
@@ -46,7 +49,19 @@ class RequestRecord:
 
 
 class _BlobResponse(FileResponse):
+    """A large file, streamed by Starlette, for the byte span we already decided (None: the whole file)."""
+
     chunk_size = 1024 * 1024
+
+    def __init__(self, path: str | os.PathLike[str], span: tuple[int, int] | None, headers: dict[str, str]) -> None:
+        super().__init__(path, headers=headers, media_type="application/octet-stream")
+        self.span = span
+
+    async def __call__(self, scope, receive, send) -> None:
+        kept = [(k, v) for k, v in scope["headers"] if k not in (b"range", b"if-range")]
+        if self.span is not None:
+            kept.append((b"range", f"bytes={self.span[0]}-{self.span[1]}".encode()))
+        await super().__call__({**scope, "headers": kept}, receive, send)
 
 
 class _HeadAwareResponse(Response):
@@ -60,10 +75,18 @@ class _HeadAwareResponse(Response):
 
 
 def _error(status: int, code: str, message: str, commit: str | None = None) -> Response:
-    headers = {"X-Error-Code": code, "X-Error-Message": message}
+    """The Hub's error shape: huggingface_hub maps `X-Error-Code` to its exceptions (EntryNotFound with
+    X-Repo-Commit records `.no_exist`). Names echoed in the header are made ASCII; the JSON keeps them whole."""
+    headers = {"X-Error-Code": code, "X-Error-Message": header_text(message)}
     if commit:
         headers["X-Repo-Commit"] = commit
     return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _not_cached(path: str, revision: str) -> Response:
+    """A file the served cache lacks but the commit may hold: a 404 that huggingface_hub does not record as
+    `.no_exist` (no EntryNotFound code, no X-Repo-Commit)."""
+    return _error(404, "EntryNotCached", f"{path} at {revision} is not in the served cache")
 
 
 def _tree_entry(path: str, meta: FileMeta) -> dict:
@@ -87,10 +110,12 @@ class HubApp:
     another host name (`localhost` for `127.0.0.1`), so clients must treat it as a foreign origin. `token`
     makes every repo private: requests must carry `Authorization: Bearer <token>` (the CDN needs none).
     `latency` delays every answer, to measure clients as over a real network rather than loopback.
+    `access_log` receives one line per request (see `hfcache.server.accesslog`).
     """
 
     def __init__(self, catalog: Catalog, cdn_host: str | None = None, cdn_ttl: float = 3600.0,
-                 token: str | None = None, latency: float = 0.0) -> None:
+                 token: str | None = None, latency: float = 0.0,
+                 access_log: Callable[[str], None] | None = None) -> None:
         self.catalog = catalog
         self.token = token
         self.latency = latency  # seconds added to every answer: a WAN round trip, for benchmarks
@@ -99,9 +124,20 @@ class HubApp:
         self.log: deque[RequestRecord] = deque(maxlen=100_000)
         self.faults = FaultPlan()
         self._key = os.urandom(16)
-        methods = ["GET", "HEAD", "POST"]
-        self.asgi = Starlette(routes=[Route("/{path:path}", self.dispatch, methods=methods)])
-        self.asgi.state.hub = self
+        routes = Starlette()
+        routes.router.default = self._endpoint  # every path, even one with a CR or LF a route pattern misses
+        routes.state.hub = self
+        self.asgi = AccessLog(routes, access_log) if access_log is not None else routes
+
+    async def _endpoint(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # a websocket upgrade: no such route
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        if scope["method"] in ("GET", "HEAD", "POST"):
+            response = await self.dispatch(Request(scope, receive))
+        else:
+            response = Response("Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD, POST"})
+        await response(scope, receive, send)
 
     async def dispatch(self, request: Request) -> Response:
         raw = request.scope.get("raw_path") or request.scope["path"].encode()
@@ -120,42 +156,45 @@ class HubApp:
             auth = request.headers.get("authorization")
             if auth is None:
                 return _error(401, "RepoNotFound", "Repository not found (or private and no token sent)")
-            if not hmac.compare_digest(auth, f"Bearer {self.token}"):
+            if not bearer_matches(auth, self.token):
                 return _error(401, "Unauthorized", "Invalid credentials in Authorization header")
         if len(segs) >= 2 and segs[0] == "api" and segs[1] in _TYPES:
             return await self._api(request, _TYPES[segs[1]], segs[2:])
         if len(segs) == 2 and segs[0] == "cdn":
-            return self._cdn(request, segs[1])
+            return await self._cdn(request, segs[1])
         repo_type = "model"
         if segs and segs[0] in _TYPES and segs[0] != "models":
             repo_type, segs = _TYPES[segs[0]], segs[1:]
         for n in (1, 2):
             if len(segs) > n + 1 and segs[n] == "resolve":
-                served = self._find(repo_type, segs[:n])
+                served = await self._find(repo_type, segs[:n])
                 if served is not None or n == 2:
-                    return self._resolve(request, served, "/".join(segs[:n]), repo_type, segs[n + 1],
+                    return await self._resolve(request, served, "/".join(segs[:n]), repo_type, segs[n + 1],
                                          "/".join(segs[n + 2:]))
         return _error(404, "NotFound", "no such route")
 
     # -- lookup ------------------------------------------------------------------------------------------------
-    def _find(self, repo_type: str, parts: list[str]) -> ServedRepo | None:
+    async def _find(self, repo_type: str, parts: list[str]) -> ServedRepo | None:
+        """A served repo; (re)indexing one may hash files, so it runs in a thread, never in the event loop."""
         try:
-            return self.catalog.get(RepoRef("/".join(parts), repo_type))
+            repo = RepoRef("/".join(parts), repo_type)
+            ready, served = self.catalog.cached(repo)
+            return served if ready else await run_in_threadpool(self.catalog.get, repo)
         except Exception:
             return None
 
-    def _split_repo(self, repo_type: str, rest: list[str]) -> tuple[ServedRepo | None, str, list[str]]:
+    async def _split_repo(self, repo_type: str, rest: list[str]) -> tuple[ServedRepo | None, str, list[str]]:
         """Repo ids are `name` or `ns/name`: prefer whichever exists."""
-        if len(rest) >= 2 and (served := self._find(repo_type, rest[:2])) is not None:
+        if len(rest) >= 2 and (served := await self._find(repo_type, rest[:2])) is not None:
             return served, "/".join(rest[:2]), rest[2:]
-        if rest and (served := self._find(repo_type, rest[:1])) is not None:
+        if rest and (served := await self._find(repo_type, rest[:1])) is not None:
             return served, rest[0], rest[1:]
         n = 2 if len(rest) >= 2 and rest[1] not in ("revision", "tree", "paths-info", "resolve") else 1
         return None, "/".join(rest[:n]), rest[n:]
 
     # -- API ---------------------------------------------------------------------------------------------------
     async def _api(self, request: Request, repo_type: str, rest: list[str]) -> Response:
-        served, repo_id, rest = self._split_repo(repo_type, rest)
+        served, repo_id, rest = await self._split_repo(repo_type, rest)
         if served is None:
             return _error(404, "RepoNotFound", f"Repository {repo_id} not found")
         if not rest or rest[0] == "revision":
@@ -166,7 +205,7 @@ class HubApp:
             return self._tree(request, served, revision, path)
         if rest[0] == "paths-info" and len(rest) >= 2 and request.method == "POST":
             form = await request.form()
-            return self._paths_info(served, "/".join(rest[1:]), [str(p) for p in form.getlist("paths")])
+            return await self._paths_info(served, "/".join(rest[1:]), [str(p) for p in form.getlist("paths")])
         return _error(404, "NotFound", "no such route")
 
     @staticmethod
@@ -225,37 +264,55 @@ class HubApp:
             shown = [d for d in dirs if recursive or "/" not in d[len(prefix):]]
             entries = [_dir_entry(d, dirs[d]) for d in shown] + entries
             entries.sort(key=lambda e: e["path"])
-        cursor = int(request.query_params.get("cursor", "0") or 0)
+        cursor = parse_cursor(request.query_params.get("cursor"))
+        if cursor is None:
+            return _error(400, "BadRequest", "Invalid cursor")
         page = entries[cursor:cursor + PAGE_SIZE]
         headers = {}
         if cursor + PAGE_SIZE < len(entries):
-            nxt = request.url.include_query_params(cursor=cursor + PAGE_SIZE)
+            raw = (request.scope.get("raw_path") or b"").decode("latin-1").split("?")[0]
+            path = "/".join(quote(unquote(seg), safe="") for seg in raw.split("/"))  # ASCII, as a header must be
+            nxt = request.url.replace(path=path).include_query_params(cursor=cursor + PAGE_SIZE)
             headers["Link"] = f'<{nxt}>; rel="next"'
         return JSONResponse(page, headers=headers)
 
-    def _paths_info(self, served: ServedRepo, revision: str, paths: list[str]) -> Response:
+    async def _paths_info(self, served: ServedRepo, revision: str, paths: list[str]) -> Response:
         commit = served.resolve(revision)
         if commit is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        files = served.commits[commit]
         out = []
         for p in paths:
             p = p.strip("/")
+            files = served.commits[commit]
+            if p not in files and (added := await self._added(served, commit, p)) is not None:
+                files = {p: added}
             if p in files:
                 out.append(_tree_entry(p, files[p].meta))
             elif any(f.startswith(p + "/") for f in files):
                 out.append(_dir_entry(p, [files[f].meta.blob_id for f in files if f.startswith(p + "/")]))
+            elif not self.catalog.absent(served, commit, p):
+                return _not_cached(p, revision)  # leaving it out would tell the client it does not exist
         return JSONResponse(out)
 
+    async def _added(self, served: ServedRepo, commit: str, path: str):
+        """A file put in the snapshot folder after the repo was indexed (hashing it, if need be, in a thread)."""
+        if self.catalog.cache is None or not path:
+            return None
+        return await run_in_threadpool(self.catalog.find_added, served, commit, path)
+
     # -- bytes -------------------------------------------------------------------------------------------------
-    def _resolve(self, request: Request, served: ServedRepo | None, repo_id: str, repo_type: str,
-                 revision: str, path: str) -> Response:
+    async def _resolve(self, request: Request, served: ServedRepo | None, repo_id: str, repo_type: str,
+                       revision: str, path: str) -> Response:
         if served is None:
             return _error(404, "RepoNotFound", f"Repository {repo_id} not found")
         commit = served.resolve(revision)
         if commit is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
         entry = served.commits[commit].get(path)
+        if entry is None:  # perhaps added to the snapshot folder since it was indexed
+            entry = await self._added(served, commit, path)
+        if entry is None and not self.catalog.absent(served, commit, path):
+            return _not_cached(path, revision)
         if entry is None:
             return _error(404, "EntryNotFound", f"{path} does not exist at {revision}", commit)
         meta = entry.meta
@@ -267,7 +324,10 @@ class HubApp:
                 expired = self.faults.take(f"{repo_id}/resolve/{revision}/{path}", {"expired"})
                 url = self.cdn_url(base, meta.lfs_sha256, path, expires=time.time() - 60 if expired else None)
                 return RedirectResponse(url, status_code=302, headers=headers)
-        return self._file(request, entry.local, headers, path)
+        try:
+            return self._file(request, entry.local, headers, path)
+        except OSError:  # removed from the cache since it was indexed
+            return _not_cached(path, revision)
 
     def _file(self, request: Request, local, headers: dict[str, str], path: str) -> Response:
         """The bytes of a file (Range honoured), unless a body fault says otherwise.
@@ -277,15 +337,16 @@ class HubApp:
         """
         fault = self.faults.take(path, BODY_FAULTS) if request.method == "GET" else None
         size = os.stat(local).st_size
+        if_range = request.headers.get("if-range")
+        span = None if if_range is not None and if_range != headers.get("ETag") else \
+            parse_range(request.headers.get("range"), size)
+        if span == "unsatisfiable":
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
         if fault is None and size > SMALL_FILE:
-            return _BlobResponse(local, headers=headers, media_type="application/octet-stream")
+            return _BlobResponse(local, span, headers)
         start, end, status = 0, size - 1, 200
-        m = re.fullmatch(r"bytes=(\d+)-(\d*)", request.headers.get("range", ""))
-        if m:
-            start, status = int(m.group(1)), 206
-            end = min(size - 1, int(m.group(2))) if m.group(2) else size - 1
-            if start >= size:
-                return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        if span is not None:
+            (start, end), status = span, 206
             headers = {**headers, "Content-Range": f"bytes {start}-{end}/{size}"}
         length = max(0, end - start + 1)
         headers = {**headers, "Content-Length": str(length)}
@@ -304,7 +365,7 @@ class HubApp:
         sig = hmac.new(self._key, f"{sha256}:{expires}".encode(), "sha256").hexdigest()[:32]
         return f"{base}/cdn/{quote(sha256)}?expires={expires}&sig={sig}&name={quote(name)}"
 
-    def _cdn(self, request: Request, sha256: str) -> Response:
+    async def _cdn(self, request: Request, sha256: str) -> Response:
         try:
             expires = int(request.query_params.get("expires", "0"))
         except ValueError:
@@ -312,7 +373,7 @@ class HubApp:
         sig = hmac.new(self._key, f"{sha256}:{expires}".encode(), "sha256").hexdigest()[:32]
         if not hmac.compare_digest(sig, request.query_params.get("sig", "")) or expires < time.time():
             return Response("Request has expired or its signature is invalid", status_code=403)
-        local = self.catalog.find_sha256(sha256)
+        local = await run_in_threadpool(self.catalog.find_sha256, sha256)
         if local is None:
             return Response("Not found", status_code=404)
         label = f"cdn/{sha256}/{request.query_params.get('name', '')}"  # fault rules can match the file name

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hfcache.cache.hashing import hash_bytes, kind_of, lfs_pointer
 from hfcache.cache.layout import REPO_TYPES, FileMeta, HubCache, RepoRef, is_commit
 from hfcache.cache.lfs import file_meta
+from hfcache.errors import HfcacheError
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,7 @@ class ServedRepo:
     repo: RepoRef
     refs: dict[str, str] = field(default_factory=dict)
     commits: dict[str, dict[str, ServedFile]] = field(default_factory=dict)
+    listed: dict[str, frozenset[str]] = field(default_factory=dict)  # commit -> every file its trees/ names
 
     def resolve(self, revision: str) -> str | None:
         if revision in self.refs:
@@ -66,6 +69,10 @@ def scan_folder(folder: Path) -> dict[str, ServedFile]:
     return files
 
 
+_STAMP_DEPTH = {"refs": 3, "snapshots": 1}  # refs/main, refs/pr/1; snapshots/<commit>
+_STAMP_MAX_ENTRIES = 1000
+
+
 class Catalog:
     """All served repos: folder repos given up front, cache repos read lazily (and re-read when they change)."""
 
@@ -85,14 +92,12 @@ class Catalog:
         return commit
 
     def get(self, repo: RepoRef) -> ServedRepo | None:
-        if repo in self._folders:
-            return self._folders[repo]
-        if self.cache is None:
-            return None
-        repo_dir = self.cache.repo_dir(repo)
-        try:
-            stamp = max(os.stat(repo_dir / d).st_mtime for d in ("refs", "snapshots") if (repo_dir / d).exists())
-        except ValueError:
+        """The repo as served now; indexing a cache repo may hash files, so async callers use `cached` first."""
+        ready, served = self.cached(repo)
+        if ready:
+            return served
+        stamp = self._stamp(repo)
+        if stamp is None:
             return None
         with self._lock:
             hit = self._cached.get(repo)
@@ -100,6 +105,86 @@ class Catalog:
                 hit = (stamp, self._read_cached(repo))
                 self._cached[repo] = hit
             return hit[1]
+
+    def cached(self, repo: RepoRef) -> tuple[bool, ServedRepo | None]:
+        """(True, repo or None) when known without indexing (a few `stat` calls); (False, None) when `get` must
+        read the repo again."""
+        if repo in self._folders:
+            return True, self._folders[repo]
+        if self.cache is None:
+            return True, None
+        stamp = self._stamp(repo)
+        if stamp is None:
+            return True, None
+        hit = self._cached.get(repo)
+        if hit is not None and hit[0] == stamp:
+            return True, hit[1]
+        return False, None
+
+    def _stamp(self, repo: RepoRef) -> tuple | None:
+        """What changes when a ref moves (even rewritten in place, as huggingface_hub does) or a snapshot folder
+        gains or loses an entry. A file added deeper is found by `find_added` on the miss."""
+        assert self.cache is not None
+        repo_dir = self.cache.repo_dir(repo)
+        parts: list = []
+        try:
+            for name in ("refs", "snapshots"):
+                top = repo_dir / name
+                if not top.is_dir():
+                    continue
+                parts.append((name, top.stat().st_mtime_ns))
+                level = [top]
+                for _ in range(_STAMP_DEPTH[name]):  # entries this deep are stat'ed, nothing below is listed
+                    below = []
+                    for d in level:
+                        with os.scandir(d) as it:
+                            entries = sorted(it, key=lambda e: e.name)[:_STAMP_MAX_ENTRIES]
+                        for entry in entries:
+                            st = entry.stat(follow_symlinks=False)
+                            parts.append((entry.path, st.st_mtime_ns, st.st_size))
+                            if entry.is_dir(follow_symlinks=False):
+                                below.append(entry.path)
+                    level = below
+        except OSError:
+            return ("unreadable", time.monotonic())  # read again next time, and let get() fail or not
+        return tuple(parts) if parts else None
+
+    def find_added(self, served: ServedRepo, commit: str, path: str) -> ServedFile | None:
+        """A file missing from the index but present in the snapshot folder now (added since it was read).
+
+        Bounded: only a path that names a servable file on disk is indexed, once; a miss costs a few `stat`s."""
+        if self.cache is None or served.repo in self._folders or commit not in served.commits:
+            return None
+        root = self.cache.root.resolve()
+        try:
+            local = self.cache.pointer_path(served.repo, commit, path)
+            real = local.resolve()
+            if not real.is_file() or not real.is_relative_to(root):
+                return None
+            tree = self.cache.read_tree(served.repo, commit) or {}
+            added = ServedFile(tree.get(path) or _meta_from_blob(local, real, path), real)
+        except (OSError, ValueError, HfcacheError):
+            return None
+        with self._lock:
+            served.commits[commit] = {**served.commits[commit], path: added}
+        return added
+
+    def absent(self, served: ServedRepo, commit: str, path: str) -> bool:
+        """Whether `path` is known not to exist at `commit`, so that a 404 EntryNotFound tells the truth.
+
+        A folder repo holds every file; a cache holds only what was fetched: there a file is absent only when the
+        commit's full listing (`trees/`) lacks it or a `.no_exist` marker says so. huggingface_hub records an
+        EntryNotFound as `.no_exist` in its own cache, so a guess here would poison the client's cache."""
+        if self.cache is None or served.repo in self._folders:
+            return True
+        if commit in served.listed:
+            return path not in served.listed[commit]
+        try:
+            return self.cache.no_exist_path(served.repo, commit, path).is_file()
+        except HfcacheError:
+            return True  # not a file name at all (`..`, empty part): no commit holds it
+        except OSError:
+            return False
 
     def repos(self) -> list[RepoRef]:
         found = set(self._folders)
@@ -139,6 +224,8 @@ class Catalog:
             if not is_commit(snap.name):
                 continue
             tree = cache.read_tree(repo, snap.name) or {}
+            if tree:
+                served.listed[snap.name] = frozenset(tree)
             files: dict[str, ServedFile] = {}
             for local in snap.rglob("*"):
                 real = local.resolve()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import threading
 import time
@@ -10,6 +11,21 @@ from dataclasses import dataclass
 
 from hfcache.errors import UsageError
 from hfcache.server.app import HubApp
+
+
+def exposure_warning(host: str, token: str | None) -> str | None:
+    """The one-line warning for a server others can reach with no token, or None (loopback, or a token set)."""
+    if token:
+        return None
+    if host.lower() == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host.strip("[]")).is_loopback:
+            return None
+    except ValueError:
+        pass  # a host name: it may resolve to any interface
+    return (f"serving on {host} without --token: anyone who can reach this address can read every served file "
+            "(use --token, or --host 127.0.0.1)")
 
 
 def _bind(host: str, port: int) -> socket.socket:
