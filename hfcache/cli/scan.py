@@ -93,8 +93,8 @@ def _act(plan, yes: bool, dry_run: bool, as_json: bool) -> None:
             raise ConfirmationRequired(f"{plan.command}: nothing changed; pass --yes to act on this plan "
                                        "(or --dry-run to only show it)")
         if not typer.confirm("Proceed?", default=False):
-            print(f"{plan.command}: nothing changed.")
-            raise typer.Exit(1)
+            print(f"{plan.command}: nothing changed.")  # the user declined: nothing failed
+            return
     outcome = execute(plan, dry_run=False)
     print_json(plan_json(plan, outcome)) if as_json else render_plan(plan, outcome)
     if outcome.errors:
