@@ -58,7 +58,10 @@ class RepoRef:
         try:
             validate_repo_id(self.repo_id)
         except HFValidationError as e:
-            raise UsageError(f"invalid repo id {self.repo_id!r}: {str(e).splitlines()[0]}") from None
+            # huggingface_hub's words are for its Python API ("Use `repo_type` argument"): say the CLI's
+            reason = str(e).splitlines()[0].replace("Use `repo_type` argument if needed.",
+                                                    "For a dataset, space or kernel, use --repo-type or TYPE:ORG/NAME.")
+            raise UsageError(f"invalid repo id {self.repo_id!r}: {reason}") from None
 
     @property
     def folder_name(self) -> str:
