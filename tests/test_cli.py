@@ -99,7 +99,7 @@ def test_errors_are_one_line(hub, tmp_path, args, needle):
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["download", "org/tiny"], "Missing argument 'filenames'"),
+    (["download", "org/tiny"], "Missing argument 'filenames"),  # typer < 0.27 says 'FILENAMES...
     (["snapshot", "org/tiny", "--bogus"], "No such option: --bogus"),
     (["nosuch"], "No such command 'nosuch'"),
     (["serve", "--port", "99999"], "'--port'"),
@@ -107,7 +107,7 @@ def test_errors_are_one_line(hub, tmp_path, args, needle):
 def test_usage_errors_are_one_line_with_status_2(args, needle):
     r = run_cli(*args)
     assert r.returncode == 2
-    assert needle in _one_line_error(r) and "--help" in r.stderr
+    assert needle.lower() in _one_line_error(r).lower() and "--help" in r.stderr
 
 
 def test_no_arguments_shows_the_help():

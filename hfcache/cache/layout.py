@@ -392,8 +392,12 @@ def repo_tree_path(repo_path: str, commit: str) -> str:
     return f"{repo_path}/trees/{commit}.json"
 
 
+def repo_no_exist_root(repo_path: str) -> str:
+    return f"{repo_path}/.no_exist"
+
+
 def repo_no_exist_dir(repo_path: str, commit: str) -> str:
-    return f"{repo_path}/.no_exist/{commit}"
+    return f"{repo_no_exist_root(repo_path)}/{commit}"
 
 
 def cache_locks_dir(hub_root: str) -> str:

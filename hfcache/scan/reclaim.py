@@ -36,6 +36,7 @@ from hfcache.cache.layout import (
     repo_lock_of,
     repo_locks_dir,
     repo_no_exist_dir,
+    repo_no_exist_root,
     repo_ref_path,
     repo_refs_dir,
     repo_snapshot_dir,
@@ -374,8 +375,11 @@ def plan_prune(scan: CacheScan, older_than: float | None = None) -> Plan:
                 selected[repo.path][rev.commit] = f"not accessed for {_days(now - rev.last_accessed)}"
     unreferenced = {str(p) for p in hfhub.unreferenced_store_files(Path(scan.hub.root))}
     extra = [a for p in _fixable(scan, "prune") if (a := _problem_action(p, unreferenced)) is not None]
-    extra += _typo_refs(scan)
+    typos = _typo_refs(scan)
+    whole = tuple(a.repo_path + os.sep for a in typos if a.kind == "repo")
+    extra = [a for a in extra if not whole or not a.paths[0].startswith(whole)] + typos
     cleanup = [cache_locks_dir(scan.hub.root)]  # lock folders left empty go too
+    cleanup += [repo_no_exist_root(r.path) for r in scan.hub.repos]  # and `.no_exist/`'s
     if older_than is not None:
         for what, entries in (("download", scan.datasets.downloads), ("extraction", scan.datasets.extracted)):
             for d in entries:
@@ -426,18 +430,25 @@ def _typo_refs(scan: CacheScan) -> list[Action]:
     """Refs to a commit whose only trace is `.no_exist/<commit>` or a tree listing: what a download of a file
     that does not exist (a typo) leaves, as huggingface_hub does. Not damage, but nothing to keep either."""
     out = []
+    why = "a ref to a commit never fetched: only .no_exist markers or a listing"
     for repo in scan.hub.repos:
         have = {r.commit for r in repo.revisions}
-        for commit, names in sorted(refs_by_commit(repo.path).items()):
+        refs = refs_by_commit(repo.path)
+        mine = []
+        for commit, names in sorted(refs.items()):
             if commit in have:
                 continue
             traces = [p for p in (repo_no_exist_dir(repo.path, commit), repo_tree_path(repo.path, commit))
                       if os.path.lexists(p)]
             if traces:
-                out.append(Action("leftover", f"{repo.cache_id} ref {', '.join(names)} -> {commit[:12]} (no snapshot)",
-                                  "a ref to a commit never fetched: only .no_exist markers or a listing",
-                                  (*(repo_ref_path(repo.path, n) for n in names), *traces), repo_path=repo.path,
-                                  commits=(commit,)))
+                mine.append(Action("leftover", f"{repo.cache_id} ref {', '.join(names)} -> {commit[:12]} (no snapshot)",
+                                   why, (*(repo_ref_path(repo.path, n) for n in names), *traces), repo_path=repo.path,
+                                   commits=(commit,)))
+        if mine and not have and len(mine) == len(refs):  # nothing else in the repo: the folder goes whole
+            locks = _locks_dir(scan, repo.path)
+            mine = [Action("repo", f"{repo.cache_id} (no revision)", why,
+                           tuple(p for p in (repo.path, locks) if os.path.lexists(p)), repo_path=repo.path)]
+        out += mine
     return out
 
 
