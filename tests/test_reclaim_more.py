@@ -273,12 +273,13 @@ def test_verify_online_without_an_endpoint_is_a_failure_not_a_usage_error(hub, t
 
 
 def _run_in_a_terminal(args: list[str], answer: bytes, env: dict[str, str], timeout: float = 60) -> tuple[int, str]:
-    """Run the CLI with a pseudo-terminal as stdin and stdout; send `answer` once it asks."""
+    """Run the CLI on a pseudo-terminal (stdin, stdout, stderr: the prompt goes to one or the other, by click's
+    version); send `answer` once it asks."""
     import pty
 
     leader, follower = pty.openpty()
     p = subprocess.Popen([sys.executable, "-m", "hfcache", *args], stdin=follower, stdout=follower,
-                         stderr=subprocess.PIPE, env=env)
+                         stderr=follower, env=env)
     os.close(follower)
     out, sent, deadline = b"", False, time.monotonic() + timeout
     try:

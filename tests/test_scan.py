@@ -198,7 +198,7 @@ def test_rm_and_prune_clean_the_shared_store(home, hub):
     unknown = home / "hub" / "blobs" / "ab" / ("ab" + "1" * 62)  # no manifest: huggingface_hub's sweep keeps it
     unknown.write_bytes(b"u" * 200)
     result = scan_home(home)
-    assert [p.path for p in problems(result, "orphan_blob")] == [str(stray), str(unknown)]
+    assert [(p.path, p.fix) for p in problems(result, "orphan_blob")] == [(str(stray), "prune"), (str(unknown), None)]
     assert result.hub.size_on_disk == scan_cache_dir(home / "hub").size_on_disk
     before = disk_bytes(home)
     done = json.loads(cli(home, "rm", "dataset:org/ds", "--yes", "--json").stdout)
