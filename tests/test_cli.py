@@ -99,15 +99,16 @@ def test_errors_are_one_line(hub, tmp_path, args, needle):
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["download", "org/tiny"], "Missing argument 'filenames'"),
-    (["snapshot", "org/tiny", "--bogus"], "No such option: --bogus"),
+    (["download", "org/tiny"], "Missing argument 'filenames"),  # typer < 0.27 says 'FILENAMES...
+    (["snapshot", "org/tiny", "--bogus"], "No such option"),  # then --bogus, quoted or not (by typer's version)
     (["nosuch"], "No such command 'nosuch'"),
     (["serve", "--port", "99999"], "'--port'"),
 ])
 def test_usage_errors_are_one_line_with_status_2(args, needle):
     r = run_cli(*args)
     assert r.returncode == 2
-    assert needle in _one_line_error(r) and "--help" in r.stderr
+    assert needle.lower() in _one_line_error(r).lower() and "--help" in r.stderr
+    assert "--bogus" not in args or "--bogus" in r.stderr
 
 
 def test_no_arguments_shows_the_help():

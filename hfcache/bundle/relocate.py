@@ -129,11 +129,9 @@ def _finish(old: Path, new: Path, kind: str, copy: bool, links: tuple[int, int],
         value = os.environ.get(var)
         if value and _inside(os.path.abspath(os.path.expanduser(value)), str(old)):
             env[var] = str(new / os.path.relpath(os.path.abspath(os.path.expanduser(value)), old)).rstrip("/.")
-    if os.environ.get("TRANSFORMERS_CACHE"):
+    if os.environ.get("TRANSFORMERS_CACHE"):  # the hint only where it applies (issue 12)
         notes.append(f"TRANSFORMERS_CACHE is set ({os.environ['TRANSFORMERS_CACHE']}) but transformers 5 ignores "
                      "it: unset it and use HF_HUB_CACHE or HF_HOME")
-    else:
-        notes.append("transformers 5 ignores TRANSFORMERS_CACHE: set HF_HOME or HF_HUB_CACHE as printed")
     return RelocateResult(old, new, kind, copy, links[0], links[1], renamed, dropped, env, tuple(notes))
 
 

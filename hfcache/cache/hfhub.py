@@ -34,6 +34,22 @@ def sweep_shared_blob(store_path: Path, cache_root: Path) -> int:
     return m.sweep_shared_blob(store_path, cache_dir=cache_root) if m is not None else 0
 
 
+def expected_sweep_bytes(store_path: Path, cache_root: Path, deleting: set[Path]) -> int:
+    """What `sweep_shared_blob` would free once the repo blob links `deleting` are gone (0: it would keep it)."""
+    m = _module()
+    if m is None:
+        return 0
+    return m.expected_shared_blob_freed_size(store_path, blob_paths_to_delete=deleting, cache_dir=cache_root)
+
+
+def unreferenced_store_files(cache_root: Path) -> dict[Path, int]:
+    """Store payloads whose `.refs` manifest names no live link: those `sweep_shared_blob` deletes (with sizes).
+    A payload with no manifest, or an unreadable one, is not among them: huggingface_hub leaks it rather than risk
+    deleting referenced bytes."""
+    m = _module()
+    return m.unreferenced_shared_blobs(cache_root) if m is not None else {}
+
+
 def publisher() -> Callable | None:
     """`publish_blob_to_shared_store` when the shared store is on (HF_HUB_DISABLE_SHARED_BLOBS unset), else None."""
     m = _module()
@@ -43,4 +59,4 @@ def publisher() -> Callable | None:
 
 
 REQUIRED = ("shared_blob_target", "sweep_shared_blob", "shared_blobs_enabled", "publish_blob_to_shared_store",
-            "SHARED_BLOBS_MARKER_NAME")
+            "SHARED_BLOBS_MARKER_NAME", "expected_shared_blob_freed_size", "unreferenced_shared_blobs")

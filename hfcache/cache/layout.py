@@ -21,7 +21,7 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +58,10 @@ class RepoRef:
         try:
             validate_repo_id(self.repo_id)
         except HFValidationError as e:
-            raise UsageError(f"invalid repo id {self.repo_id!r}: {str(e).splitlines()[0]}") from None
+            # huggingface_hub's words are for its Python API ("Use `repo_type` argument"): say the CLI's
+            reason = str(e).splitlines()[0].replace("Use `repo_type` argument if needed.",
+                                                    "For a dataset, space or kernel, use --repo-type or TYPE:ORG/NAME.")
+            raise UsageError(f"invalid repo id {self.repo_id!r}: {reason}") from None
 
     @property
     def folder_name(self) -> str:
@@ -169,33 +172,6 @@ class Folder:
     LOCKS = ".locks"  # at the cache root, one folder per repo folder
     LOCK_SUFFIX = ".lock"
     STORE_REFS_SUFFIX = ".refs"  # beside a shared-store entry: which repo blobs link to it
-
-
-def sub(repo_path: str, folder: str, *names: str) -> str:
-    """`<repo_path>/<folder>[/<name>...]` as a plain string (names come from a listing of that folder)."""
-    return os.path.join(repo_path, folder, *names)
-
-
-def lock_dir_of(hub_root: str, repo_path: str) -> str:
-    """The lock folder of a repo folder: `<hub>/.locks/<repo folder>`."""
-    return os.path.join(hub_root, Folder.LOCKS, os.path.basename(repo_path))
-
-
-def blob_lock_of(blob_path: str) -> str:
-    """The lock `huggingface_hub` takes for `<hub>/<repo>/blobs/<etag>`: `<hub>/.locks/<repo>/<etag>.lock`."""
-    repo_path = os.path.dirname(os.path.dirname(blob_path))
-    return os.path.join(lock_dir_of(os.path.dirname(repo_path), repo_path),
-                        os.path.basename(blob_path) + Folder.LOCK_SUFFIX)
-
-
-def store_dir_of(hub_root: str) -> str:
-    """huggingface_hub 2.x's shared blob store: `<hub>/blobs/` (entries `<xx>/<xet hash>`)."""
-    return os.path.join(hub_root, Folder.BLOBS)
-
-
-def store_entry_files(entry: str) -> tuple[str, str, str]:
-    """A shared-store entry and its companions: the bytes, the `.refs` manifest, the lock."""
-    return entry, entry + Folder.STORE_REFS_SUFFIX, entry + Folder.LOCK_SUFFIX
 
 
 class HubCache:
@@ -314,13 +290,16 @@ class HubCache:
 
     # -- locks and links ---------------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, repo: RepoRef, etag: str, timeout: float = -1) -> Iterator[None]:
+    def lock(self, repo: RepoRef, etag: str, timeout: float = -1,
+             on_wait: Callable[[], None] | None = None) -> Iterator[None]:
         """The per-blob lock `huggingface_hub` takes (same file, mode 0o664), so both tools exclude each other.
 
         Where `flock` is missing (some network file systems), a soft lock, as `huggingface_hub` falls back to.
         filelock's own fallback is off: it costs a probe file per lock, which doubles a small file's cost.
+        `on_wait` is called once when the lock is not free at once (another process is downloading the blob), so
+        a caller can say why it waits; the waiting itself is unchanged.
         """
-        from filelock import FileLock, SoftFileLock
+        from filelock import FileLock, SoftFileLock, Timeout
 
         path = self.lock_path(repo, etag)
         if path.parent not in self._lock_dirs:
@@ -328,7 +307,14 @@ class HubCache:
             self._lock_dirs.add(path.parent)
         lock = FileLock(path, mode=0o664, timeout=timeout, thread_local=False, fallback_to_soft=False)
         try:
-            lock.acquire()
+            if on_wait is None or timeout == 0:
+                lock.acquire()
+            else:
+                try:
+                    lock.acquire(timeout=0)
+                except Timeout:
+                    on_wait()
+                    lock.acquire()
         except OSError as e:
             if e.errno not in (errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
                 raise
@@ -395,3 +381,80 @@ def lock_held(path: str | os.PathLike[str]) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+# -- reclaim and scan: partial names and plain-string paths ---------------------------------------------------------
+# `scan` and `reclaim` handle many paths per run: these take and return plain `str` (no Path objects, no checks;
+# the names come from listing the cache itself), and are the one place their shapes are spelled.
+def is_partial_name(name: str) -> bool:
+    """A partial download or its progress record in `blobs/`: `<etag>.incomplete`, `<etag>.<8hex>.incomplete`,
+    `<etag>.incomplete.parts`, and any name whose suffixes include `incomplete`. Every tool (scan, prune,
+    verify) asks this one question; a new partial-file naming only has to update it."""
+    return "incomplete" in name.split(".")[1:]
+
+
+def partial_etag(name: str) -> str:
+    """The blob a partial-download file in `blobs/` belongs to (its lock is that blob's lock)."""
+    return name.split(".", 1)[0]
+
+
+def repo_blobs_dir(repo_path: str) -> str:
+    return f"{repo_path}/{Folder.BLOBS}"
+
+
+def repo_snapshots_dir(repo_path: str) -> str:
+    return f"{repo_path}/{Folder.SNAPSHOTS}"
+
+
+def repo_snapshot_dir(repo_path: str, commit: str) -> str:
+    return f"{repo_path}/{Folder.SNAPSHOTS}/{commit}"
+
+
+def repo_refs_dir(repo_path: str) -> str:
+    return f"{repo_path}/{Folder.REFS}"
+
+
+def repo_ref_path(repo_path: str, ref: str) -> str:
+    return f"{repo_path}/{Folder.REFS}/{ref}"
+
+
+def repo_tree_path(repo_path: str, commit: str) -> str:
+    return f"{repo_path}/{Folder.TREES}/{commit}.json"
+
+
+def repo_no_exist_root(repo_path: str) -> str:
+    return f"{repo_path}/{Folder.NO_EXIST}"
+
+
+def repo_no_exist_dir(repo_path: str, commit: str) -> str:
+    return f"{repo_no_exist_root(repo_path)}/{commit}"
+
+
+def cache_locks_dir(hub_root: str) -> str:
+    return f"{hub_root}/{Folder.LOCKS}"
+
+
+def repo_locks_dir(hub_root: str, repo_path: str) -> str:
+    """`<cache>/.locks/<repo folder>`."""
+    return f"{cache_locks_dir(hub_root)}/{os.path.basename(repo_path)}"
+
+
+def blob_lock_of(blob_file: str) -> str:
+    """The lock of the blob a `blobs/` entry (the blob, or a partial of it) belongs to:
+    `<cache>/<folder>/blobs/<etag>[...]` -> `<cache>/.locks/<folder>/<etag>.lock`."""
+    repo_path = os.path.dirname(os.path.dirname(blob_file))
+    return repo_lock_of(os.path.dirname(repo_path), repo_path, partial_etag(os.path.basename(blob_file)))
+
+
+def repo_lock_of(hub_root: str, repo_path: str, etag: str) -> str:
+    return f"{repo_locks_dir(hub_root, repo_path)}/{etag}{Folder.LOCK_SUFFIX}"
+
+
+def store_root_of(store_file: str) -> str:
+    """The cache a shared-store payload `<cache>/blobs/<xx>/<hash>` belongs to."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(store_file)))
+
+
+def store_manifest_of(store_file: str) -> str:
+    """The `.refs` manifest huggingface_hub keeps beside a shared-store payload."""
+    return f"{store_file}{Folder.STORE_REFS_SUFFIX}"

@@ -22,7 +22,7 @@ def main() -> None:
     from hfcache.errors import HfcacheError
 
     try:
-        code = app(standalone_mode=False) or 0
+        code = app(standalone_mode=False, prog_name="hfcache") or 0  # also as `python -m hfcache`: one name
     except HfcacheError as e:
         print(f"hfcache: error: {e}", file=sys.stderr)
         sys.exit(e.exit_code)

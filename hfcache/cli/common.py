@@ -14,7 +14,7 @@ app = typer.Typer(
     help="A Hugging Face Hub-compatible cache and download manager: fetch, verify, audit, carry and serve.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, powershell)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -25,7 +25,27 @@ CacheDir = Annotated[
 ]
 RepoType = Annotated[str, typer.Option("--repo-type", help="model, dataset, space or kernel.")]
 Revision = Annotated[str, typer.Option("--revision", help="Branch, tag, commit sha or refs/pr/N.")]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object for machines.")]
+# a pure flag: no `<bool>` in the help, as if it took a value (typer shows the type of a bool unless told)
+FLAG = ""
+Json = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print one JSON object for machines.")]
+
+
+def repo_arg(spec: str, repo_type: str, revision: str = "main") -> tuple[str, str, str]:
+    """`REPO_ID`, `TYPE:REPO_ID`, either with `@REV`, as every command takes a repo: (repo_id, repo_type,
+    revision). `--repo-type` and `--revision` must not contradict what the spec itself says."""
+    from hfcache.errors import UsageError
+
+    name, rtype = spec, repo_type
+    if ":" in spec.split("@", 1)[0]:
+        rtype, name = spec.split(":", 1)
+        if repo_type not in ("model", rtype):  # "model" is the default, so an explicit one cannot be told apart
+            raise UsageError(f"{spec} and --repo-type {repo_type} disagree")
+    repo_id, sep, rev = name.partition("@")
+    if sep and not rev:
+        raise UsageError(f"{spec!r}: nothing after '@' (expected REPO_ID@REVISION)")
+    if rev and revision not in ("main", rev):
+        raise UsageError(f"{spec} and --revision {revision} disagree")
+    return repo_id, rtype, rev or revision
 
 
 def _version(value: bool) -> None:
@@ -36,7 +56,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, metavar=FLAG,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     pass

@@ -8,15 +8,15 @@ from typing import Annotated
 
 import typer
 
-from hfcache.cli.common import CacheDir, Json, RepoType, Revision, app
-from hfcache.errors import UsageError
+from hfcache.cli.common import CacheDir, Json, RepoType, Revision, app, repo_arg
+from hfcache.errors import EntryNotFound, UsageError
 
 
 def _progress(label: str, quiet: bool):
-    from hfcache.progress import Progress
-
     if quiet or not sys.stderr.isatty():
-        return Progress()
+        from hfcache.render.console import NoticeProgress
+
+        return NoticeProgress()  # no bar; a line on stderr when waiting for another process's download
     from hfcache.render.console import RichProgress
 
     return RichProgress(label)
@@ -29,15 +29,6 @@ Processes = Annotated[int | None, typer.Option(
     "--processes", min=1, show_default="auto",
     help="Processes sharing many small files (auto: one per core, from 600 small files).")]
 
-
-def _repo_at(repo_id: str, repo_type: str, revision: str) -> tuple[str, str, str]:
-    """`REPO@REV` as `verify`, `lock` and `export` take it, unless --revision says otherwise."""
-    if "@" not in repo_id:
-        return repo_id, repo_type, revision
-    repo_id, rev = repo_id.split("@", 1)
-    if revision not in ("main", rev):
-        raise UsageError(f"{repo_id}@{rev} and --revision {revision} disagree")
-    return repo_id, repo_type, rev
 
 
 def _fetcher(cache_dir: Path | None, max_workers: int | None, progress, connections: int = 8, part_size: int = 32,
@@ -71,12 +62,13 @@ def download(
     from hfcache.cache.layout import RepoRef
     from hfcache.render.console import Timer, render_download
 
-    progress = _progress(f"{repo_id}", as_json)
+    repo_id, repo_type, revision = repo_arg(repo_id, repo_type, revision)
+    repo = RepoRef(repo_id, repo_type)
+    progress = _progress(str(repo), as_json)
     with Timer() as t:
         try:
             result = _fetcher(cache_dir, max_workers, progress, connections, part_size, retries, processes).download(
-                RepoRef(*_repo_at(repo_id, repo_type, revision)[:2]), filenames,
-                _repo_at(repo_id, repo_type, revision)[2])
+                repo, filenames, revision)
         finally:
             getattr(progress, "stop", lambda: None)()
     render_download(result, t.seconds, as_json)
@@ -116,12 +108,20 @@ def snapshot(
         return snapshot_locked(lock, repo_id, repo_type, fetcher, as_json)
     if repo_id is None:
         raise UsageError("missing REPO_ID (or --lock FILE)")
-    progress = _progress(f"{repo_id}", as_json)
+    repo_id, repo_type, revision = repo_arg(repo_id, repo_type, revision)
+    repo = RepoRef(repo_id, repo_type)
+    progress = _progress(str(repo), as_json)
     with Timer() as t:
         try:
             result = _fetcher(cache_dir, max_workers, progress, connections, part_size, retries, processes).snapshot(
-                RepoRef(*_repo_at(repo_id, repo_type, revision)[:2]), _repo_at(repo_id, repo_type, revision)[2],
-                include, exclude)
+                repo, revision, include, exclude)
         finally:
             getattr(progress, "stop", lambda: None)()
+    if (include or exclude) and result.files == 0 and not result.path.is_dir():
+        # huggingface_hub warns "No files matched allow_patterns=..." and returns a folder that does not exist;
+        # a script's `$(hfcache snapshot ...)` must not get that path: fail instead, in its words
+        given = (("--include", include or []), ("--exclude", exclude or []))
+        patterns = ", ".join(f"{opt} {p!r}" for opt, ps in given for p in ps)
+        raise EntryNotFound(f"no files matched {patterns} in {repo}@{revision} ({result.commit[:12]}): "
+                            "nothing fetched")
     render_snapshot(result, t.seconds, as_json)

@@ -13,13 +13,13 @@ from typing import Annotated
 
 import typer
 
-from hfcache.cli.common import CacheDir, Json, RepoType, app
+from hfcache.cli.common import FLAG, CacheDir, Json, RepoType, app
 
 HfHome = Annotated[Path | None, typer.Option(
     "--hf-home", help="Scan this HF_HOME, every cache at its default place under it (default: the environment's).",
     show_default=False)]
-Yes = Annotated[bool, typer.Option("--yes", "-y", help="Act on the plan without asking.")]
-DryRun = Annotated[bool, typer.Option("--dry-run", help="Show the plan only; change nothing.")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", metavar=FLAG, help="Act on the plan without asking.")]
+DryRun = Annotated[bool, typer.Option("--dry-run", metavar=FLAG, help="Show the plan only; change nothing.")]
 
 
 def _roots(hf_home: Path | None, cache_dir: Path | None):
@@ -39,11 +39,13 @@ def scan(
     sort: Annotated[str, typer.Option("--sort", help="size, accessed, modified or name; add :asc or :desc.")] = "size",
     filters: Annotated[list[str] | None, typer.Option(
         "--filter", help="Keep repos matching, e.g. 'size>1GB', 'accessed>30d', 'type=dataset' (repeatable).")] = None,
-    revisions: Annotated[bool, typer.Option("--revisions", help="One line per revision instead of per repo.")] = False,
+    revisions: Annotated[bool, typer.Option("--revisions", metavar=FLAG,
+                                            help="One line per revision instead of per repo.")] = False,
     limit: Annotated[int | None, typer.Option("--limit", min=0, help="Show at most N repos (terminal default 15).",
                                               show_default=False)] = None,
-    files: Annotated[bool, typer.Option("--files", help="With --json: list every snapshot file too.")] = False,
-    hub_only: Annotated[bool, typer.Option("--hub-only", help="Scan the hub cache alone.")] = False,
+    files: Annotated[bool, typer.Option("--files", metavar=FLAG,
+                                        help="With --json: list every snapshot file too.")] = False,
+    hub_only: Annotated[bool, typer.Option("--hub-only", metavar=FLAG, help="Scan the hub cache alone.")] = False,
     html: Annotated[Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.",
                                               show_default=False)] = None,
     as_json: Json = False,
@@ -93,8 +95,8 @@ def _act(plan, yes: bool, dry_run: bool, as_json: bool) -> None:
             raise ConfirmationRequired(f"{plan.command}: nothing changed; pass --yes to act on this plan "
                                        "(or --dry-run to only show it)")
         if not typer.confirm("Proceed?", default=False):
-            print(f"{plan.command}: nothing changed.")
-            raise typer.Exit(1)
+            print(f"{plan.command}: nothing changed.")  # the user declined: nothing failed
+            return
     outcome = execute(plan, dry_run=False)
     print_json(plan_json(plan, outcome)) if as_json else render_plan(plan, outcome)
     if outcome.errors:

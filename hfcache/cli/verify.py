@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hfcache.cli.common import CacheDir, Json, app
+from hfcache.cli.common import FLAG, CacheDir, Json, app
 
 Specs = Annotated[list[str] | None, typer.Argument(
     metavar="REPO_ID[@REV]", show_default=False,
@@ -42,16 +42,18 @@ def verify(
     repo_type: AnyRepoType = None,
     cache_dir: CacheDir = None,
     online: Annotated[bool, typer.Option(
-        "--online", help="Also check against the endpoint's listing (HF_ENDPOINT): hashes, sizes, missing and "
-        "extra files.")] = False,
+        "--online", metavar=FLAG,
+        help="Also check against the endpoint's listing (HF_ENDPOINT): hashes, sizes, missing and extra "
+        "files.")] = False,
     lock: Annotated[Path | None, typer.Option(
         "--lock", help="Check the commits and files this lock file pins (see `hfcache lock`); offline.")] = None,
     repair: Annotated[bool, typer.Option(
-        "--repair", help="Fetch damaged or missing files again from the endpoint, then check again.")] = False,
+        "--repair", metavar=FLAG,
+        help="Fetch damaged or missing files again from the endpoint, then check again.")] = False,
     jobs: Annotated[int | None, typer.Option(
         "--jobs", "-j", min=1, show_default=False, help="Files hashed at once (default: the CPU count).")] = None,
     allow_partial: Annotated[bool, typer.Option(
-        "--allow-partial", help="Files a listing names but a snapshot lacks are warnings, not problems "
+        "--allow-partial", metavar=FLAG, help="Files a listing names but a snapshot lacks are warnings, not problems "
         "(snapshots fetched with --include).")] = False,
     junit: Annotated[Path | None, typer.Option(
         "--junit", help="Also write a JUnit XML report there, each repo a test case.")] = None,
@@ -59,7 +61,8 @@ def verify(
 ) -> None:
     """Prove the cache intact: links, refs, and every blob's hash against its name, trees/, the Hub or a lock.
 
-    Exit status: 0 intact, 1 damage or a mismatch or missing file found, 2 bad usage or environment.
+    Exit status: 0 intact, 1 damage or a mismatch or missing file found, or the endpoint could not be asked
+    (--online, --repair), 2 bad usage or environment.
     """
     from hfcache.cache.layout import HubCache
     from hfcache.errors import UsageError
@@ -91,8 +94,8 @@ def verify(
         print(f"hfcache: error: {outcome.failure}", file=sys.stderr)
     if not report.ok:
         raise typer.Exit(1)
-    if outcome.failure:
-        raise typer.Exit(2)
+    if outcome.failure:  # an operation failed (the endpoint could not be asked): 1, as any failure; 2 is usage
+        raise typer.Exit(1)
 
 
 def _check_writable(path: Path) -> None:

@@ -257,7 +257,7 @@ class Fetcher:
             return False, 0
         blob = self.cache.blob_path(repo, meta.etag)
         self._ready(blob.parent, pointer.parent)
-        with self.cache.lock(repo, meta.etag):
+        with self.cache.lock(repo, meta.etag, on_wait=lambda: self.progress.waiting(filename)):
             if pointer.exists():
                 self.progress.file_done(filename, meta.size, False)
                 return False, 0

@@ -40,6 +40,17 @@ def stderr_console():
     return Console(stderr=True, highlight=False)
 
 
+def waiting_line(path: str) -> str:
+    return f"waiting for {path}: another process is downloading it"
+
+
+class NoticeProgress(Progress):
+    """No bar (not a terminal, or --json): only what a person needs to know, one line on stderr."""
+
+    def waiting(self, path: str) -> None:
+        print(waiting_line(path), file=sys.stderr, flush=True)
+
+
 class RichProgress(Progress):
     """Files, bytes and speed on stderr, shown only on a terminal."""
 
@@ -67,6 +78,9 @@ class RichProgress(Progress):
         if not fetched:  # reused bytes count as done, so the bar reaches its end
             self._p.advance(self._bytes, size)
         self._p.update(self._bytes, description=f"{self._label} ({self._done}/{counted(self._files_total, 'file')})")
+
+    def waiting(self, path: str) -> None:
+        self._p.console.print(waiting_line(path))  # above the bar, which would otherwise just sit at 0
 
     def stop(self) -> None:
         self._p.stop()

@@ -84,7 +84,8 @@ def plan_json(plan: Plan, outcome: Outcome | None) -> dict[str, Any]:
             "dry_run": outcome is None or outcome.dry_run,
             "freed_bytes": outcome.freed_bytes if outcome and not outcome.dry_run else 0,
             "actions": [asdict(a) for a in plan.actions], "notes": list(plan.notes),
-            "errors": list(outcome.errors) if outcome else []}
+            "errors": list(outcome.errors) if outcome else [],
+            "skipped": list(outcome.skipped) if outcome else []}
 
 
 # -- rich ----------------------------------------------------------------------------------------------------------
@@ -227,5 +228,7 @@ def render_plan(plan: Plan, outcome: Outcome | None, show: int = 40) -> None:
     else:
         c.print(f"done: {outcome.done:,} of {counted(len(plan.actions), 'item', ',')}, "
                 f"freed {human_size(outcome.freed_bytes)}.")
+    for e in outcome.skipped:
+        c.print(f"skipped: {e}")
     for e in outcome.errors:
         print(f"hfcache: {e}", file=sys.stderr)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from hfcache.cache.hashing import kind_of
 from hfcache.cache.hfhub import SHARED_MARKER
-from hfcache.cache.layout import Folder, RepoRef
+from hfcache.cache.layout import Folder, RepoRef, store_manifest_of
 from hfcache.scan.files import duplicate
 from hfcache.scan.model import HubScan, Repo
 from hfcache.scan.repo import RepoWalk
@@ -156,8 +156,12 @@ class HubWalk:
                     if self.ref_inodes.first(st):
                         self.ref_bytes += st.st_size
                     if e.name not in self.store_refs:
+                        # prune removes it through huggingface_hub's sweep, which reads its `.refs` manifest and
+                        # keeps an entry without one (missing metadata is never grounds for deletion)
+                        swept = os.path.isfile(store_manifest_of(e.path))
                         P.add("orphan_blob", e.path, st.st_size if st.st_nlink == 1 else 0,
-                              "shared-store blob no repo links to", fix="prune")
+                              "shared-store blob no repo links to" + ("" if swept else " (no .refs manifest: kept)"),
+                              fix="prune" if swept else None)
 
     def _orphan_locks(self, locks: str) -> None:
         """Lock folders of repos no longer in the cache (repos' own locks were checked with their blobs)."""

@@ -11,21 +11,38 @@ Rules every plan keeps:
 - Bytes are counted the way the disk frees them: a file's bytes count only when every hard link to it goes
   (so `freed_bytes` is what `du` would show, not a sum of sizes).
 - Order: snapshots and refs first, blobs after, so an interrupted run leaves no snapshot pointing at nothing.
+- A partial download (and its progress record) is a download in progress while its blob's lock is held, and a
+  leftover only when that lock is free and it is old (`scan` decides; `layout.is_partial_name` says which they are).
+- A plan is acted on later than it was made: `reclaim_run.execute` re-checks each item under its blob lock and
+  skips (and reports) what changed since. Shared-store files go through huggingface_hub's own sweep.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
 import stat
-import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-from hfcache.cache.hashing import hash_file, kind_of
-from hfcache.cache.layout import REPO_TYPES, RepoRef
+from hfcache.cache import hfhub
+from hfcache.cache.layout import (
+    REPO_TYPES,
+    RepoRef,
+    blob_lock_of,
+    cache_locks_dir,
+    repo_blobs_dir,
+    repo_lock_of,
+    repo_locks_dir,
+    repo_no_exist_dir,
+    repo_no_exist_root,
+    repo_ref_path,
+    repo_refs_dir,
+    repo_snapshot_dir,
+    repo_tree_path,
+    store_manifest_of,
+)
 from hfcache.errors import HfcacheError, RepoNotFound, RevisionNotFound, UsageError
 from hfcache.scan.model import CacheScan, Problem, Repo, Revision
 from hfcache.units import counted
@@ -49,6 +66,12 @@ class Action:
     bytes: int = 0
     source: str | None = None
     digest: str = ""
+    # what executing re-checks, as planned: the blob lock to hold while acting, `paths[0]`'s (inode, size,
+    # mtime_ns), and the repo and commit(s) a revision, repo or metadata action is about
+    lock: str = ""
+    sig: tuple[int, ...] = ()
+    repo_path: str = ""
+    commits: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,16 @@ class Outcome:
     done: int
     freed_bytes: int
     errors: tuple[str, ...] = field(default=())
+    skipped: tuple[str, ...] = field(default=())  # items left alone: in use, or changed since the plan
+
+
+def signature(path: str) -> tuple[int, ...]:
+    """What identifies a file's state between planning and acting: (inode, size, mtime_ns); () if absent."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ()
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 # -- accounting ----------------------------------------------------------------------------------------------------
@@ -115,7 +148,7 @@ def _attribute(actions: list[Action]) -> list[Action]:
             if key not in credited and links[key] >= st.st_nlink:
                 credited.add(key)
                 freed += st.st_size
-        out.append(Action(a.kind, a.label, a.reason, a.paths, freed, a.source, a.digest))
+        out.append(replace(a, bytes=freed))
     return out
 
 
@@ -134,10 +167,10 @@ def _need_detail(scan: CacheScan) -> None:
 def _store_links(hub_root: str, repos: Iterable[Repo]) -> dict[str, set[str]]:
     """Shared-store file -> the repo blob links pointing to it (normally one per repo holding the file)."""
     out: dict[str, set[str]] = defaultdict(set)
-    store = os.path.join(hub_root, "blobs") + os.sep
+    store = repo_blobs_dir(hub_root) + os.sep  # the shared store is `<cache>/blobs/`
     for repo in repos:
         try:
-            it = os.scandir(os.path.join(repo.path, "blobs"))
+            it = os.scandir(repo_blobs_dir(repo.path))
         except OSError:
             continue
         with it:
@@ -150,9 +183,11 @@ def _store_links(hub_root: str, repos: Iterable[Repo]) -> dict[str, set[str]]:
 
 
 def _store_action(payload: str, reason: str) -> Action:
-    base = payload
+    """A shared-store entry, deleted by huggingface_hub's sweep: the payload and its `.refs` manifest (its lock
+    file stays, as the sweep leaves it)."""
     return Action("store_blob", f"shared blob {os.path.basename(payload)[:12]}", reason,
-                  tuple(p for p in (base, f"{base}.refs", f"{base}.lock") if os.path.lexists(p)))
+                  tuple(p for p in (payload, store_manifest_of(payload)) if os.path.lexists(p)),
+                  sig=signature(payload))
 
 
 def plan_revisions(scan: CacheScan, selected: dict[str, dict[str, str]], command: str,
@@ -180,7 +215,8 @@ def plan_revisions(scan: CacheScan, selected: dict[str, dict[str, str]], command
             reason = ", ".join(sorted(set(commits.values())))
             n = len(repo.revisions)
             actions.append(Action("repo", f"{repo.cache_id} ({'its one revision' if n == 1 else f'all {n} revisions'})",
-                                  reason, tuple(p for p in (path, locks) if os.path.lexists(p))))
+                                  reason, tuple(p for p in (path, locks) if os.path.lexists(p)), repo_path=path,
+                                  commits=tuple(r.commit for r in repo.revisions)))
             gone_links.update(_blob_links(repo))
             gone_dirs += [path, locks]
             continue
@@ -190,66 +226,74 @@ def plan_revisions(scan: CacheScan, selected: dict[str, dict[str, str]], command
                 continue
             actions.append(_revision_action(repo, rev, commits[rev.commit]))
             gone_dirs += [p for p in actions[-1].paths if p.endswith(rev.commit)]
-            cleanup.append(os.path.join(path, "refs"))
+            cleanup.append(repo_refs_dir(path))
             for f in rev.files or ():
-                if f.linked and f.blob.startswith(inside + "blobs" + os.sep):
+                if f.linked and f.blob.startswith(repo_blobs_dir(path) + os.sep):
                     if f.blob in kept:
                         kept_notes += 1
                     else:
                         blobs.add(f.blob)
         for b in sorted(blobs):
-            actions.append(Action("blob", f"{repo.cache_id} blob {os.path.basename(b)[:12]}",
-                                  "used only by deleted revisions", _with_lock(b)))
+            actions.append(_blob_action(b, f"{repo.cache_id} blob {os.path.basename(b)[:12]}",
+                                        "used only by deleted revisions"))
             if os.path.islink(b):
                 gone_links.add(b)
-    actions += _orphaned_store_files(scan, gone_links)
+    store, kept_store = _orphaned_store_files(scan, gone_links)
+    actions += store
     inside = tuple(os.path.join(d, "") for d in gone_dirs)
     actions += [a for a in extra if not inside or not a.paths[0].startswith(inside)]
     if kept_notes:
         notes = [*notes, f"{counted(kept_notes, 'file')} of deleted revisions keep their blob: a kept snapshot uses it"]
+    if kept_store:
+        notes = [*notes, f"{counted(kept_store, 'shared-store file')} kept: huggingface_hub's sweep keeps an entry "
+                         "whose .refs manifest names another link, or is missing"]
     return _plan(command, actions, notes, cleanup)
 
 
-def _with_lock(blob: str) -> tuple[str, ...]:
-    """A repo blob and its lock file (`<cache>/.locks/<repo folder>/<etag>.lock`), which is useless once the
-    blob is gone: `verify` would warn about it."""
-    repo_dir = os.path.dirname(os.path.dirname(blob))
-    lock = os.path.join(os.path.dirname(repo_dir), ".locks", os.path.basename(repo_dir),
-                        f"{os.path.basename(blob)}.lock")
-    return (blob, lock) if os.path.lexists(lock) else (blob,)
+def _blob_action(blob: str, label: str, reason: str) -> Action:
+    """A repo blob; its lock file (`<cache>/.locks/<repo folder>/<etag>.lock`) is held while it is deleted,
+    then goes too: it is useless once the blob is gone (`verify` would warn about it)."""
+    return Action("blob", label, reason, (blob,), lock=blob_lock_of(blob), sig=signature(blob))
 
 
 def _locks_dir(scan: CacheScan, repo_path: str) -> str:
-    return os.path.join(scan.hub.root, ".locks", os.path.basename(repo_path))
+    return repo_locks_dir(scan.hub.root, repo_path)
 
 
 def _blob_links(repo: Repo) -> set[str]:
     out = set()
     try:
-        with os.scandir(os.path.join(repo.path, "blobs")) as it:
+        with os.scandir(repo_blobs_dir(repo.path)) as it:
             out = {e.path for e in it if e.is_symlink()}
     except OSError:
         pass
     return out
 
 
-def _orphaned_store_files(scan: CacheScan, gone_links: set[str]) -> list[Action]:
+def _orphaned_store_files(scan: CacheScan, gone_links: set[str]) -> tuple[list[Action], int]:
+    """Store files whose every link goes with this plan, and that huggingface_hub's sweep would then delete
+    (it reads their `.refs` manifest); also how many it would keep."""
     if not gone_links:
-        return []
-    out = []
+        return [], 0
+    out, kept = [], 0
+    root = Path(scan.hub.root)
     for payload, links in sorted(_store_links(scan.hub.root, scan.hub.repos).items()):
         if links and links <= gone_links:
-            out.append(_store_action(payload, "no repo links to it any more"))
-    return out
+            if hfhub.expected_sweep_bytes(Path(payload), root, {Path(p) for p in links}) > 0:
+                out.append(_store_action(payload, "no repo links to it any more"))
+            else:
+                kept += 1
+    return out, kept
 
 
 def _revision_action(repo: Repo, rev: Revision, reason: str) -> Action:
-    paths = [os.path.join(repo.path, "snapshots", rev.commit)]
-    paths += [os.path.join(repo.path, "refs", *r.split("/")) for r in rev.refs]
-    paths += [p for p in (os.path.join(repo.path, "trees", f"{rev.commit}.json"),
-                          os.path.join(repo.path, ".no_exist", rev.commit)) if os.path.lexists(p)]
+    paths = [repo_snapshot_dir(repo.path, rev.commit)]
+    paths += [repo_ref_path(repo.path, r) for r in rev.refs]
+    paths += [p for p in (repo_tree_path(repo.path, rev.commit), repo_no_exist_dir(repo.path, rev.commit))
+              if os.path.lexists(p)]
     refs = f" ({', '.join(rev.refs)})" if rev.refs else " (detached)"
-    return Action("revision", f"{repo.cache_id}@{rev.commit[:12]}{refs}", reason, tuple(paths))
+    return Action("revision", f"{repo.cache_id}@{rev.commit[:12]}{refs}", reason, tuple(paths), repo_path=repo.path,
+                  commits=(rev.commit,))
 
 
 # -- rm ------------------------------------------------------------------------------------------------------------
@@ -312,7 +356,7 @@ def plan_rm(scan: CacheScan, targets: Sequence[str], default_type: str = "model"
             repo = next(r for r in scan.hub.repos if r.path == path)
             locks = _locks_dir(scan, path)
             actions.append(Action("repo", f"{repo.cache_id} (no revision)", "asked for",
-                                  tuple(p for p in (path, locks) if os.path.lexists(p))))
+                                  tuple(p for p in (path, locks) if os.path.lexists(p)), repo_path=path))
             del selected[path]
     return plan_revisions(scan, selected, "rm", actions)
 
@@ -329,8 +373,13 @@ def plan_prune(scan: CacheScan, older_than: float | None = None) -> Plan:
                 selected[repo.path][rev.commit] = "detached"
             elif older_than is not None and now - rev.last_accessed > older_than:
                 selected[repo.path][rev.commit] = f"not accessed for {_days(now - rev.last_accessed)}"
-    extra = [a for a in map(_problem_action, _fixable(scan, "prune")) if a is not None]
-    cleanup = [os.path.join(scan.hub.root, ".locks")]  # lock folders left empty go too
+    unreferenced = {str(p) for p in hfhub.unreferenced_store_files(Path(scan.hub.root))}
+    extra = [a for p in _fixable(scan, "prune") if (a := _problem_action(p, unreferenced)) is not None]
+    typos = _typo_refs(scan)
+    whole = tuple(a.repo_path + os.sep for a in typos if a.kind == "repo")
+    extra = [a for a in extra if not whole or not a.paths[0].startswith(whole)] + typos
+    cleanup = [cache_locks_dir(scan.hub.root)]  # lock folders left empty go too
+    cleanup += [repo_no_exist_root(r.path) for r in scan.hub.repos]  # and `.no_exist/`'s
     if older_than is not None:
         for what, entries in (("download", scan.datasets.downloads), ("extraction", scan.datasets.extracted)):
             for d in entries:
@@ -346,22 +395,77 @@ def _fixable(scan: CacheScan, fix: str) -> list[Problem]:
     return [p for g in scan.problems for p in g.examples if p.fix == fix]
 
 
-def _problem_action(p: Problem) -> Action | None:
+def _problem_action(p: Problem, unreferenced: set[str]) -> Action | None:
     if p.kind == "orphan_blob":
-        if p.repo is None:  # the shared store: <cache>/blobs/<xx>/<hash>
-            return _store_action(p.path, "no repo links to it")
-        return Action("blob", f"orphan blob {os.path.basename(p.path)[:12]}" + (f" of {p.repo}" if p.repo else ""),
-                      p.detail, _with_lock(p.path))
+        if p.repo is None:  # the shared store: <cache>/blobs/<xx>/<hash>, if huggingface_hub's sweep would take it
+            return _store_action(p.path, "no repo links to it") if p.path in unreferenced else None
+        of = f" of {p.repo}" if p.repo else ""
+        return _blob_action(p.path, f"orphan blob {os.path.basename(p.path)[:12]}{of}", p.detail)
     if p.kind == "stale_lock":
         # a repo's stale locks are listed one by one (a lock of a cached blob, or a held one, stays); a folder of
         # locks for a repo no longer cached goes whole, but for the locks another process holds
         where = p.repo or os.path.basename(p.path)
         what = counted(p.count, "stale lock") if p.paths else "all stale locks"
         return Action("leftover", f"{what} of {where}", p.detail, p.paths or (p.path,))
-    label = {"incomplete": "partial download", "orphan_metadata": "orphan metadata"}
-    if p.kind in label:
-        return Action("leftover", f"{label[p.kind]} {os.path.basename(p.path)[:40]}", p.detail or p.kind, (p.path,))
+    if p.kind == "incomplete":  # acted on under its blob's lock, only if untouched since the plan
+        return Action("leftover", f"partial download {os.path.basename(p.path)[:40]}", p.detail or p.kind, (p.path,),
+                      lock=blob_lock_of(p.path), sig=signature(p.path))
+    if p.kind == "orphan_metadata":
+        where = _metadata_of(p.path)
+        return Action("leftover", f"orphan metadata {os.path.basename(p.path)[:40]}", p.detail or p.kind, (p.path,),
+                      sig=signature(p.path), repo_path=where[0] if where else "", commits=where[1:] if where else ())
     return None
+
+
+def _metadata_of(path: str) -> tuple[str, str] | None:
+    """(repo folder, commit) of a hub `trees/<commit>.json` or `.no_exist/<commit>`; None for other areas."""
+    parent, name = os.path.split(path)
+    if os.path.basename(parent) not in ("trees", ".no_exist"):
+        return None
+    commit = name.removesuffix(".json")
+    return (os.path.dirname(parent), commit) if len(commit) == 40 else None
+
+
+def _typo_refs(scan: CacheScan) -> list[Action]:
+    """Refs to a commit whose only trace is `.no_exist/<commit>` or a tree listing: what a download of a file
+    that does not exist (a typo) leaves, as huggingface_hub does. Not damage, but nothing to keep either."""
+    out = []
+    why = "a ref to a commit never fetched: only .no_exist markers or a listing"
+    for repo in scan.hub.repos:
+        have = {r.commit for r in repo.revisions}
+        refs = refs_by_commit(repo.path)
+        mine = []
+        for commit, names in sorted(refs.items()):
+            if commit in have:
+                continue
+            traces = [p for p in (repo_no_exist_dir(repo.path, commit), repo_tree_path(repo.path, commit))
+                      if os.path.lexists(p)]
+            if traces:
+                mine.append(Action("leftover", f"{repo.cache_id} ref {', '.join(names)} -> {commit[:12]} (no snapshot)",
+                                   why, (*(repo_ref_path(repo.path, n) for n in names), *traces), repo_path=repo.path,
+                                   commits=(commit,)))
+        if mine and not have and len(mine) == len(refs):  # nothing else in the repo: the folder goes whole
+            locks = _locks_dir(scan, repo.path)
+            mine = [Action("repo", f"{repo.cache_id} (no revision)", why,
+                           tuple(p for p in (repo.path, locks) if os.path.lexists(p)), repo_path=repo.path)]
+        out += mine
+    return out
+
+
+def refs_by_commit(repo_path: str) -> dict[str, list[str]]:
+    """commit -> the refs naming it, read now (a handful of small files)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    top = repo_refs_dir(repo_path)
+    for dirpath, _dirs, names in os.walk(top):
+        for n in names:
+            path = os.path.join(dirpath, n)
+            try:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    commit = f.read(100).strip()
+            except OSError:
+                continue
+            out[commit].append(os.path.relpath(path, top).replace(os.sep, "/"))
+    return out
 
 
 def _days(seconds: float) -> str:
@@ -376,114 +480,20 @@ def plan_dedup(scan: CacheScan) -> Plan:
         keep = p.paths[0]
         for other in p.paths[1:]:
             actions.append(Action("link", f"{os.path.relpath(other, scan.hub.root)}", p.detail, (other,),
-                                  source=keep, digest=p.digest))
+                                  source=keep, digest=p.digest, lock=_dedup_lock(scan.hub.root, other, p.digest),
+                                  sig=signature(other)))
     return _plan("dedup", actions)
+
+
+def _dedup_lock(hub_root: str, path: str, digest: str) -> str:
+    """The blob lock of a copy: `<repo>/blobs/<etag>` or a snapshot file of that content in `<repo>/...`."""
+    rel = os.path.relpath(path, hub_root).split(os.sep)
+    return repo_lock_of(hub_root, os.path.join(hub_root, rel[0]), digest) if len(rel) > 2 else ""
 
 
 # -- execute -------------------------------------------------------------------------------------------------------
 def execute(plan: Plan, dry_run: bool) -> Outcome:
-    """Run the plan in order, or (dry run) go through the same steps touching nothing."""
-    done = freed = 0
-    errors: list[str] = []
-    verified: dict[str, bool] = {}
-    for a in plan.actions:
-        try:
-            if a.kind == "link":
-                _relink(a, dry_run, verified)
-            elif not dry_run:
-                for p in a.paths:
-                    _remove(p)
-        except (OSError, _Skip) as e:
-            errors.append(f"{a.label}: {e}")
-            continue
-        done += 1
-        freed += a.bytes
-    if not dry_run:
-        for d in plan.cleanup_dirs:
-            _remove_empty_dirs(d)
-    return Outcome(plan, dry_run, done, freed, tuple(errors))
+    """Run the plan (see `reclaim_run`), or (dry run) go through the same steps touching nothing."""
+    from hfcache.scan.reclaim_run import execute as run
 
-
-class _Skip(Exception):
-    pass
-
-
-def _remove(path: str) -> None:
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        if os.path.basename(os.path.dirname(path)) == ".locks":
-            _remove_locks(path)
-        else:
-            shutil.rmtree(path)
-    elif stat.S_ISREG(st.st_mode) and path.endswith(".lock"):
-        _remove_lock(path)
-    else:
-        os.unlink(path)
-
-
-def _remove_locks(folder: str) -> None:
-    """A repo's `.locks/` folder: every lock that can be taken, then the folder if that emptied it."""
-    with os.scandir(folder) as it:
-        paths = [e.path for e in it]
-    for p in paths:
-        _remove(p)
-    with contextlib.suppress(OSError):
-        os.rmdir(folder)
-
-
-def _remove_lock(path: str) -> None:
-    """Unlink a lock file while holding it, so no process is between taking it and using it; one another
-    process holds (or that cannot be taken) stays."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(path, timeout=0, fallback_to_soft=False)
-    try:
-        lock.acquire()
-    except (Timeout, OSError):
-        return
-    try:
-        os.unlink(path)
-    finally:
-        lock.release()
-
-
-def _remove_empty_dirs(root: str) -> None:
-    """Empty sub-folders (e.g. `refs/pr/`) left once their refs went; the root itself stays."""
-    for dirpath, _dirs, _files in os.walk(root, topdown=False):
-        if dirpath != root:
-            with contextlib.suppress(OSError):
-                os.rmdir(dirpath)
-
-
-def _hash_ok(path: str, digest: str, cache: dict[str, bool]) -> bool:
-    if path not in cache:
-        kind = kind_of(digest)
-        cache[path] = kind is not None and hash_file(path, kind) == digest
-    return cache[path]
-
-
-def _relink(a: Action, dry_run: bool, verified: dict[str, bool]) -> None:
-    """Replace a copy with a hard link to the kept file, after both hash to their shared name."""
-    target, source = a.paths[0], a.source or ""
-    st_t, st_s = os.lstat(target), os.lstat(source)
-    if (st_t.st_dev, st_t.st_ino) == (st_s.st_dev, st_s.st_ino):
-        return
-    if st_t.st_dev != st_s.st_dev:
-        raise _Skip("on another file system than the copy kept; left alone")
-    if st_t.st_size != st_s.st_size:
-        raise _Skip("sizes differ; left alone")
-    if dry_run:
-        return
-    for p in (source, target):
-        if not _hash_ok(p, a.digest, verified):
-            raise _Skip(f"{p} does not hash to {a.digest[:12]}; left alone (run hfcache verify)")
-    tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:8]}.dedup")
-    os.link(source, tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        os.unlink(tmp)
-        raise
+    return run(plan, dry_run)

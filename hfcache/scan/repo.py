@@ -15,7 +15,7 @@ import stat
 from collections import defaultdict
 from operator import attrgetter
 
-from hfcache.cache.layout import Folder, RepoRef, is_commit, lock_held
+from hfcache.cache.layout import Folder, RepoRef, blob_lock_of, is_commit, is_partial_name, lock_held, partial_etag
 from hfcache.scan.files import (
     _S_IFLNK,
     _S_IFMT,
@@ -164,7 +164,7 @@ class RepoWalk:
                         self._multi_names.append(name)
                     else:
                         single += st.st_size
-                    if "." in name and name.endswith(".incomplete"):
+                    if "." in name and is_partial_name(name):  # a partial download or its record
                         self._incomplete(f"{self.blobs_dir}/{name}", name, st)
                         if st.st_nlink == 1:
                             single -= st.st_size
@@ -189,13 +189,17 @@ class RepoWalk:
         self._single = single
 
     def _incomplete(self, path: str, name: str, st: os.stat_result) -> None:
+        """A partial download (or its progress record) is in use while its blob's lock is held, and a leftover
+        only when that lock is free and it is old."""
         age = self.now - st.st_mtime
         fresh = age < self.stale_after
-        if fresh:
-            self.fresh.add(name.split(".", 1)[0])
+        held = not fresh and lock_held(blob_lock_of(path))
+        if fresh or held:
+            self.fresh.add(partial_etag(name))
         self.incomplete_bytes += st.st_size
-        self.problem("incomplete", path, st.st_size, "partial download" + (" (recent)" if fresh else ""), age=age,
-                     fix=None if fresh else "prune")
+        what = "partial download" if name.endswith(".incomplete") else "partial download's record"
+        self.problem("incomplete", path, st.st_size, what + (" (recent)" if fresh else " (in use)" if held else ""),
+                     age=age, fix=None if fresh or held else "prune")
 
     def _blob_link(self, path: str) -> os.stat_result | None:
         """A blob that is a link: normally into the shared store (`../../blobs/<xx>/<xet hash>`)."""

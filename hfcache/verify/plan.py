@@ -130,6 +130,10 @@ class _Planner:
             return None
         snap = self.cache.snapshot_dir(repo, text)
         if not snap.is_dir():
+            # a download of a file that does not exist (a typo) leaves a ref and `.no_exist/<commit>` (or a tree
+            # listing) and no snapshot, as huggingface_hub does: not damage; `prune` tidies it
+            if self.cache.no_exist_dir(repo, text).is_dir() or self.cache.tree_path(repo, text).is_file():
+                return None
             self.problem("dangling-ref", repo, paths=(self.rel(str(path)),), expected=self.rel(str(snap)),
                          actual="missing")
             return None
