@@ -16,24 +16,26 @@ blob's lock. Content already in the cache that differs from the bundle is never 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from hfcache.bundle.crash import crash_point
-from hfcache.bundle.manifest import Entry, Manifest, Revision
-from hfcache.cache.hashing import copy_hashed, hash_bytes
-from hfcache.cache.layout import FileMeta, HubCache, RepoRef
-from hfcache.errors import BundleError, IntegrityError
+from hfcache.bundle.jsonstream import START, walk
+from hfcache.bundle.manifest import MAX_ENTRY_BYTES, Entry, Manifest, Revision
+from hfcache.cache.hashing import copy_hashed, hash_file
+from hfcache.cache.layout import MAX_TREE_BYTES, TREE_FORMAT_VERSION, FileMeta, HubCache, RepoRef
+from hfcache.cache.names import RelPath
+from hfcache.errors import BundleError, IntegrityError, UnsafePath
 from hfcache.progress import Progress
 from hfcache.units import counted
 
 STAGE_MARK = ".import-"
-MAX_TREE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class _Blob:
     """One `blobs/<etag>` of one repo, and where its staged bytes wait."""
 
     entry: Entry
-    pointers: list[Path]
+    pointers: list[Entry]  # the snapshot files that use it (paths made when needed: less memory)
     temp: Path | None = None
     xet_ok: bool = False  # the staged bytes have the xet hash the manifest gives
     kept: bool = False  # the cache has other bytes under this name: they stay, and this blob is not imported
@@ -78,7 +80,7 @@ class _Stage:
 
     created: list[Path] = field(default_factory=list)
     temps: list[Path] = field(default_factory=list)
-    trees: dict[str, bytes] = field(default_factory=dict)
+    trees: dict[str, BinaryIO] = field(default_factory=dict)  # payload -> its checked bytes, in an unnamed file
 
     def mkdirs(self, folder: Path) -> None:
         missing = []
@@ -89,7 +91,13 @@ class _Stage:
             d.mkdir(exist_ok=True)
             self.created.append(d)
 
+    def close_trees(self) -> None:
+        for f in self.trees.values():
+            f.close()
+        self.trees = {}
+
     def undo(self) -> None:
+        self.close_trees()
         for t in self.temps:
             t.unlink(missing_ok=True)
         for d in reversed(self.created):
@@ -107,7 +115,8 @@ def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
 
     progress = progress or Progress()
     with open_reader(Path(bundle)) as reader:
-        manifest = Manifest.from_bytes(reader.manifest)
+        with reader.manifest() as stream:
+            manifest = Manifest.from_stream(stream)
         blobs = _plan(cache, manifest)
         stage = _Stage()
         areas = None
@@ -124,7 +133,10 @@ def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
             if areas is not None:
                 areas.undo()
             raise
-    result = _publish(cache, manifest, blobs, stage, symlinks)
+    try:
+        result = _publish(cache, manifest, blobs, stage, symlinks)
+    finally:
+        stage.close_trees()
     return result if areas is None else replace(result, area_files=areas.publish())
 
 
@@ -133,7 +145,7 @@ def _plan(cache: HubCache, manifest: Manifest) -> dict[tuple[RepoRef, str], _Blo
     """Every blob of the bundle, with the snapshot files that use it; a blob the cache holds otherwise is `kept`."""
     blobs = {(e.repo, e.path): _Blob(e, []) for e in manifest.of_role("blob")}
     for f in manifest.of_role("file"):
-        blobs[(f.repo, f.blob)].pointers.append(cache.pointer_path(f.repo, f.commit, f.path))
+        blobs[(f.repo, f.blob)].pointers.append(f)
     for b in blobs.values():
         path = cache.blob_path(b.repo, b.etag)
         b.kept = path.exists() and (not path.is_file() or path.stat().st_size != b.entry.size)
@@ -142,7 +154,8 @@ def _plan(cache: HubCache, manifest: Manifest) -> dict[tuple[RepoRef, str], _Blo
 
 def _needed(cache: HubCache, b: _Blob) -> bool:
     """Bytes are needed when some snapshot file is missing and the blob is not already there."""
-    return not b.kept and not cache.blob_path(b.repo, b.etag).exists() and any(not p.exists() for p in b.pointers)
+    return not b.kept and not cache.blob_path(b.repo, b.etag).exists() and any(
+        not cache.pointer_path(f.repo, f.commit, f.path).exists() for f in b.pointers)
 
 
 def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Stage, progress: Progress,
@@ -163,10 +176,10 @@ def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Sta
         try:
             if name in tree_payloads:
                 if size > MAX_TREE_BYTES:
-                    raise BundleError(f"bundle payload {name} is too large for a tree listing")
-                stage.trees[name] = data = stream.read(size)
-                got = hash_bytes(data, kind)
-                progress.advance(size)
+                    raise BundleError(f"bundle payload {name} is too large for a tree listing ({counted(size, 'byte')}"
+                                      f", at most {MAX_TREE_BYTES}); nothing was imported")
+                stage.trees[name] = f = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the stage)
+                got = copy_hashed(stream, f, kind, size, progress.advance)
             elif targets:
                 got = _stage_blob(cache, stream, targets[0], kind, size, stage, progress.advance)
             elif areas is not None and areas.wants(name):
@@ -225,22 +238,37 @@ def _xet_hash(path: Path) -> str | None:
     return hf_xet.hash_files([str(path)])[0].hash
 
 
-def _check_trees(manifest: Manifest, trees: dict[str, bytes]) -> None:
-    """A tree listing and the snapshot files of its commit must agree on every blob name and size."""
+def _check_trees(manifest: Manifest, trees: dict[str, BinaryIO]) -> None:
+    """A tree listing must be one huggingface_hub reads, naming only checked paths and blob names, and agree with
+    the snapshot files of its commit on every blob name and size. Read item by item: memory stays bounded."""
     blob_size = {(e.repo, e.path): e.size for e in manifest.of_role("blob")}
     files = {(f.repo, f.commit, f.path): f.blob for f in manifest.of_role("file")}
     for t in manifest.of_role("tree"):
+        where = f"the bundle's tree listing of {t.repo}@{t.commit[:12]}"
+        stream = trees[t.payload]
+        stream.seek(0)
+        version = None
         try:
-            data = json.loads(trees[t.payload])
-            listing = data["files"] if data.get("format_version") == 1 else {}
-            metas = {p: FileMeta.from_json(info) for p, info in listing.items()}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue  # a listing huggingface_hub cannot read either: carried as is
-        for path, meta in metas.items():
-            etag = files.get((t.repo, t.commit, path))
-            if etag is not None and (etag != meta.etag or blob_size[(t.repo, etag)] != meta.size):
-                raise BundleError(f"the bundle's tree listing of {t.repo}@{t.commit[:12]} disagrees with its "
-                                  f"files about {path!r}; nothing was imported")
+            for key, value in walk(stream, {"files": "object"}, MAX_TREE_BYTES, MAX_ENTRY_BYTES):
+                if key == "format_version":
+                    version = value
+                if key != "files":
+                    continue
+                if version != TREE_FORMAT_VERSION:
+                    raise BundleError(f"{where} is not in a format this hfcache reads; nothing was imported")
+                if value is START:
+                    continue
+                path, info = value
+                meta = FileMeta.from_json(info)
+                etag = files.get((t.repo, t.commit, RelPath(path)))
+                if etag is not None and (etag != meta.etag or blob_size[(t.repo, etag)] != meta.size):
+                    raise BundleError(f"{where} disagrees with its files about {path!r}; nothing was imported")
+        except UnsafePath as e:
+            raise BundleError(f"{where}: {e}; nothing was imported") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise BundleError(f"{where} is not a tree listing ({e}); nothing was imported") from None
+        if version != TREE_FORMAT_VERSION:
+            raise BundleError(f"{where} is not in a format this hfcache reads; nothing was imported")
 
 
 # -- phase 2 ---------------------------------------------------------------------------------------------------
@@ -282,13 +310,13 @@ def _publish(cache: HubCache, manifest: Manifest, blobs: dict[tuple[RepoRef, str
         if b.temp is not None:
             b.temp.unlink(missing_ok=True)
     for t in manifest.of_role("tree"):
-        path, data = cache.tree_path(t.repo, t.commit), stage.trees[t.payload]
+        path = cache.tree_path(t.repo, t.commit)
         if path.exists():
-            if path.read_bytes() != data:
+            if not path.is_file() or hash_file(path, "sha256") != t.sha256:
                 conflicts.append(f"{t.repo}: trees/{t.commit}.json exists with other content (kept)")
             continue
         if (t.repo, t.commit) not in incomplete:  # a listing promises every file it names
-            _write_atomic(path, data)
+            _write_atomic(path, stage.trees[t.payload])
             n.trees += 1
             crash_point()
     for m in manifest.of_role("no_exist"):
@@ -387,10 +415,12 @@ def _place_file(cache: HubCache, f: Entry, b: _Blob, links: bool, last_use: bool
     return None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, source: BinaryIO) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
+    source.seek(0)
+    with open(tmp, "xb") as f:
+        shutil.copyfileobj(source, f)
     os.replace(tmp, path)
 
 
