@@ -31,7 +31,7 @@ from hfcache.bundle.manifest import MAX_ENTRY_BYTES, Entry, Manifest, Revision
 from hfcache.cache.hashing import copy_hashed, hash_file
 from hfcache.cache.layout import MAX_TREE_BYTES, TREE_FORMAT_VERSION, FileMeta, HubCache, RepoRef
 from hfcache.cache.names import RelPath
-from hfcache.errors import BundleError, IntegrityError, UnsafePath
+from hfcache.errors import BundleError, IntegrityError, UnsafePath, UsageError
 from hfcache.progress import Progress
 from hfcache.units import counted
 
@@ -52,7 +52,8 @@ class ImportResult:
     trees: int
     refs_moved: tuple[str, ...]
     conflicts: tuple[str, ...]
-    area_files: int = 0  # files of the offline caches (prepared datasets, modules, mapped URLs)
+    area_files: int = 0  # files of the offline caches (prepared datasets, modules, mapped URLs) placed
+    area_present: int = 0  # ... already there with the same bytes
 
 
 @dataclass
@@ -106,10 +107,13 @@ class _Stage:
 
 
 def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
-                  progress: Progress | None = None, area_roots=None) -> ImportResult:
+                  progress: Progress | None = None, area_roots=None, areas_refused: str | None = None,
+                  move_refs: bool = False) -> ImportResult:
     """Import `bundle` into `cache`; `symlinks=False` writes the copied layout (as `--no-symlinks`).
 
-    Offline-cache files go under `area_roots` (`hfcache.offline.env.OfflineRoots`; default: the environment's).
+    Offline-cache files go under `area_roots` (`hfcache.offline.env.OfflineRoots`; default: the environment's),
+    unless `areas_refused` says why they have no place (then a bundle carrying any is refused, unread).
+    A ref the cache has at another commit is kept, and reported as a conflict, unless `move_refs`.
     """
     from hfcache.bundle.container import open_reader
 
@@ -117,6 +121,8 @@ def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
     with open_reader(Path(bundle)) as reader:
         with reader.manifest() as stream:
             manifest = Manifest.from_stream(stream)
+        if manifest.areas and areas_refused:
+            raise UsageError(areas_refused)
         blobs = _plan(cache, manifest)
         stage = _Stage()
         areas = None
@@ -134,10 +140,14 @@ def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
                 areas.undo()
             raise
     try:
-        result = _publish(cache, manifest, blobs, stage, symlinks)
+        result = _publish(cache, manifest, blobs, stage, symlinks, move_refs)
     finally:
         stage.close_trees()
-    return result if areas is None else replace(result, area_files=areas.publish())
+    if areas is None:
+        return result
+    placed = areas.publish()
+    return replace(result, area_files=placed, area_present=areas.present,
+                   conflicts=result.conflicts + tuple(areas.conflicts))
 
 
 # -- phase 1 ---------------------------------------------------------------------------------------------------
@@ -284,7 +294,7 @@ class _Counts:
 
 
 def _publish(cache: HubCache, manifest: Manifest, blobs: dict[tuple[RepoRef, str], _Blob], stage: _Stage,
-             symlinks: bool | None) -> ImportResult:
+             symlinks: bool | None, move_refs: bool = False) -> ImportResult:
     cache.ensure_tag()
     links = cache.symlinks_supported() if symlinks is None else (symlinks and cache.symlinks_supported())
     share = _share_function() if links else None
@@ -327,6 +337,11 @@ def _publish(cache: HubCache, manifest: Manifest, blobs: dict[tuple[RepoRef, str
             conflicts.append(f"{r.repo}: ref {r.path} left as it was: the snapshot {r.commit[:12]} is incomplete")
             continue
         old = cache.read_ref(r.repo, r.path)
+        if old is not None and old != r.commit and not move_refs:
+            # a checked bundle proves its bytes match its manifest, not that this commit is the Hub's `main`
+            conflicts.append(f"{r.repo}: ref {r.path} is at {old[:12]} in the cache, the bundle says "
+                             f"{r.commit[:12]} (kept; --move-refs moves it)")
+            continue
         if old != r.commit:
             cache.write_ref(r.repo, r.path, r.commit)
             if old is not None:
