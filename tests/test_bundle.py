@@ -495,3 +495,23 @@ def test_manifest_parser_turns_any_garbage_into_one_error(source, tmp_path):
     for top in ([], "x", {"schema": "hfcache-bundle", "schema_version": 1, "entries": {}}, {"entries": [1]}):
         with pytest.raises(HfcacheError):
             Manifest.from_bytes(json.dumps(top).encode())
+
+
+def test_an_existing_blob_of_the_right_size_is_hashed_before_it_is_linked(source, tmp_path):
+    """A blob planted (or damaged) with the right size is never linked into a snapshot: it is a conflict."""
+    bundle = _export(source, tmp_path / "b.tar", specs=("org/tiny",))
+    target = tmp_path / "home" / "hub"
+    blob = next(b for b in (source / "models--org--tiny" / "blobs").iterdir()
+                if b.read_bytes() == _expected(MODEL_MAIN["config.json"]))
+    planted = target / "models--org--tiny" / "blobs" / blob.name
+    planted.parent.mkdir(parents=True)
+    (target / "models--org--tiny" / "snapshots").mkdir()
+    fake = bytearray(blob.read_bytes())
+    fake[5] ^= 1
+    planted.write_bytes(bytes(fake))  # same size, other bytes
+    r = _import(bundle, tmp_path / "home")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert any(blob.name in c and "other content" in c for c in json.loads(r.stdout)["conflicts"])
+    assert planted.read_bytes() == bytes(fake)
+    assert not list((target / "models--org--tiny" / "snapshots").glob("*/config.json"))
+    assert not (target / "models--org--tiny" / "refs" / "main").exists()  # not to a snapshot lacking a file

@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hfcache.bundle.crash import crash_point
-from hfcache.bundle.jsonstream import START, walk
-from hfcache.bundle.manifest import MAX_ENTRY_BYTES, Entry, Manifest, Revision
-from hfcache.cache.hashing import copy_hashed, hash_file
-from hfcache.cache.layout import MAX_TREE_BYTES, TREE_FORMAT_VERSION, FileMeta, HubCache, RepoRef
-from hfcache.cache.names import RelPath
-from hfcache.errors import BundleError, IntegrityError, UnsafePath, UsageError
+from hfcache.bundle.manifest import Entry, Manifest, Revision
+from hfcache.bundle.trees import check_trees
+from hfcache.cache.hashing import copy_hashed, hash_file, kind_of
+from hfcache.cache.layout import MAX_TREE_BYTES, HubCache, RepoRef
+from hfcache.errors import BundleError, IntegrityError, UsageError
 from hfcache.progress import Progress
 from hfcache.units import counted
 
@@ -133,7 +132,7 @@ def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
             areas = AreaImport(manifest.areas, area_roots or offline_roots(hub_cache=cache.root))
         try:
             _stage(cache, manifest, reader, blobs, stage, progress, areas)
-            _check_trees(manifest, stage.trees)
+            check_trees(manifest, stage.trees)
         except BaseException:
             stage.undo()
             if areas is not None:
@@ -158,14 +157,23 @@ def _plan(cache: HubCache, manifest: Manifest) -> dict[tuple[RepoRef, str], _Blo
         blobs[(f.repo, f.blob)].pointers.append(f)
     for b in blobs.values():
         path = cache.blob_path(b.repo, b.etag)
-        b.kept = path.exists() and (not path.is_file() or path.stat().st_size != b.entry.size)
+        if not path.exists():
+            continue
+        b.kept = not path.is_file() or path.stat().st_size != b.entry.size
+        if not b.kept and _links_missing(cache, b):
+            # About to be linked into a snapshot: its bytes are checked first, as the bundle's are. A blob of
+            # the right size may have been planted or damaged; the bundle's bytes never replace it (a conflict).
+            b.kept = hash_file(path, kind_of(b.etag)) != b.etag
     return blobs
+
+
+def _links_missing(cache: HubCache, b: _Blob) -> bool:
+    return any(not cache.pointer_path(f.repo, f.commit, f.path).exists() for f in b.pointers)
 
 
 def _needed(cache: HubCache, b: _Blob) -> bool:
     """Bytes are needed when some snapshot file is missing and the blob is not already there."""
-    return not b.kept and not cache.blob_path(b.repo, b.etag).exists() and any(
-        not cache.pointer_path(f.repo, f.commit, f.path).exists() for f in b.pointers)
+    return not b.kept and not cache.blob_path(b.repo, b.etag).exists() and _links_missing(cache, b)
 
 
 def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Stage, progress: Progress,
@@ -246,39 +254,6 @@ def _xet_hash(path: Path) -> str | None:
     except ImportError:
         return None
     return hf_xet.hash_files([str(path)])[0].hash
-
-
-def _check_trees(manifest: Manifest, trees: dict[str, BinaryIO]) -> None:
-    """A tree listing must be one huggingface_hub reads, naming only checked paths and blob names, and agree with
-    the snapshot files of its commit on every blob name and size. Read item by item: memory stays bounded."""
-    blob_size = {(e.repo, e.path): e.size for e in manifest.of_role("blob")}
-    files = {(f.repo, f.commit, f.path): f.blob for f in manifest.of_role("file")}
-    for t in manifest.of_role("tree"):
-        where = f"the bundle's tree listing of {t.repo}@{t.commit[:12]}"
-        stream = trees[t.payload]
-        stream.seek(0)
-        version = None
-        try:
-            for key, value in walk(stream, {"files": "object"}, MAX_TREE_BYTES, MAX_ENTRY_BYTES):
-                if key == "format_version":
-                    version = value
-                if key != "files":
-                    continue
-                if version != TREE_FORMAT_VERSION:
-                    raise BundleError(f"{where} is not in a format this hfcache reads; nothing was imported")
-                if value is START:
-                    continue
-                path, info = value
-                meta = FileMeta.from_json(info)
-                etag = files.get((t.repo, t.commit, RelPath(path)))
-                if etag is not None and (etag != meta.etag or blob_size[(t.repo, etag)] != meta.size):
-                    raise BundleError(f"{where} disagrees with its files about {path!r}; nothing was imported")
-        except UnsafePath as e:
-            raise BundleError(f"{where}: {e}; nothing was imported") from None
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise BundleError(f"{where} is not a tree listing ({e}); nothing was imported") from None
-        if version != TREE_FORMAT_VERSION:
-            raise BundleError(f"{where} is not in a format this hfcache reads; nothing was imported")
 
 
 # -- phase 2 ---------------------------------------------------------------------------------------------------
