@@ -41,11 +41,30 @@ def _one_line_error(r) -> str:
     return lines[0]
 
 
-def _fill(cache: Path, endpoint: str, env: dict | None = None) -> Path:
-    """org/tiny main and v1, a dataset, and a `.no_exist` marker: every kind of thing a cache holds."""
-    for args in (["org/tiny"], ["org/tiny", "--revision", "v1"], ["org/ds", "--repo-type", "dataset"]):
-        _ok(run_cli("snapshot", *args, "--cache-dir", str(cache), endpoint=endpoint, env=env))
-    run_cli("download", "org/tiny", "missing.txt", "--cache-dir", str(cache), endpoint=endpoint, env=env)
+FILL_SCRIPT = """
+import json, sys
+from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub.errors import EntryNotFoundError
+cache, revisions = sys.argv[1], json.loads(sys.argv[2])
+for repo, repo_type, revision in revisions:
+    snapshot_download(repo, repo_type=repo_type, revision=revision, cache_dir=cache)
+try:
+    hf_hub_download("org/tiny", "missing.txt", cache_dir=cache)
+except EntryNotFoundError:
+    pass
+"""
+FILL_REVISIONS = [("org/tiny", "model", "main"), ("org/tiny", "model", "v1"), ("org/ds", "dataset", "main")]
+
+
+def _fill(cache: Path, endpoint: str, env: dict | None = None, extra: tuple = ()) -> Path:
+    """org/tiny main and v1, a dataset, and a `.no_exist` marker: every kind of thing a cache holds, written by
+    huggingface_hub itself (the oracle), in a process of its own so that `env` (say HF_HUB_DISABLE_SYMLINKS) holds.
+    `extra`: more (repo, repo_type, revision) to fetch."""
+    full_env = {**os.environ, "HF_ENDPOINT": endpoint, **(env or {})}
+    full_env.pop("HF_HUB_OFFLINE", None)
+    p = subprocess.run([sys.executable, "-c", FILL_SCRIPT, str(cache), json.dumps([*FILL_REVISIONS, *extra])],
+                       capture_output=True, text=True, env=full_env, timeout=300)
+    assert p.returncode == 0, p.stderr
     assert any((cache / "models--org--tiny" / ".no_exist").rglob("missing.txt"))
     return cache
 
