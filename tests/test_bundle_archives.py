@@ -90,6 +90,17 @@ def _many_entries(n: int, bad: bool) -> bytes:
     return _manifest(entries)
 
 
+def _zstd_wide_window(path: Path) -> Path:
+    """A zstd tar whose frame asks for a 128 MiB window (memory the decoder would hold), then 200 MiB of zeros."""
+    zstandard = pytest.importorskip("zstandard")
+    params = zstandard.ZstdCompressionParameters(window_log=27, compression_level=1, write_content_size=False)
+    with open(path, "wb") as f, zstandard.ZstdCompressor(compression_params=params).stream_writer(f) as w:
+        w.write(_member("manifest.json", _manifest([])))
+        for _ in range(200):
+            w.write(ZEROS)
+    return path
+
+
 def _entries_bundle(path: Path, n: int, bad: bool) -> Path:
     return _write(path, _member("manifest.json", _many_entries(n, bad)))
 
@@ -106,6 +117,7 @@ HOSTILE = {
     "tree-of-empty-objects": lambda p: _write(p, _tree_bundle(
         b'{"format_version": 1, "files": {' + b",".join(b'"%x": {}' % i for i in range(3_000_000)) + b"}}")),
     "tree-of-200MiB": lambda p: _big_tree(p, 200),
+    "zstd-128MiB-window": _zstd_wide_window,
     "manifest-of-most-entries-last-bad": lambda p: _entries_bundle(p, MAX_ENTRIES, True),
     "manifest-of-most-entries-no-payload": lambda p: _entries_bundle(p, MAX_ENTRIES, False),
     "manifest-of-too-many-entries": lambda p: _entries_bundle(p, MAX_ENTRIES + 1, False),

@@ -30,6 +30,7 @@ MANIFEST_NAME = "manifest.json"
 PAYLOAD_DIR = "payload"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STREAM_BUFFER = 1024 * 1024  # tarfile streams in 10 kB records by default: slow for GB payloads
+MAX_ZSTD_WINDOW = 32 * 1024 * 1024
 MAX_HEADER_BYTES = 1024 * 1024  # PAX / GNU long-name headers, per member: tarfile reads them into memory whole
 _PAYLOAD_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
@@ -206,13 +207,16 @@ class TarReader(BundleReader):
         magic = self._file.read(4)
         self._file.seek(0)
         if magic == ZSTD_MAGIC:
-            self._zstd = _zstandard().ZstdDecompressor().stream_reader(self._file, closefd=False)
+            # The window is memory the decoder holds: 32 MiB at most (export writes 2 MiB windows; zstd --long
+            # would need 128 MiB and is refused, in one line).
+            self._zstd = _zstandard().ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).stream_reader(
+                self._file, closefd=False)
             source, self.compressed = self._zstd, True
         try:
             self._tar = tarfile.open(fileobj=source, mode="r|*", bufsize=STREAM_BUFFER,  # noqa: SIM115
                                      tarinfo=_CappedInfo)
             first = self._tar.next()
-        except (tarfile.TarError, OSError, EOFError, zlib_error()) as e:
+        except read_errors() as e:
             self.close()
             raise BundleError(f"{path} is not a bundle (not a readable tar file: {e})") from None
         except BaseException:
@@ -250,7 +254,7 @@ class TarReader(BundleReader):
                 f = self._tar.extractfile(member)
                 assert f is not None
                 yield name, _Guarded(f), member.size
-        except (tarfile.TarError, EOFError, OSError, zlib_error()) as e:
+        except read_errors() as e:
             raise BundleError(f"the bundle is truncated or damaged: {e}") from None
         if seen != wanted:
             raise BundleError(f"the bundle lacks {len(wanted - seen)} payload files its manifest lists "
@@ -277,13 +281,13 @@ class _Guarded:
     def readinto(self, view) -> int:
         try:
             return self._raw.readinto(view)
-        except (tarfile.TarError, EOFError, OSError, zlib_error()) as e:
+        except read_errors() as e:
             raise BundleError(f"the bundle is truncated or damaged: {e}") from None
 
     def read(self, n: int = -1) -> bytes:
         try:
             return self._raw.read(n)
-        except (tarfile.TarError, EOFError, OSError, zlib_error()) as e:
+        except read_errors() as e:
             raise BundleError(f"the bundle is truncated or damaged: {e}") from None
 
 
@@ -324,11 +328,16 @@ class DirReader(BundleReader):
         pass
 
 
-def zlib_error() -> type[BaseException]:
-    """A damaged .tar.gz raises zlib's own error through tarfile's stream reader."""
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged or hostile tar raises: tarfile's errors, and zlib's or zstd's own through it."""
     import zlib
 
-    return zlib.error
+    errors: tuple[type[BaseException], ...] = (tarfile.TarError, OSError, EOFError, zlib.error)
+    try:
+        import zstandard
+    except ImportError:
+        return errors
+    return (*errors, zstandard.ZstdError)
 
 
 def _regular(path: Path) -> bool:

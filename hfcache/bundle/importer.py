@@ -30,6 +30,7 @@ from hfcache.bundle.manifest import Entry, Manifest, Revision
 from hfcache.bundle.trees import check_trees
 from hfcache.cache.hashing import copy_hashed, hash_file, kind_of
 from hfcache.cache.layout import MAX_TREE_BYTES, HubCache, RepoRef
+from hfcache.cache.names import BlobName
 from hfcache.errors import BundleError, IntegrityError, UsageError
 from hfcache.progress import Progress
 from hfcache.units import counted
@@ -334,8 +335,9 @@ def _drop_stale_stages(cache: HubCache, blobs: dict[tuple[RepoRef, str], _Blob],
     for repo in {b.repo for b in blobs.values()}:
         folder = cache.repo_dir(repo) / "blobs"
         for p in folder.iterdir() if folder.is_dir() else ():
-            if STAGE_MARK in p.name and p.name.endswith(".incomplete") and p not in ours:
-                with cache.lock(repo, p.name.split(STAGE_MARK, 1)[0]):
+            etag = p.name.split(STAGE_MARK, 1)[0]
+            if STAGE_MARK in p.name and p.name.endswith(".incomplete") and p not in ours and BlobName.check(etag):
+                with cache.lock(repo, etag):
                     p.unlink(missing_ok=True)
 
 
