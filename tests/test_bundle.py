@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hfcache.cache.hashing import hash_file, kind_of
+from hfcache.errors import HfcacheError
 from tests.conftest import DATASET, MODEL_MAIN, MODEL_V1, cache_tree, run_cli
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # no network, and nothing to reach anyway
@@ -534,3 +535,21 @@ def test_an_existing_blob_of_the_right_size_is_hashed_before_it_is_linked(source
     assert planted.read_bytes() == bytes(fake)
     assert not list((target / "models--org--tiny" / "snapshots").glob("*/config.json"))
     assert not (target / "models--org--tiny" / "refs" / "main").exists()  # not to a snapshot lacking a file
+
+
+def test_export_refuses_a_bundle_import_would_refuse_as_too_large(source, tmp_path, monkeypatch):
+    from hfcache.bundle import manifest
+    from hfcache.bundle.export import export_bundle, parse_spec, plan_export
+    from hfcache.cache.layout import HubCache
+    from hfcache.errors import UsageError
+
+    plan = plan_export(HubCache(source), [parse_spec("org/tiny")])
+    monkeypatch.setattr(manifest, "MAX_ENTRIES", len(plan.manifest.entries) - 1)
+    with pytest.raises(UsageError, match="split it into several bundles"):
+        export_bundle(plan, tmp_path / "b.tar")
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setattr(manifest, "MAX_ENTRIES", len(plan.manifest.entries))
+    export_bundle(plan, tmp_path / "b.tar")
+    with pytest.raises(HfcacheError, match="more than"):  # and import holds the same line
+        monkeypatch.setattr(manifest, "MAX_ENTRIES", len(plan.manifest.entries) - 1)
+        manifest.Manifest.from_bytes(plan.manifest.to_bytes())
