@@ -113,7 +113,9 @@ HOSTILE = {
     "manifest-claims-400MiB": lambda p: _write(p, _header("manifest.json", 400 << 20, tarfile.REGTYPE),
                                                b"[" * 1024, zeros=400),
     "manifest-of-empty-objects": lambda p: _write(p, _member("manifest.json", _degenerate_manifest(30))),
-    "manifest-deeply-nested": lambda p: _write(p, _member("manifest.json", b"[" * 5_000_000 + b"]" * 5_000_000)),
+    "manifest-deeply-nested": lambda p: _write(p, _member("manifest.json", b'{"schema": "hfcache-bundle", '
+                                                          b'"schema_version": 1, "entries": [' + b"[" * 5_000_000
+                                                          + b"]" * 5_000_000 + b"]}")),
     "tree-of-empty-objects": lambda p: _write(p, _tree_bundle(
         b'{"format_version": 1, "files": {' + b",".join(b'"%x": {}' % i for i in range(3_000_000)) + b"}}")),
     "tree-of-200MiB": lambda p: _big_tree(p, 200),
