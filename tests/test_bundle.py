@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from hfcache.cache.hashing import hash_file, kind_of
+from hfcache.errors import HfcacheError
 from tests.conftest import DATASET, MODEL_MAIN, MODEL_V1, cache_tree, run_cli
 
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # no network, and nothing to reach anyway
@@ -41,11 +42,30 @@ def _one_line_error(r) -> str:
     return lines[0]
 
 
-def _fill(cache: Path, endpoint: str, env: dict | None = None) -> Path:
-    """org/tiny main and v1, a dataset, and a `.no_exist` marker: every kind of thing a cache holds."""
-    for args in (["org/tiny"], ["org/tiny", "--revision", "v1"], ["org/ds", "--repo-type", "dataset"]):
-        _ok(run_cli("snapshot", *args, "--cache-dir", str(cache), endpoint=endpoint, env=env))
-    run_cli("download", "org/tiny", "missing.txt", "--cache-dir", str(cache), endpoint=endpoint, env=env)
+FILL_SCRIPT = """
+import json, sys
+from huggingface_hub import hf_hub_download, snapshot_download
+from huggingface_hub.errors import EntryNotFoundError
+cache, revisions = sys.argv[1], json.loads(sys.argv[2])
+for repo, repo_type, revision in revisions:
+    snapshot_download(repo, repo_type=repo_type, revision=revision, cache_dir=cache)
+try:
+    hf_hub_download("org/tiny", "missing.txt", cache_dir=cache)
+except EntryNotFoundError:
+    pass
+"""
+FILL_REVISIONS = [("org/tiny", "model", "main"), ("org/tiny", "model", "v1"), ("org/ds", "dataset", "main")]
+
+
+def _fill(cache: Path, endpoint: str, env: dict | None = None, extra: tuple = ()) -> Path:
+    """org/tiny main and v1, a dataset, and a `.no_exist` marker: every kind of thing a cache holds, written by
+    huggingface_hub itself (the oracle), in a process of its own so that `env` (say HF_HUB_DISABLE_SYMLINKS) holds.
+    `extra`: more (repo, repo_type, revision) to fetch."""
+    full_env = {**os.environ, "HF_ENDPOINT": endpoint, **(env or {})}
+    full_env.pop("HF_HUB_OFFLINE", None)
+    p = subprocess.run([sys.executable, "-c", FILL_SCRIPT, str(cache), json.dumps([*FILL_REVISIONS, *extra])],
+                       capture_output=True, text=True, env=full_env, timeout=300)
+    assert p.returncode == 0, p.stderr
     assert any((cache / "models--org--tiny" / ".no_exist").rglob("missing.txt"))
     return cache
 
@@ -495,3 +515,41 @@ def test_manifest_parser_turns_any_garbage_into_one_error(source, tmp_path):
     for top in ([], "x", {"schema": "hfcache-bundle", "schema_version": 1, "entries": {}}, {"entries": [1]}):
         with pytest.raises(HfcacheError):
             Manifest.from_bytes(json.dumps(top).encode())
+
+
+def test_an_existing_blob_of_the_right_size_is_hashed_before_it_is_linked(source, tmp_path):
+    """A blob planted (or damaged) with the right size is never linked into a snapshot: it is a conflict."""
+    bundle = _export(source, tmp_path / "b.tar", specs=("org/tiny",))
+    target = tmp_path / "home" / "hub"
+    blob = next(b for b in (source / "models--org--tiny" / "blobs").iterdir()
+                if b.read_bytes() == _expected(MODEL_MAIN["config.json"]))
+    planted = target / "models--org--tiny" / "blobs" / blob.name
+    planted.parent.mkdir(parents=True)
+    (target / "models--org--tiny" / "snapshots").mkdir()
+    fake = bytearray(blob.read_bytes())
+    fake[5] ^= 1
+    planted.write_bytes(bytes(fake))  # same size, other bytes
+    r = _import(bundle, tmp_path / "home")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert any(blob.name in c and "other content" in c for c in json.loads(r.stdout)["conflicts"])
+    assert planted.read_bytes() == bytes(fake)
+    assert not list((target / "models--org--tiny" / "snapshots").glob("*/config.json"))
+    assert not (target / "models--org--tiny" / "refs" / "main").exists()  # not to a snapshot lacking a file
+
+
+def test_export_refuses_a_bundle_import_would_refuse_as_too_large(source, tmp_path, monkeypatch):
+    from hfcache.bundle import manifest
+    from hfcache.bundle.export import export_bundle, parse_spec, plan_export
+    from hfcache.cache.layout import HubCache
+    from hfcache.errors import UsageError
+
+    plan = plan_export(HubCache(source), [parse_spec("org/tiny")])
+    monkeypatch.setattr(manifest, "MAX_ENTRIES", len(plan.manifest.entries) - 1)
+    with pytest.raises(UsageError, match="split it into several bundles"):
+        export_bundle(plan, tmp_path / "b.tar")
+    assert not list(tmp_path.iterdir())
+    monkeypatch.setattr(manifest, "MAX_ENTRIES", len(plan.manifest.entries))
+    export_bundle(plan, tmp_path / "b.tar")
+    with pytest.raises(HfcacheError, match="more than"):  # and import holds the same line
+        monkeypatch.setattr(manifest, "MAX_ENTRIES", len(plan.manifest.entries) - 1)
+        manifest.Manifest.from_bytes(plan.manifest.to_bytes())

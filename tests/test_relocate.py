@@ -183,10 +183,7 @@ def layouts(hub, tmp_path_factory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("layouts")
     out = []
     for name, env in (("links", None), ("copies", COPIES)):
-        cache = _fill(base / name, hub.url, env=env)
-        _ok(run_cli("snapshot", "org/tiny", "--revision", "refs/pr/1", "--cache-dir", str(cache), endpoint=hub.url,
-                    env=env))
-        out.append(cache)
+        out.append(_fill(base / name, hub.url, env=env, extra=(("org/tiny", "model", "refs/pr/1"),)))
     assert not any(v[0] == "link" for v in cache_tree(out[1]).values())
     return out[0], out[1]
 

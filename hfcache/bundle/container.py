@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from hfcache.bundle.manifest import MAX_MANIFEST_BYTES
 from hfcache.cache.hashing import HashingReader, HashKind, OnBytes, copy_hashed
 from hfcache.errors import BundleError, UsageError
 
@@ -29,7 +30,8 @@ MANIFEST_NAME = "manifest.json"
 PAYLOAD_DIR = "payload"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 STREAM_BUFFER = 1024 * 1024  # tarfile streams in 10 kB records by default: slow for GB payloads
-MAX_MANIFEST_BYTES = 512 * 1024 * 1024
+MAX_ZSTD_WINDOW = 32 * 1024 * 1024
+MAX_HEADER_BYTES = 1024 * 1024  # PAX / GNU long-name headers, per member: tarfile reads them into memory whole
 _PAYLOAD_RE = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 
 
@@ -155,10 +157,12 @@ def open_writer(out: Path, as_dir: bool, zstd: bool) -> BundleWriter:
 
 # -- reading ---------------------------------------------------------------------------------------------------
 class BundleReader:
-    """`manifest` bytes, then `payloads()`: (name, stream, size) in the container's order, each read once."""
+    """`manifest()`, a stream read to its end first, then `payloads()`: (name, stream, size) in the container's
+    order, each read once."""
 
-    manifest: bytes
     compressed: bool = False
+
+    def manifest(self) -> BinaryIO: ...
 
     def payloads(self, expected: list[str]) -> Iterator[tuple[str, BinaryIO, int]]: ...
     def close(self) -> None: ...
@@ -170,6 +174,31 @@ class BundleReader:
         self.close()
 
 
+class _CappedInfo(tarfile.TarInfo):
+    """tarfile reads a PAX or GNU long-name header's data into memory whole, whatever size it claims (and chains
+    them): refused here, before it reads, above `MAX_HEADER_BYTES` per member. Sparse members, which a bundle never
+    has and whose maps tarfile also reads unbounded, are refused outright."""
+
+    _EXTENSIONS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                   tarfile.GNUTYPE_LONGLINK)
+
+    def _proc_member(self, tar):
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise BundleError("the bundle has a sparse tar member, which hfcache never writes")
+        if self.type in self._EXTENSIONS:
+            used = getattr(tar, "_hfcache_header_bytes", 0) + self.size
+            if used > MAX_HEADER_BYTES:
+                raise BundleError(f"the bundle has a tar header of {used} bytes (at most {MAX_HEADER_BYTES}): "
+                                  "not a bundle hfcache wrote; nothing was imported")
+            tar._hfcache_header_bytes = used
+        else:
+            tar._hfcache_header_bytes = 0
+        return super()._proc_member(tar)
+
+    def _proc_gnusparse_10(self, next, pax_headers, tar):
+        raise BundleError("the bundle has a sparse tar member, which hfcache never writes")
+
+
 class TarReader(BundleReader):
     def __init__(self, path: Path) -> None:
         self._file = open(path, "rb")  # noqa: SIM115 (closed in close)
@@ -178,24 +207,34 @@ class TarReader(BundleReader):
         magic = self._file.read(4)
         self._file.seek(0)
         if magic == ZSTD_MAGIC:
-            self._zstd = _zstandard().ZstdDecompressor().stream_reader(self._file, closefd=False)
+            # The window is memory the decoder holds: 32 MiB at most (export writes 2 MiB windows; zstd --long
+            # would need 128 MiB and is refused, in one line).
+            self._zstd = _zstandard().ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).stream_reader(
+                self._file, closefd=False)
             source, self.compressed = self._zstd, True
         try:
-            self._tar = tarfile.open(fileobj=source, mode="r|*", bufsize=STREAM_BUFFER)  # noqa: SIM115
+            self._tar = tarfile.open(fileobj=source, mode="r|*", bufsize=STREAM_BUFFER,  # noqa: SIM115
+                                     tarinfo=_CappedInfo)
             first = self._tar.next()
-        except (tarfile.TarError, OSError, EOFError) as e:
+        except read_errors() as e:
             self.close()
             raise BundleError(f"{path} is not a bundle (not a readable tar file: {e})") from None
-        if first is None or first.name != MANIFEST_NAME or not first.isreg() or first.size > MAX_MANIFEST_BYTES:
+        except BaseException:
+            self.close()
+            raise
+        if first is None or first.name != MANIFEST_NAME or not first.isreg():
             self.close()
             raise BundleError(f"{path} is not a bundle: its first member must be {MANIFEST_NAME}")
-        self.manifest = self._read_member(first)
+        if first.size > MAX_MANIFEST_BYTES:
+            self.close()
+            raise BundleError(f"the bundle's manifest is too large: {first.size} bytes (at most "
+                              f"{MAX_MANIFEST_BYTES}); nothing was imported")
         self._first = first
 
-    def _read_member(self, member: tarfile.TarInfo) -> bytes:
-        f = self._tar.extractfile(member)
+    def manifest(self) -> BinaryIO:
+        f = self._tar.extractfile(self._first)
         assert f is not None
-        return f.read()
+        return _Guarded(f)  # type: ignore[return-value]
 
     def payloads(self, expected: list[str]) -> Iterator[tuple[str, BinaryIO, int]]:
         wanted, seen = set(expected), set()
@@ -215,7 +254,7 @@ class TarReader(BundleReader):
                 f = self._tar.extractfile(member)
                 assert f is not None
                 yield name, _Guarded(f), member.size
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except read_errors() as e:
             raise BundleError(f"the bundle is truncated or damaged: {e}") from None
         if seen != wanted:
             raise BundleError(f"the bundle lacks {len(wanted - seen)} payload files its manifest lists "
@@ -233,16 +272,22 @@ class _Guarded:
     def __init__(self, raw: BinaryIO) -> None:
         self._raw = raw
 
+    def __enter__(self) -> _Guarded:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass  # the tar owns the stream
+
     def readinto(self, view) -> int:
         try:
             return self._raw.readinto(view)
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except read_errors() as e:
             raise BundleError(f"the bundle is truncated or damaged: {e}") from None
 
     def read(self, n: int = -1) -> bytes:
         try:
             return self._raw.read(n)
-        except (tarfile.TarError, EOFError, OSError) as e:
+        except read_errors() as e:
             raise BundleError(f"the bundle is truncated or damaged: {e}") from None
 
 
@@ -250,12 +295,19 @@ class DirReader(BundleReader):
     def __init__(self, path: Path) -> None:
         self.root = path
         manifest = path / MANIFEST_NAME
-        if not _regular(manifest) or manifest.stat().st_size > MAX_MANIFEST_BYTES:
+        if not _regular(manifest):
             raise BundleError(f"{path} is not a bundle: no regular {MANIFEST_NAME} in it")
-        self.manifest = manifest.read_bytes()
+        self._manifest = manifest
         payload = path / PAYLOAD_DIR
         if os.path.lexists(payload) and not stat.S_ISDIR(payload.lstat().st_mode):
             raise BundleError(f"{payload} is not a folder (a bundle never carries links)")
+
+    def manifest(self) -> BinaryIO:
+        try:
+            fd = os.open(self._manifest, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as e:
+            raise BundleError(f"{self._manifest} cannot be read: {e.strerror}") from None
+        return os.fdopen(fd, "rb")
 
     def payloads(self, expected: list[str]) -> Iterator[tuple[str, BinaryIO, int]]:
         for name in expected:
@@ -274,6 +326,18 @@ class DirReader(BundleReader):
 
     def close(self) -> None:
         pass
+
+
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What reading a damaged or hostile tar raises: tarfile's errors, and zlib's or zstd's own through it."""
+    import zlib
+
+    errors: tuple[type[BaseException], ...] = (tarfile.TarError, OSError, EOFError, zlib.error)
+    try:
+        import zstandard
+    except ImportError:
+        return errors
+    return (*errors, zstandard.ZstdError)
 
 
 def _regular(path: Path) -> bool:

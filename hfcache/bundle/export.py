@@ -10,9 +10,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hfcache.bundle.manifest import _ETAG_RE, ROLES, Entry, Manifest, Revision, library_versions
+from hfcache.bundle.manifest import ROLES, Entry, Manifest, Revision, check_exportable, library_versions
 from hfcache.cache.hashing import HashKind, hash_bytes, hash_file, kind_of
 from hfcache.cache.layout import HubCache, RepoRef, is_commit, safe_relpath
+from hfcache.cache.names import BlobName
 from hfcache.errors import IntegrityError, OfflineCacheMiss, UsageError
 from hfcache.progress import Progress
 from hfcache.units import counted
@@ -203,7 +204,7 @@ def _locate(cache: HubCache, repo: RepoRef, pointer: Path, rel: str, tree) -> tu
         target = Path(os.path.normpath(pointer.parent / os.readlink(pointer)))
         if target.is_dir():
             raise IntegrityError(f"{pointer} links to a folder, which no cache does")
-        if _ETAG_RE.fullmatch(target.name) and (target.parent == blobs or
+        if BlobName.check(target.name) and (target.parent == blobs or
                                                 os.path.realpath(target.parent) == os.path.realpath(blobs)):
             return target.name, pointer, _shared_xet_hash(cache, blobs / target.name)
     meta = tree.get(rel) if tree else None
@@ -230,11 +231,13 @@ def export_bundle(plan: ExportPlan, out: Path, as_dir: bool = False, zstd: bool 
     from hfcache.bundle.container import open_writer
 
     progress = progress or Progress()
+    data = plan.manifest.to_bytes()
+    check_exportable(plan.manifest, data)
     writer = open_writer(out, as_dir, zstd)
     payloads = plan.manifest.payloads()
     progress.start(len(payloads), plan.total_bytes)
     try:
-        writer.add_manifest(plan.manifest.to_bytes())
+        writer.add_manifest(data)
         for name, (kind, digest, size) in payloads.items():
             if name in plan.inline:
                 writer.add_bytes(name, plan.inline[name])

@@ -16,24 +16,26 @@ blob's lock. Content already in the cache that differs from the bundle is never 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from hfcache.bundle.crash import crash_point
 from hfcache.bundle.manifest import Entry, Manifest, Revision
-from hfcache.cache.hashing import copy_hashed, hash_bytes
-from hfcache.cache.layout import FileMeta, HubCache, RepoRef
-from hfcache.errors import BundleError, IntegrityError
+from hfcache.bundle.trees import check_trees
+from hfcache.cache.hashing import copy_hashed, hash_file, kind_of
+from hfcache.cache.layout import MAX_TREE_BYTES, HubCache, RepoRef
+from hfcache.cache.names import BlobName
+from hfcache.errors import BundleError, IntegrityError, UsageError
 from hfcache.progress import Progress
 from hfcache.units import counted
 
 STAGE_MARK = ".import-"
-MAX_TREE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,8 @@ class ImportResult:
     trees: int
     refs_moved: tuple[str, ...]
     conflicts: tuple[str, ...]
-    area_files: int = 0  # files of the offline caches (prepared datasets, modules, mapped URLs)
+    area_files: int = 0  # files of the offline caches (prepared datasets, modules, mapped URLs) placed
+    area_present: int = 0  # ... already there with the same bytes
 
 
 @dataclass
@@ -58,7 +61,7 @@ class _Blob:
     """One `blobs/<etag>` of one repo, and where its staged bytes wait."""
 
     entry: Entry
-    pointers: list[Path]
+    pointers: list[Entry]  # the snapshot files that use it (paths made when needed: less memory)
     temp: Path | None = None
     xet_ok: bool = False  # the staged bytes have the xet hash the manifest gives
     kept: bool = False  # the cache has other bytes under this name: they stay, and this blob is not imported
@@ -78,7 +81,7 @@ class _Stage:
 
     created: list[Path] = field(default_factory=list)
     temps: list[Path] = field(default_factory=list)
-    trees: dict[str, bytes] = field(default_factory=dict)
+    trees: dict[str, BinaryIO] = field(default_factory=dict)  # payload -> its checked bytes, in an unnamed file
 
     def mkdirs(self, folder: Path) -> None:
         missing = []
@@ -89,7 +92,13 @@ class _Stage:
             d.mkdir(exist_ok=True)
             self.created.append(d)
 
+    def close_trees(self) -> None:
+        for f in self.trees.values():
+            f.close()
+        self.trees = {}
+
     def undo(self) -> None:
+        self.close_trees()
         for t in self.temps:
             t.unlink(missing_ok=True)
         for d in reversed(self.created):
@@ -98,16 +107,22 @@ class _Stage:
 
 
 def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
-                  progress: Progress | None = None, area_roots=None) -> ImportResult:
+                  progress: Progress | None = None, area_roots=None, areas_refused: str | None = None,
+                  move_refs: bool = False) -> ImportResult:
     """Import `bundle` into `cache`; `symlinks=False` writes the copied layout (as `--no-symlinks`).
 
-    Offline-cache files go under `area_roots` (`hfcache.offline.env.OfflineRoots`; default: the environment's).
+    Offline-cache files go under `area_roots` (`hfcache.offline.env.OfflineRoots`; default: the environment's),
+    unless `areas_refused` says why they have no place (then a bundle carrying any is refused, unread).
+    A ref the cache has at another commit is kept, and reported as a conflict, unless `move_refs`.
     """
     from hfcache.bundle.container import open_reader
 
     progress = progress or Progress()
     with open_reader(Path(bundle)) as reader:
-        manifest = Manifest.from_bytes(reader.manifest)
+        with reader.manifest() as stream:
+            manifest = Manifest.from_stream(stream)
+        if manifest.areas and areas_refused:
+            raise UsageError(areas_refused)
         blobs = _plan(cache, manifest)
         stage = _Stage()
         areas = None
@@ -118,14 +133,21 @@ def import_bundle(bundle: Path, cache: HubCache, symlinks: bool | None = None,
             areas = AreaImport(manifest.areas, area_roots or offline_roots(hub_cache=cache.root))
         try:
             _stage(cache, manifest, reader, blobs, stage, progress, areas)
-            _check_trees(manifest, stage.trees)
+            check_trees(manifest, stage.trees)
         except BaseException:
             stage.undo()
             if areas is not None:
                 areas.undo()
             raise
-    result = _publish(cache, manifest, blobs, stage, symlinks)
-    return result if areas is None else replace(result, area_files=areas.publish())
+    try:
+        result = _publish(cache, manifest, blobs, stage, symlinks, move_refs)
+    finally:
+        stage.close_trees()
+    if areas is None:
+        return result
+    placed = areas.publish()
+    return replace(result, area_files=placed, area_present=areas.present,
+                   conflicts=result.conflicts + tuple(areas.conflicts))
 
 
 # -- phase 1 ---------------------------------------------------------------------------------------------------
@@ -133,16 +155,26 @@ def _plan(cache: HubCache, manifest: Manifest) -> dict[tuple[RepoRef, str], _Blo
     """Every blob of the bundle, with the snapshot files that use it; a blob the cache holds otherwise is `kept`."""
     blobs = {(e.repo, e.path): _Blob(e, []) for e in manifest.of_role("blob")}
     for f in manifest.of_role("file"):
-        blobs[(f.repo, f.blob)].pointers.append(cache.pointer_path(f.repo, f.commit, f.path))
+        blobs[(f.repo, f.blob)].pointers.append(f)
     for b in blobs.values():
         path = cache.blob_path(b.repo, b.etag)
-        b.kept = path.exists() and (not path.is_file() or path.stat().st_size != b.entry.size)
+        if not path.exists():
+            continue
+        b.kept = not path.is_file() or path.stat().st_size != b.entry.size
+        if not b.kept and _links_missing(cache, b):
+            # About to be linked into a snapshot: its bytes are checked first, as the bundle's are. A blob of
+            # the right size may have been planted or damaged; the bundle's bytes never replace it (a conflict).
+            b.kept = hash_file(path, kind_of(b.etag)) != b.etag
     return blobs
+
+
+def _links_missing(cache: HubCache, b: _Blob) -> bool:
+    return any(not cache.pointer_path(f.repo, f.commit, f.path).exists() for f in b.pointers)
 
 
 def _needed(cache: HubCache, b: _Blob) -> bool:
     """Bytes are needed when some snapshot file is missing and the blob is not already there."""
-    return not b.kept and not cache.blob_path(b.repo, b.etag).exists() and any(not p.exists() for p in b.pointers)
+    return not b.kept and not cache.blob_path(b.repo, b.etag).exists() and _links_missing(cache, b)
 
 
 def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Stage, progress: Progress,
@@ -163,10 +195,10 @@ def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Sta
         try:
             if name in tree_payloads:
                 if size > MAX_TREE_BYTES:
-                    raise BundleError(f"bundle payload {name} is too large for a tree listing")
-                stage.trees[name] = data = stream.read(size)
-                got = hash_bytes(data, kind)
-                progress.advance(size)
+                    raise BundleError(f"bundle payload {name} is too large for a tree listing ({counted(size, 'byte')}"
+                                      f", at most {MAX_TREE_BYTES}); nothing was imported")
+                stage.trees[name] = f = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the stage)
+                got = copy_hashed(stream, f, kind, size, progress.advance)
             elif targets:
                 got = _stage_blob(cache, stream, targets[0], kind, size, stage, progress.advance)
             elif areas is not None and areas.wants(name):
@@ -225,24 +257,6 @@ def _xet_hash(path: Path) -> str | None:
     return hf_xet.hash_files([str(path)])[0].hash
 
 
-def _check_trees(manifest: Manifest, trees: dict[str, bytes]) -> None:
-    """A tree listing and the snapshot files of its commit must agree on every blob name and size."""
-    blob_size = {(e.repo, e.path): e.size for e in manifest.of_role("blob")}
-    files = {(f.repo, f.commit, f.path): f.blob for f in manifest.of_role("file")}
-    for t in manifest.of_role("tree"):
-        try:
-            data = json.loads(trees[t.payload])
-            listing = data["files"] if data.get("format_version") == 1 else {}
-            metas = {p: FileMeta.from_json(info) for p, info in listing.items()}
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue  # a listing huggingface_hub cannot read either: carried as is
-        for path, meta in metas.items():
-            etag = files.get((t.repo, t.commit, path))
-            if etag is not None and (etag != meta.etag or blob_size[(t.repo, etag)] != meta.size):
-                raise BundleError(f"the bundle's tree listing of {t.repo}@{t.commit[:12]} disagrees with its "
-                                  f"files about {path!r}; nothing was imported")
-
-
 # -- phase 2 ---------------------------------------------------------------------------------------------------
 @dataclass
 class _Counts:
@@ -256,7 +270,7 @@ class _Counts:
 
 
 def _publish(cache: HubCache, manifest: Manifest, blobs: dict[tuple[RepoRef, str], _Blob], stage: _Stage,
-             symlinks: bool | None) -> ImportResult:
+             symlinks: bool | None, move_refs: bool = False) -> ImportResult:
     cache.ensure_tag()
     links = cache.symlinks_supported() if symlinks is None else (symlinks and cache.symlinks_supported())
     share = _share_function() if links else None
@@ -282,13 +296,13 @@ def _publish(cache: HubCache, manifest: Manifest, blobs: dict[tuple[RepoRef, str
         if b.temp is not None:
             b.temp.unlink(missing_ok=True)
     for t in manifest.of_role("tree"):
-        path, data = cache.tree_path(t.repo, t.commit), stage.trees[t.payload]
+        path = cache.tree_path(t.repo, t.commit)
         if path.exists():
-            if path.read_bytes() != data:
+            if not path.is_file() or hash_file(path, "sha256") != t.sha256:
                 conflicts.append(f"{t.repo}: trees/{t.commit}.json exists with other content (kept)")
             continue
         if (t.repo, t.commit) not in incomplete:  # a listing promises every file it names
-            _write_atomic(path, data)
+            _write_atomic(path, stage.trees[t.payload])
             n.trees += 1
             crash_point()
     for m in manifest.of_role("no_exist"):
@@ -299,6 +313,11 @@ def _publish(cache: HubCache, manifest: Manifest, blobs: dict[tuple[RepoRef, str
             conflicts.append(f"{r.repo}: ref {r.path} left as it was: the snapshot {r.commit[:12]} is incomplete")
             continue
         old = cache.read_ref(r.repo, r.path)
+        if old is not None and old != r.commit and not move_refs:
+            # a checked bundle proves its bytes match its manifest, not that this commit is the Hub's `main`
+            conflicts.append(f"{r.repo}: ref {r.path} is at {old[:12]} in the cache, the bundle says "
+                             f"{r.commit[:12]} (kept; --move-refs moves it)")
+            continue
         if old != r.commit:
             cache.write_ref(r.repo, r.path, r.commit)
             if old is not None:
@@ -316,8 +335,9 @@ def _drop_stale_stages(cache: HubCache, blobs: dict[tuple[RepoRef, str], _Blob],
     for repo in {b.repo for b in blobs.values()}:
         folder = cache.repo_dir(repo) / "blobs"
         for p in folder.iterdir() if folder.is_dir() else ():
-            if STAGE_MARK in p.name and p.name.endswith(".incomplete") and p not in ours:
-                with cache.lock(repo, p.name.split(STAGE_MARK, 1)[0]):
+            etag = p.name.split(STAGE_MARK, 1)[0]
+            if STAGE_MARK in p.name and p.name.endswith(".incomplete") and p not in ours and BlobName.check(etag):
+                with cache.lock(repo, etag):
                     p.unlink(missing_ok=True)
 
 
@@ -387,10 +407,12 @@ def _place_file(cache: HubCache, f: Entry, b: _Blob, links: bool, last_use: bool
     return None
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, source: BinaryIO) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
+    source.seek(0)
+    with open(tmp, "xb") as f:
+        shutil.copyfileobj(source, f)
     os.replace(tmp, path)
 
 

@@ -15,25 +15,31 @@ or a copied file all become one blob entry with its bytes.
 
 from __future__ import annotations
 
+import io
 import json
 import platform
-import re
+import sys
 from dataclasses import asdict, dataclass, field
+from typing import BinaryIO
 
 from hfcache import __version__
 from hfcache.cache.hashing import HashKind, kind_of
-from hfcache.cache.layout import RepoRef, is_commit, safe_relpath
-from hfcache.errors import BundleError, HfcacheError
+from hfcache.cache.layout import RepoRef
+from hfcache.cache.names import BlobName, Commit, RelPath, XetHash
+from hfcache.errors import BundleError, HfcacheError, UsageError
 
+# Bounds on what an import reads into memory (each file of a bundle costs a `blob` and a `file` entry): a hostile
+# manifest is refused at these limits, well under 150 MB of memory, and `export` never writes a larger one.
+MAX_MANIFEST_BYTES = 96 * 1024 * 1024
+MAX_ENTRIES = 100_000
+MAX_ENTRY_BYTES = 64 * 1024
 SCHEMA = "hfcache-bundle"
 SCHEMA_VERSION = 1
 ROLES = ("blob", "file", "tree", "no_exist", "ref")
-_ETAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_XET_RE = re.compile(r"[0-9a-f]{64}")
 
 
 # -- the manifest ----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One thing a repo's cache folder holds; see the module docstring for what each role uses."""
 
@@ -72,21 +78,38 @@ class Entry:
         return out
 
     @classmethod
-    def from_json(cls, d: object) -> Entry:
-        """Parse and check one entry: every name in it will become a path, so each is validated here."""
+    def from_json(cls, d: object, repos: dict | None = None) -> Entry:
+        """Parse and check one entry: every name in it will become a path, so each is validated here. `repos`
+        shares one RepoRef per repo between the entries of a manifest (and commits are interned): less memory."""
         if not isinstance(d, dict):
             raise BundleError("manifest entry is not an object")
-        try:
-            repo = RepoRef(str(d["repo_id"]), str(d["repo_type"]))
-        except (KeyError, HfcacheError) as e:
-            raise BundleError(f"manifest entry with a bad repo: {e}") from None
-        e = cls(role=d.get("role"), repo=repo, path=d.get("path", ""), commit=d.get("commit"),
-                size=d.get("size", 0), sha256=d.get("sha256"), git_sha1=d.get("git_sha1"), blob=d.get("blob"),
-                xet_hash=d.get("xet_hash"), payload=d.get("payload"))
+        repos = {} if repos is None else repos
+        key = (d.get("repo_id"), d.get("repo_type"))
+        repo = repos.get(key) if all(isinstance(k, str) for k in key) else None
+        if repo is None:
+            try:
+                repo = RepoRef(str(d["repo_id"]), str(d["repo_type"]))
+            except (KeyError, HfcacheError) as e:
+                raise BundleError(f"manifest entry with a bad repo: {e}") from None
+            if all(isinstance(k, str) for k in key):
+                repos[key] = repo
+        commit, role, path = d.get("commit"), d.get("role"), d.get("path", "")
+        same = {path: path} if isinstance(path, str) else {}  # a blob's name, hash and payload: one string
+
+        def one(key: str) -> object:
+            v = d.get(key)
+            return same.setdefault(v, v) if isinstance(v, str) else v
+
+        e = cls(role=sys.intern(role) if isinstance(role, str) else role, repo=repo, path=path,
+                commit=sys.intern(commit) if isinstance(commit, str) else commit,
+                size=d.get("size", 0), sha256=one("sha256"), git_sha1=one("git_sha1"), blob=one("blob"),
+                xet_hash=d.get("xet_hash"), payload=one("payload"))
         e._check()
         return e
 
     def _check(self) -> None:
+        """Every name that will become a path is a checked name (`hfcache.cache.names`), refused here, before
+        any path is made from it."""
         where = f"manifest entry {self.role!r} {self.path!r} of {self.repo}"
         if self.role not in ROLES:
             raise BundleError(f"{where}: unknown role")
@@ -95,27 +118,27 @@ class Entry:
         for name, value, n in (("sha256", self.sha256, 64), ("git_sha1", self.git_sha1, 40)):
             if value is not None and (not isinstance(value, str) or kind_of(value) is None or len(value) != n):
                 raise BundleError(f"{where}: bad {name}")
-        if self.role != "blob" and (self.commit is None or not isinstance(self.commit, str)
-                                    or not is_commit(self.commit)):
+        if self.role != "blob" and not Commit.check(self.commit):
             raise BundleError(f"{where}: bad commit")
-        if self.role in ("file", "no_exist", "ref"):
-            if not isinstance(self.path, str):
-                raise BundleError(f"{where}: bad path")
-            safe_relpath(self.path)
-        if self.role == "file" and (not isinstance(self.blob, str) or not _ETAG_RE.fullmatch(self.blob)):
-            raise BundleError(f"{where}: bad blob name")
+        if self.role in ("file", "no_exist", "ref") and not RelPath.check(self.path):
+            raise BundleError(f"{where}: unsafe file or ref name")
+        if self.role == "file" and not BlobName.check(self.blob):
+            raise BundleError(f"{where}: bad blob name (expected a 40- or 64-character lowercase hex hash)")
         if self.role == "blob":
-            if not isinstance(self.path, str) or not _ETAG_RE.fullmatch(self.path):
-                raise BundleError(f"{where}: bad blob name")
-            kind = kind_of(self.path)
-            if kind is not None and self.digest != (kind, self.path):
+            if not BlobName.check(self.path):
+                raise BundleError(f"{where}: bad blob name (expected a 40- or 64-character lowercase hex hash)")
+            if self.digest != (kind_of(self.path), self.path):
                 raise BundleError(f"{where}: its hash must be its name")
-            if self.xet_hash is not None and not (isinstance(self.xet_hash, str) and _XET_RE.fullmatch(self.xet_hash)):
+            if self.xet_hash is not None and not XetHash.check(self.xet_hash):
                 raise BundleError(f"{where}: bad xet hash")
+        elif self.xet_hash is not None:
+            raise BundleError(f"{where}: only a blob has a xet hash")
         if self.role == "tree" and (self.sha256 is None or self.git_sha1 is not None or self.path):
             raise BundleError(f"{where}: a tree is named by its commit and checked by sha256")
         if self.role in ("blob", "tree") and self.payload != self.digest[1]:
             raise BundleError(f"{where}: its payload must be named by its hash")
+        if self.role not in ("blob", "tree") and self.payload is not None:
+            raise BundleError(f"{where}: only a blob or a tree has a payload")
 
 
 @dataclass(frozen=True)
@@ -133,23 +156,44 @@ class Manifest:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Manifest:
-        try:
-            raw = json.loads(data)
-        except (UnicodeDecodeError, ValueError) as e:
-            raise BundleError(f"the bundle's manifest is not JSON: {e}") from None
-        if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
-            raise BundleError("the bundle's manifest is not an hfcache bundle manifest")
-        if raw.get("schema_version") != SCHEMA_VERSION:
-            raise BundleError(f"bundle schema version {raw.get('schema_version')!r} is not supported "
-                              f"(this hfcache reads version {SCHEMA_VERSION}); upgrade hfcache")
-        if not isinstance(raw.get("entries"), list):
-            raise BundleError("the bundle's manifest has no entry list")
-        if not isinstance(raw.get("areas", []), list):
-            raise BundleError("the bundle's manifest has a bad area list")
+        return cls.from_stream(io.BytesIO(data))
+
+    @classmethod
+    def from_stream(cls, stream: BinaryIO) -> Manifest:
+        """Read and check a manifest entry by entry: memory grows with the entries kept, never with what a hostile
+        document would make `json.loads` build, and the whole is refused beyond `MAX_MANIFEST_BYTES` or
+        `MAX_ENTRIES`."""
+        from hfcache.bundle.jsonstream import START, TooLarge, walk
         from hfcache.offline.bundle_roles import AreaEntry
 
-        m = cls(tuple(Entry.from_json(e) for e in raw["entries"]), raw.get("created_by") or {},
-                tuple(AreaEntry.from_json(a) for a in raw.get("areas", [])))
+        top: dict = {}
+        entries: list[Entry] = []
+        areas: list = []
+        repos: dict[tuple, RepoRef] = {}
+        try:
+            for key, value in walk(stream, {"entries": "array", "areas": "array"}, MAX_MANIFEST_BYTES,
+                                   MAX_ENTRY_BYTES):
+                if key not in ("entries", "areas"):
+                    top[key] = value
+                elif value is START:
+                    _check_schema(top)
+                    top[key] = True
+                elif len(entries) + len(areas) >= MAX_ENTRIES:
+                    raise BundleError(f"the bundle's manifest lists more than {MAX_ENTRIES} entries, the most "
+                                      "hfcache reads in one bundle")
+                elif key == "entries":
+                    entries.append(Entry.from_json(value, repos))
+                else:
+                    areas.append(AreaEntry.from_json(value))
+        except TooLarge as e:
+            raise BundleError(f"the bundle's manifest is too large: {e}") from None
+        except (UnicodeDecodeError, ValueError) as e:
+            raise BundleError(f"the bundle's manifest is not JSON: {e}") from None
+        _check_schema(top)
+        if "entries" not in top:
+            raise BundleError("the bundle's manifest has no entry list")
+        created_by = top.get("created_by")
+        m = cls(tuple(entries), created_by if isinstance(created_by, dict) else {}, tuple(areas))
         m._check()
         return m
 
@@ -188,6 +232,23 @@ class Manifest:
 
     def of_role(self, role: str) -> list[Entry]:
         return [e for e in self.entries if e.role == role]
+
+
+def _check_schema(top: dict) -> None:
+    if top.get("schema") != SCHEMA:
+        raise BundleError("the bundle's manifest is not an hfcache bundle manifest")
+    if top.get("schema_version") != SCHEMA_VERSION:
+        raise BundleError(f"bundle schema version {top.get('schema_version')!r} is not supported "
+                          f"(this hfcache reads version {SCHEMA_VERSION}); upgrade hfcache")
+
+
+def check_exportable(manifest: Manifest, data: bytes) -> None:
+    """A bundle this hfcache could not import again is not written: it says how to split it instead."""
+    n = len(manifest.entries) + len(manifest.areas)
+    if len(data) > MAX_MANIFEST_BYTES or n > MAX_ENTRIES:
+        raise UsageError(f"this export needs {n} manifest entries ({len(data) // (1024 * 1024)} MiB); one bundle "
+                         f"holds at most {MAX_ENTRIES} ({MAX_MANIFEST_BYTES // (1024 * 1024)} MiB): split it into "
+                         "several bundles (fewer revisions each, or --include/--exclude)")
 
 
 def library_versions() -> dict[str, str]:

@@ -31,6 +31,7 @@ from hfcache.errors import UnsafePath, UsageError
 REPO_TYPES = ("model", "dataset", "space", "kernel")
 COMMIT_RE = re.compile(r"[0-9a-f]{40}")
 TREE_FORMAT_VERSION = 1
+MAX_TREE_BYTES = 64 * 1024 * 1024  # a listing of ~400k files; a larger trees/*.json is ignored as unreadable
 CACHEDIR_TAG_CONTENT = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
     "# This file is a cache directory tag created by huggingface_hub.\n"
@@ -127,13 +128,31 @@ class FileMeta:
 
     @classmethod
     def from_json(cls, info: dict) -> FileMeta:
-        return cls(
-            size=int(info["size"]),
-            blob_id=info["blob_id"],
-            lfs_sha256=info.get("lfs_sha256"),
-            lfs_size=info.get("lfs_size"),
-            xet_hash=info.get("xet_hash"),
-        )
+        """One entry of a `trees/*.json` listing (a file anyone may have written): checked like a server's."""
+        return cls.checked(info["size"], info["blob_id"], info.get("lfs_sha256"), info.get("lfs_size"),
+                           info.get("xet_hash"))
+
+    @classmethod
+    def checked(cls, size: object, blob_id: object, lfs_sha256: object = None, lfs_size: object = None,
+                xet_hash: object = None) -> FileMeta:
+        """Metadata from outside (a server's listing, a tree file): every name that becomes a path is a checked
+        name (`blobs/<etag>` cannot be `.` or `../other-repo/blobs/x`), every size a non-negative int."""
+        for what, n in (("size", size), ("lfs size", lfs_size)):
+            if (n is not None or what == "size") and (not isinstance(n, int) or isinstance(n, bool) or n < 0):
+                raise UnsafePath(f"refusing file {what} {n!r}")
+        if lfs_sha256 is not None and not XetHash.check(lfs_sha256):  # same shape: 64 lowercase hex
+            raise UnsafePath(f"refusing LFS sha256 {lfs_sha256!r} (expected 64 lowercase hex characters)")
+        return cls(size=size, blob_id=BlobName(blob_id), lfs_sha256=lfs_sha256, lfs_size=lfs_size,
+                   xet_hash=None if xet_hash is None else XetHash(xet_hash))
+
+
+def parse_tree(data: bytes) -> dict[str, FileMeta] | None:
+    """A `trees/<commit>.json` listing's files, every path and blob name checked; None for another format.
+    Raises ValueError/KeyError/TypeError/AttributeError for what is not a listing, `UnsafePath` for a bad name."""
+    parsed = json.loads(data)
+    if parsed.get("format_version") != TREE_FORMAT_VERSION:
+        return None
+    return {RelPath(path): FileMeta.from_json(info) for path, info in parsed["files"].items()}
 
 
 def safe_relpath(name: str) -> RelPath:
@@ -246,14 +265,17 @@ class HubCache:
         _atomic_write(self.ref_path(repo, revision), commit.encode())
 
     def read_tree(self, repo: RepoRef, commit: str) -> dict[str, FileMeta] | None:
+        """The listing, or None when there is none or it cannot be used: unreadable, too large, or naming a path
+        or blob that is not a checked name. huggingface_hub ignores an unusable listing too (and lists again),
+        so a planted one is never a source of paths, and the next online run replaces it."""
         try:
-            data = json.loads(self.tree_path(repo, commit).read_text(encoding="utf-8"))
-            if data.get("format_version") != TREE_FORMAT_VERSION:
+            path = self.tree_path(repo, commit)
+            if path.stat().st_size > MAX_TREE_BYTES:
                 return None
-            return {path: FileMeta.from_json(info) for path, info in data["files"].items()}
+            return parse_tree(path.read_bytes())
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, UnsafePath):
             return None
 
     def write_tree(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]) -> None:

@@ -109,9 +109,15 @@ def import_(
                                                  show_default=False)] = None,
     no_symlinks: Annotated[bool, typer.Option("--no-symlinks", help="Write real files in snapshots/ (the layout "
                                               "huggingface_hub uses where symlinks are not available).")] = False,
+    move_refs: Annotated[bool, typer.Option("--move-refs", help="Move a branch or tag the cache has at another "
+                                            "commit to the bundle's (otherwise it is kept and reported as a "
+                                            "conflict).")] = False,
     as_json: Json = False,
 ) -> None:
-    """Check every hash in a bundle, then write its files into the cache; safe to re-run."""
+    """Check every hash in a bundle, then write its files into the cache; safe to re-run.
+
+    A checked bundle proves its bytes match its manifest, not that its commits are the Hub's: a ref the cache
+    already has at another commit moves only with --move-refs."""
     from hfcache.bundle.importer import import_bundle
     from hfcache.cache.layout import HubCache
     from hfcache.errors import HfcacheError, UsageError
@@ -121,13 +127,14 @@ def import_(
         raise UsageError("give --cache-dir or --hf-home, not both")
     cache = HubCache(hf_home / "hub" if hf_home is not None else cache_dir)
     with Timer() as t, _os_errors("import"):
-        from hfcache.offline.env import offline_roots
+        from hfcache.offline.bundle_roles import import_roots
 
         progress = _progress(f"import {bundle.name}", as_json)
-        areas = offline_roots(hub_cache=cache.root, hf_home=hf_home)  # prepared datasets, modules, mapped URLs
+        # prepared datasets, modules, mapped URLs: beside the cache chosen, never the environment's for another
+        areas, refused = import_roots(cache.root, cache_dir is not None, hf_home)
         try:
             result = import_bundle(bundle, cache, symlinks=False if no_symlinks else None, progress=progress,
-                                   area_roots=areas)
+                                   area_roots=areas, areas_refused=refused, move_refs=move_refs)
         finally:
             getattr(progress, "stop", lambda: None)()
     if as_json:
@@ -138,8 +145,9 @@ def import_(
         _note(f"imported into {result.cache}: {counted(result.files_linked, 'file')} placed, {result.files_present} "
               f"already there; {counted(result.blobs_written, 'blob')} written ({human_size(result.bytes_written)}), "
               f"{result.blobs_reused} reused ({result.layout}) in {t.seconds:.2f} s")
-        if result.area_files:
-            _note(f"placed {counted(result.area_files, 'file')} of prepared datasets, modules and mapped URLs")
+        if result.area_files or result.area_present:
+            _note(f"placed {counted(result.area_files, 'file')} of prepared datasets, modules and mapped URLs, "
+                  f"{result.area_present} already there")
         for r in result.revisions:  # one snapshot folder per line, as `snapshot` prints it
             print(cache.snapshot_dir(r.repo, r.commit))
     if result.conflicts:

@@ -18,6 +18,7 @@ from hfcache.errors import (
     OfflineCacheMiss,
     RepoNotFound,
     RevisionNotFound,
+    UnsafePath,
 )
 
 
@@ -76,7 +77,7 @@ class HubClient:
         with self._errors(repo, commit):
             entries = list(self.api.list_repo_tree(repo.repo_id, revision=commit, repo_type=repo.repo_type,
                                                     recursive=True))
-        return self._to_meta(entries)
+        return self._to_meta(entries, f"{self.endpoint}'s listing of {repo}@{commit[:12]}")
 
     def paths_info(self, repo: RepoRef, commit: str, paths: Iterable[str]) -> dict[str, FileMeta]:
         """Metadata for a few files without listing the whole repo; missing paths are simply absent."""
@@ -84,22 +85,31 @@ class HubClient:
         with self._errors(repo, commit):
             entries = self.api.get_paths_info(repo.repo_id, list(paths), revision=commit,
                                               repo_type=repo.repo_type)
-        return self._to_meta(entries)
+        return self._to_meta(entries, f"{self.endpoint}'s file info for {repo}@{commit[:12]}")
 
     @staticmethod
-    def _to_meta(entries: Iterable[object]) -> dict[str, FileMeta]:
+    def _to_meta(entries: Iterable[object], source: str) -> dict[str, FileMeta]:
+        """Each name a server gives is checked here, before any path is made from it: a listing naming
+        `../../models--other--private/blobs/f` or `.` as a blob, or `../x` as a file, is refused whole."""
         from huggingface_hub.hf_api import RepoFile
 
         files: dict[str, FileMeta] = {}
         for e in entries:
-            if isinstance(e, RepoFile):
-                files[safe_relpath(e.path)] = FileMeta(
-                    size=int(e.size),
+            if not isinstance(e, RepoFile):
+                continue
+            try:
+                path = safe_relpath(e.path)
+                if path in files:
+                    raise UnsafePath(f"{path!r} is named twice")
+                files[path] = FileMeta.checked(
+                    size=e.size,
                     blob_id=e.blob_id,
                     lfs_sha256=e.lfs.sha256 if e.lfs is not None else None,
                     lfs_size=e.lfs.size if e.lfs is not None else None,
                     xet_hash=e.xet_hash,
                 )
+            except UnsafePath as err:
+                raise UnsafePath(f"{source}: {err}; nothing was fetched") from None
         return files
 
     # -- transfers ---------------------------------------------------------------------------------------------

@@ -9,6 +9,11 @@ Beside the hub entries (`hfcache.bundle.manifest`), a manifest may list `areas`:
 
 each with its size and sha256, its bytes stored once as a payload like any other. Import stages each file beside
 its place, hashing it, and renames it in only after the hub part is published; a bad payload writes nothing.
+
+These folders hold code that `datasets`, `evaluate` and `trust_remote_code` import, so an entry must name a place
+its role can have (`_confined`: a prepared folder, a module's versioned folder, a download's flat name), never
+`modules/transformers_modules/x.py` or `downloads/extracted/...`; and a file already there is never replaced by
+other bytes: it is kept and reported as a conflict, as hub files are.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +36,30 @@ AREAS: dict[str, tuple[str, ...]] = {"dataset": ("datasets",), "module": ("modul
                                      "url": ("datasets_downloads", "evaluate_downloads")}
 SPEC_PREFIXES = ("prepared:", "module:", "url:")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_DOWNLOAD_NAME = re.compile(r"[0-9a-f]{64}(\.[0-9a-f]{64})?(\.py)?(\.json)?")  # hash_url_to_filename (+ sidecar)
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
+_MODULE_NAMESPACES = {"datasets_modules": ("datasets", "metrics"), "evaluate_modules": ("metrics",)}
+
+
+def _confined(role: str, parts: list[str]) -> bool:
+    """Whether a path (already a safe relative path) is one its role places, and nothing else in that area."""
+    if any(p.startswith(".") or p.endswith((".lock", ".incomplete")) for p in parts):
+        return False
+    if role == "url":  # <sha256(url)>[.<sha256(etag)>][.py][.json], flat in the downloads folder
+        return len(parts) == 1 and _DOWNLOAD_NAME.fullmatch(parts[0]) is not None
+    if role == "dataset":  # <builder>/<config>/<version>/<hash>/<file>, never downloads/ beside them
+        return len(parts) >= 5 and parts[0] != "downloads" and _VERSION.fullmatch(parts[2]) is not None
+    # module: {datasets,evaluate}_modules/<namespace>/<name>/<64-hex hash>/<file>, and the __init__.py above
+    spaces = _MODULE_NAMESPACES.get(parts[0])
+    if spaces is None:
+        return False
+    if len(parts) == 2:
+        return parts[1] == "__init__.py"
+    if parts[1] not in spaces:
+        return False
+    if len(parts) in (3, 4):
+        return parts[-1] == "__init__.py"
+    return _SHA256.fullmatch(parts[3]) is not None
 
 
 @dataclass(frozen=True)
@@ -66,7 +96,9 @@ class AreaEntry:
             raise BundleError(f"{where}: bad path or sha256")
         if not isinstance(e.size, int) or isinstance(e.size, bool) or e.size < 0 or d.get("payload") != e.sha256:
             raise BundleError(f"{where}: bad size or payload name")
-        safe_relpath(e.path)
+        if not _confined(e.role, safe_relpath(e.path).split("/")):
+            raise BundleError(f"{where}: not a place a {e.role} file goes in the {e.area} folder; nothing was "
+                              "imported")
         return e
 
 
@@ -155,16 +187,49 @@ def plan_areas(specs: list[str], roots: OfflineRoots) -> tuple[tuple[AreaEntry, 
 
 
 # -- import ----------------------------------------------------------------------------------------------------
+def import_roots(hub_cache: Path, cache_dir_given: bool,
+                 hf_home: Path | None) -> tuple[OfflineRoots | None, str | None]:
+    """Where an import into the cache the user chose puts offline-cache files: (roots, None), or (None, why not).
+
+    `--hf-home H`: every folder at its default place under H. `--cache-dir C`: under C's HF_HOME when C is one's
+    `hub` folder, never the environment's (a bundle for one cache must not land in another's modules); a bare
+    cache folder has no such place. Neither: the environment's folders, as the libraries will read them."""
+    from hfcache.offline.env import offline_roots
+
+    if hf_home is not None:
+        return offline_roots(hf_home=hf_home, hub_cache=hub_cache), None
+    if not cache_dir_given:
+        return offline_roots(hub_cache=hub_cache), None
+    if hub_cache.name == "hub":
+        return offline_roots(hf_home=hub_cache.parent, hub_cache=hub_cache), None
+    return None, (f"this bundle carries prepared datasets, modules or mapped URLs, which have no place beside "
+                  f"{hub_cache} (not the hub folder of an HF_HOME): import it with --hf-home")
+
+
 class AreaImport:
-    """Stages the area payloads of one import, then renames them into place (or removes them on failure)."""
+    """Stages the area payloads of one import, then links them into place (or removes them on failure). A file
+    already at its place is kept: counted as present when its bytes are the bundle's, a conflict otherwise."""
 
     def __init__(self, entries: tuple[AreaEntry, ...], roots: OfflineRoots) -> None:
         self.roots = roots
         self.by_payload: dict[str, list[AreaEntry]] = {}
+        self.present = 0
+        self.conflicts: list[str] = []
         for e in entries:
+            dest = self.dest(e)
+            if os.path.lexists(dest):
+                if _same_file(dest, e):
+                    self.present += 1
+                else:
+                    self.conflicts.append(self._conflict(e))
+                continue
             self.by_payload.setdefault(e.payload, []).append(e)
         self.temps: dict[tuple[str, str], tuple[Path, Path]] = {}  # entry key -> (staged file, its place)
         self.created: list[Path] = []  # folders staging made: an empty prepared folder would break datasets
+
+    @staticmethod
+    def _conflict(e: AreaEntry) -> str:
+        return f"{e.area}/{e.path} exists with other content (kept)"
 
     def dest(self, e: AreaEntry) -> Path:
         root = area_root(self.roots, e.area)
@@ -177,6 +242,7 @@ class AreaImport:
         return path
 
     def wants(self, payload: str) -> bool:
+        """Whether the payload's bytes must be staged (a payload whose places are all taken is only checked)."""
         return payload in self.by_payload
 
     def _temp(self, e: AreaEntry) -> Path:
@@ -208,9 +274,17 @@ class AreaImport:
             shutil.copyfile(checked, self._temp(e))
 
     def publish(self) -> int:
-        for tmp, dest in self.temps.values():
-            os.replace(tmp, dest)  # a prepared folder or module appears newest: offline, the newest wins
-        n = len(self.temps)
+        """Link each staged file to its place without ever replacing one (a prepared folder or module appears
+        newest: offline, the newest wins); one that appeared meanwhile is a conflict."""
+        n = 0
+        for key, (tmp, dest) in self.temps.items():
+            try:
+                _place_new(tmp, dest)
+                n += 1
+            except FileExistsError:
+                self.conflicts.append(f"{key[0]}/{key[1]} exists with other content (kept)")
+            finally:
+                tmp.unlink(missing_ok=True)
         self.temps = {}
         return n
 
@@ -221,3 +295,25 @@ class AreaImport:
             with contextlib.suppress(OSError):
                 d.rmdir()
         self.temps, self.created = {}, []
+
+
+def _same_file(path: Path, e: AreaEntry) -> bool:
+    """A regular file (not a link) with the entry's size and sha256."""
+    try:
+        st = path.lstat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == e.size and hash_file(path, "sha256") == e.sha256
+
+
+def _place_new(tmp: Path, dest: Path) -> None:
+    """`tmp` appears at `dest` atomically, and only if nothing is there: a hard link fails on an existing name.
+    Where hard links are not supported, a rename after a check (the window is this process's alone)."""
+    try:
+        os.link(tmp, dest)
+    except FileExistsError:
+        raise
+    except OSError:
+        if os.path.lexists(dest):
+            raise FileExistsError(dest) from None
+        os.replace(tmp, dest)
