@@ -179,7 +179,7 @@ RESUMABLE, RECORD, RECORD_TMP, PRIVATE = "resumable", "record", "record-tmp", "p
 FOREIGN_PRIVATE = "foreign-private"  # huggingface_hub 2.x's process-unique partial
 LEGACY, LEGACY_RECORD_ROLE = "legacy", "legacy-record"
 OTHER = "other"  # any other `<etag>.….incomplete` (an import's or a conversion's staging file)
-RECORDS = frozenset({RECORD, LEGACY_RECORD_ROLE})
+COMPANIONS = frozenset({RECORD, LEGACY_RECORD_ROLE, RECORD_TMP})  # go with a partial, never reported alone
 UNIQUE = frozenset({PRIVATE, FOREIGN_PRIVATE})  # one process's: garbage once that process no longer holds the lock
 _HEX = frozenset("0123456789abcdef")
 
@@ -231,7 +231,7 @@ def partial_of(name: str) -> tuple[str, str] | None:
     if rest == LEGACY_RECORD:
         return etag, LEGACY_RECORD_ROLE
     if not rest.endswith(PARTIAL_SUFFIX):
-        return None
+        return (etag, RECORD_TMP) if PARTIAL_SUFFIX + "." in rest else None  # a record's temp, any version's
     middle = rest[1:-len(PARTIAL_SUFFIX)]
     if middle.startswith(_PRIVATE[1:]) and len(middle) == len(_PRIVATE) - 1 + 8:
         return etag, PRIVATE

@@ -16,7 +16,7 @@ import stat
 from collections import defaultdict
 from operator import attrgetter
 
-from hfcache.cache.layout import RepoRef, is_commit, lock_held
+from hfcache.cache.layout import RepoRef, is_commit, lock_held, partial_of
 from hfcache.scan.model import CachedFile, Repo, Revision
 from hfcache.scan.walk import IGNORED_NAMES, Context, du
 from hfcache.units import counted
@@ -221,7 +221,7 @@ class RepoWalk:
                         self._multi_names.append(name)
                     else:
                         single += st.st_size
-                    if "." in name and name.endswith(".incomplete"):
+                    if "." in name and partial_of(name) is not None:  # a partial download or its record
                         self._incomplete(f"{self.blobs_dir}/{name}", name, st)
                         if st.st_nlink == 1:
                             single -= st.st_size
