@@ -3,6 +3,7 @@ and never with a corrupt or partial file under a blob name or a snapshot path.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -22,6 +23,7 @@ BIG = det_bytes(3_000_000, 11)
 FILES = {"big.bin": BIG, "w.safetensors": det_bytes(1_500_000, 12), "config.json": '{"a": 1}\n',
          "sub/notes.txt": "notes\n"}
 FAST = {"HF_HUB_DOWNLOAD_TIMEOUT": "1"}
+CDN_NAMES = {hashlib.sha256(d).hexdigest(): n.rsplit("/", 1)[-1] for n, d in FILES.items() if isinstance(d, bytes)}
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +72,72 @@ def snapshot(hub, cache: Path, *extra: str, env: dict | None = None):
 SPLIT = ["--part-size", "1"]  # 3 MB file -> 3 parallel range parts
 
 
+@pytest.fixture
+def fired(fhub, monkeypatch) -> list[int]:
+    """Where each injected fault fired: the index in `fhub.app.log` of the request it hit. (The server logs a
+    request, then takes a fault for it, with no await in between: the last record is that request.)"""
+    events: list[int] = []
+    take = fhub.app.faults.take
+
+    def spy(path, kinds=None):
+        fault = take(path, kinds)
+        if fault is not None:
+            events.append(len(fhub.app.log) - 1)
+        return fault
+
+    monkeypatch.setattr(fhub.app.faults, "take", spy)
+    return events
+
+
+def _file_of(path: str) -> str:
+    """The repo file a data request is for: the resolve URL's last part, or the CDN URL's sha256 looked up."""
+    head, _, last = path.rpartition("/")
+    return CDN_NAMES.get(last, last) if head == "cdn" else last
+
+
+def assert_retried(log: list, index: int) -> None:
+    """The request a fault hit was asked again later: the same file (at the endpoint or the CDN URL it redirected
+    to) and, for a part, the same part (a range with the same end; a resumed one starts later)."""
+    hit = log[index]
+
+    def end(r) -> str | None:
+        return r.range.rsplit("-", 1)[1] if r.range else None
+
+    again = [r for r in log[index + 1:] if r.method == "GET" and _file_of(r.path) == _file_of(hit.path)
+             and (hit.range is None or r.range is None or end(r) == end(hit))]
+    assert again, f"no retry of {hit.path} {hit.range}"
+
+
+FAULTS = {  # a fresh Fault per test: a shared one is used up by the first run and injects nothing after
+    "reset-big.bin": lambda: Fault("reset", "big.bin"),
+    "short-big.bin": lambda: Fault("short", "big.bin"),
+    "corrupt-big.bin": lambda: Fault("corrupt", "big.bin"),
+    "stall-big.bin": lambda: Fault("stall", "big.bin", seconds=3),
+    "429-big.bin": lambda: Fault("429", "big.bin", seconds=1),
+    "500-big.bin": lambda: Fault("500", "big.bin"),
+    "503-config.json": lambda: Fault("503", "config.json", times=2),
+    "expired-big.bin": lambda: Fault("expired", "big.bin"),
+    "reset-cdn/": lambda: Fault("reset", "cdn/", times=2),
+}
+
+
 @pytest.mark.parametrize("mode", ["stream", "parts"])
-@pytest.mark.parametrize("fault", [
-    Fault("reset", "big.bin"), Fault("short", "big.bin"), Fault("corrupt", "big.bin"),
-    Fault("stall", "big.bin", seconds=3), Fault("429", "big.bin", seconds=1), Fault("500", "big.bin"),
-    Fault("503", "config.json", times=2), Fault("expired", "big.bin"), Fault("reset", "cdn/", times=2),
-], ids=lambda f: f"{f.kind}-{f.match}")
-def test_transient_faults_are_recovered_with_correct_blobs(fhub, tmp_path, fault, mode):
+@pytest.mark.parametrize("make_fault", list(FAULTS.values()), ids=list(FAULTS))
+def test_transient_faults_are_recovered_with_correct_blobs(fhub, tmp_path, make_fault, mode, fired):
+    fault = make_fault()
+    wanted = fault.times
     fhub.app.faults.add(fault)
     before = len(fhub.app.log)
     r = snapshot(fhub, tmp_path, *(SPLIT if mode == "parts" else []))
     assert r.returncode == 0, r.stderr
-    assert fault.times == 0  # the fault really fired
+    assert fault.times == 0 and len(fired) == wanted  # the fault really fired, as often as asked
+    log = list(fhub.app.log)
+    assert all(i >= before for i in fired)
+    for index in fired:
+        assert_retried(log, index)
+    if mode == "parts" and fault.match != "config.json":  # it hit one range part of a multi-part download
+        assert all(log[i].range is not None for i in fired)
     assert_complete(tmp_path, fhub.commit("org/big"))
-    assert len(fhub.app.log) - before > 6  # listing + 4 files + at least one retry
 
 
 def test_expired_redirect_is_resolved_again_without_sending_the_token(fhub, tmp_path):
@@ -141,8 +195,13 @@ def test_kill_9_at_random_points_then_rerun_completes(fhub, tmp_path):
         env = {**os.environ, **FAST, "HF_ENDPOINT": fhub.url}
         proc = subprocess.Popen([sys.executable, "-m", "hfcache", "snapshot", "org/big", "--cache-dir", str(cache),
                                  *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 2.5))
-        proc.send_signal(signal.SIGKILL)
+        # the kill lands once a random share of the bytes is on disk: an observable point, not a guessed delay
+        target = int(rng.uniform(0.1, 0.8) * (len(BIG) + 1_500_000))
+        try:
+            wait_for(lambda c=cache, t=target, p=proc: bytes_on_disk(c) >= t or p.poll() is not None,
+                     f"{target} bytes on disk")
+        finally:
+            proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert_clean(cache)
         recorded = {}  # blob -> (bytes kept, offsets where unfinished parts stand)
@@ -164,6 +223,20 @@ def test_kill_9_at_random_points_then_rerun_completes(fhub, tmp_path):
                             for x in log if x.path == f"cdn/{sha}")
             assert starts == sorted(offsets), (sha, kept, offsets, starts)
     assert resumed_trials >= 3  # the kills really landed mid-download
+
+
+def bytes_on_disk(cache: Path) -> int:
+    """Bytes written under `blobs/` so far: partials are created at full size and filled in place (sparse), so
+    their allocated blocks, not their size, tell how far a download got."""
+    return sum(p.stat().st_blocks * 512 for p in cache.glob("*/blobs/*") if p.is_file())
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
 
 
 def test_partials_of_finished_blobs_are_swept_and_others_kept(fhub, tmp_path):
