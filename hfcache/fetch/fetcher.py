@@ -198,12 +198,13 @@ class Fetcher:
 
         # Largest first: the long transfers start early and small files fill the gaps.
         items = sorted(files.items(), key=lambda kv: -kv[1].size)
-        helpers = self._fan_out(repo, commit, files)
-        mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
+        helpers = None
         theirs: list[dict] = []
         unfinished: set[str] = set()
         workers = self.max_workers or _auto_workers(files)
         try:
+            helpers = self._fan_out(repo, commit, files)
+            mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
             results = _run_all(work, mine, workers)
             if helpers is not None:
                 theirs, unfinished = helpers.results()
