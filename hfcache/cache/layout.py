@@ -405,6 +405,7 @@ class HubCache:
         else:
             tmp = pointer.with_name(f".{pointer.name}.{uuid.uuid4().hex[:8]}.tmp")
             shutil.copyfile(blob, tmp)
+            durable.fsync_file(tmp)
             os.replace(tmp, pointer)
         return pointer
 
