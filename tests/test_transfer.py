@@ -348,3 +348,39 @@ def test_multi_part_download_without_pwrite_and_preadv(fhub, tmp_path, monkeypat
     starts = {int(r.range.split("=")[1].split("-")[0]) for r in fhub.app.log if r.range and r.path.startswith("cdn/")}
     assert len(starts) > 10  # many parts of the two large files, fetched as ranges
     assert len(seeks) > 20 and any(pos % (256 * 1024) for pos in seeks)  # the fallback wrote and read them
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fsynced descriptor")
+def test_blobs_and_refs_are_fsynced_before_the_rename_that_publishes_them(fhub, tmp_path, monkeypatch):
+    """A power loss after a rename must not leave a blob or ref with missing bytes under its final name: each
+    published file's bytes are fsynced before its rename, and the folders after."""
+    from hfcache.cache.layout import HubCache, RepoRef
+    from hfcache.fetch.fetcher import Fetcher
+    from hfcache.fetch.hub import HubClient
+
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst, **kw):
+        events.append(("replace", os.fspath(src), os.fspath(dst)))
+        real_replace(src, dst, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    Fetcher(HubCache(tmp_path), client=HubClient(fhub.url), processes=1).snapshot(RepoRef("org/big"))
+    assert_complete(tmp_path, fhub.commit("org/big"))
+    repo = tmp_path / "models--org--big"
+    def publishes(e: tuple[str, ...]) -> bool:
+        dst = Path(e[2]) if e[0] == "replace" else None
+        return dst is not None and (dst.parent == repo / "refs" or dst.parent == repo / "blobs" and kind_of(dst.name))
+
+    published = [(i, e) for i, e in enumerate(events) if publishes(e)]
+    assert len(published) == len(FILES) + 1  # every blob, and refs/main
+    for i, (_, src, dst) in published:
+        assert ("fsync", src) in events[:i], f"{dst} renamed into place before its bytes were synced"
+    last_blob = max(i for i, e in published if Path(e[2]).parent == repo / "blobs")
+    assert ("fsync", str(repo / "blobs")) in events[last_blob:]  # the folder's entries, once, after the renames
