@@ -384,3 +384,22 @@ def test_blobs_and_refs_are_fsynced_before_the_rename_that_publishes_them(fhub, 
         assert ("fsync", src) in events[:i], f"{dst} renamed into place before its bytes were synced"
     last_blob = max(i for i, e in published if Path(e[2]).parent == repo / "blobs")
     assert ("fsync", str(repo / "blobs")) in events[last_blob:]  # the folder's entries, once, after the renames
+
+
+def test_an_older_hfcache_partial_is_taken_over_and_resumed(fhub, tmp_path):
+    """`<etag>.incomplete` + `.parts`, as hfcache named a partial before (the name huggingface_hub 0.x/1.x resume
+    from): renamed to our names under the blob's lock, and resumed from its record."""
+    sha = hashlib.sha256(BIG).hexdigest()
+    blobs = tmp_path / "models--org--big" / "blobs"
+    blobs.mkdir(parents=True)
+    with open(blobs / f"{sha}.incomplete", "wb") as f:
+        f.truncate(len(BIG))
+        f.write(BIG[:1_000_000])
+    (blobs / f"{sha}.incomplete.parts").write_text(json.dumps(
+        {"etag": sha, "size": len(BIG), "parts": [[0, len(BIG), 1_000_000]]}))
+    before = len(fhub.app.log)
+    assert snapshot(fhub, tmp_path).returncode == 0
+    big = [x for x in list(fhub.app.log)[before:] if x.path == f"cdn/{sha}"]
+    assert [x.range for x in big] == [f"bytes=1000000-{len(BIG) - 1}"]
+    assert_complete(tmp_path, fhub.commit("org/big"))
+    assert sorted(p.name for p in blobs.iterdir() if sha in p.name) == [sha]
