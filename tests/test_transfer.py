@@ -403,3 +403,29 @@ def test_an_older_hfcache_partial_is_taken_over_and_resumed(fhub, tmp_path):
     assert [x.range for x in big] == [f"bytes=1000000-{len(BIG) - 1}"]
     assert_complete(tmp_path, fhub.commit("org/big"))
     assert sorted(p.name for p in blobs.iterdir() if sha in p.name) == [sha]
+
+
+def test_partial_names_are_none_that_any_huggingface_hub_uses():
+    """Ours vs theirs: 0.x/1.x resume `<etag>.incomplete`; 2.x writes `<etag>.<8 hex>.incomplete` and probes with
+    `tmp_<uuid4>`. The installed 2.x's source is checked, so this fails when its naming moves."""
+    import inspect
+    import re
+
+    from huggingface_hub import file_download
+
+    from hfcache.cache.layout import FOREIGN_PRIVATE, LEGACY, PRIVATE, RECORD, RESUMABLE, partial_of, partial_paths
+
+    src = inspect.getsource(file_download)
+    assert 'f"{incomplete_path.stem}.{uuid.uuid4().hex[:8]}.incomplete"' in src
+    assert 'incomplete_path=Path(blob_path + ".incomplete")' in src
+    assert 'src.parent / f"tmp_{uuid.uuid4()}"' in src
+    sha = "ab" * 32
+    paths = partial_paths(Path("/c/models--o--r/blobs") / sha)
+    ours = [paths.path.name, paths.record.name, paths.record_tmp.name, paths.private().name, paths.private().name]
+    theirs = re.compile(rf"{sha}(\.[0-9a-f]{{8}})?\.incomplete|tmp_[0-9a-f-]{{36}}")
+    assert not [n for n in ours if theirs.fullmatch(n)]
+    assert [partial_of(n) for n in ours[:2]] == [(sha, RESUMABLE), (sha, RECORD)]
+    assert partial_of(ours[3]) == (sha, PRIVATE) and ours[3] != ours[4]
+    assert partial_of(f"{sha}.incomplete") == (sha, LEGACY)
+    assert partial_of(f"{sha}.0123abcd.incomplete") == (sha, FOREIGN_PRIVATE)
+    assert partial_of(sha) is None and partial_of(f"{sha}.lock") is None
