@@ -6,6 +6,7 @@ Runs on a 20 MB tmpfs, so it needs root (or the right to mount); skipped cleanly
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -95,3 +96,26 @@ def test_a_file_that_cannot_fit_is_refused_before_any_byte_is_fetched(dhub, smal
     assert "no space left for org/huge/huge.bin: it needs 30,000,000 bytes" in line, line
     assert not [x for x in list(dhub.app.log)[before:] if x.path.startswith("cdn/")]  # no byte asked for
     assert leftovers(cache) == []
+
+
+def test_a_resumable_partial_whose_rest_cannot_fit_is_kept_for_later(dhub, small_disk):
+    """Refused before writing, a partial that earlier runs filled halfway stays, record and all: freeing space
+    and running again resumes it."""
+    import json
+
+    from hfcache.cache.layout import HubCache, RepoRef
+
+    data = HUGE["huge.bin"]
+    sha = hashlib.sha256(data).hexdigest()
+    cache = HubCache(small_disk / "cache")
+    paths = cache.partial_paths(RepoRef("org/huge"), sha)
+    paths.path.parent.mkdir(parents=True)
+    with open(paths.path, "wb") as f:
+        f.truncate(len(data))
+        f.write(data[:15_000_000])
+    record = json.dumps({"etag": sha, "size": len(data), "parts": [[0, len(data), 15_000_000]]})
+    paths.record.write_text(record)
+    r = run_cli("download", "org/huge", "huge.bin", "--cache-dir", str(cache.root), endpoint=dhub.url)
+    assert r.returncode == 1
+    assert "it needs 15,000,000 bytes" in one_line(r.stderr)
+    assert paths.record.read_text() == record and paths.path.read_bytes()[:15_000_000] == data[:15_000_000]

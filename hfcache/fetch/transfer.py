@@ -194,12 +194,19 @@ class Transfer:
         for attempt in range(2):
             try:
                 trusted = pf.open(self.options.part_size if split else max(meta.size, 1))
-                _check_space(dest.parent, meta.size - trusted, name or dest.name)
+                refusal = _space_refusal(dest.parent, meta.size - trusted, name or dest.name)
+                if refusal is not None and trusted:  # what earlier runs fetched stays, for when there is room
+                    pf.close()
+                    refusal.kept = True
+                if refusal is not None:
+                    raise refusal
                 try:
                     digest, n = self._download(source, pf, kind, on_bytes)
                 finally:
                     pf.close()
             except BaseException as e:
+                if getattr(e, "kept", False):
+                    raise
                 if isinstance(e, (IntegrityError, DiskFull)) or is_disk_full(e) or not pf.resumable:
                     pf.discard()
                 if is_disk_full(e):
@@ -367,13 +374,13 @@ def _free_bytes(folder: Path) -> int | None:
         return None
 
 
-def _check_space(folder: Path, needed: int, name: str) -> None:
-    """Refuse a file that cannot fit before writing any of it (huggingface_hub only warns, then fails midway)."""
+def _space_refusal(folder: Path, needed: int, name: str) -> DiskFull | None:
+    """A file that cannot fit is refused before any of it is written (huggingface_hub only warns, then fails
+    midway)."""
     if needed < RESUMABLE_MIN_SIZE:
-        return  # not worth a system call: a small file that does not fit fails on its first write instead
+        return None  # not worth a system call: a small file that does not fit fails on its first write instead
     free = _free_bytes(folder)
-    if free is not None and needed > free:
-        raise disk_full(folder, needed, name, free)
+    return disk_full(folder, needed, name, free) if free is not None and needed > free else None
 
 
 def disk_full(folder: Path, needed: int | None, name: str, free: int | None = None) -> DiskFull:
