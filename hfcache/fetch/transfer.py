@@ -12,7 +12,8 @@
   expired (403/410 from another origin, like a signed CDN URL) is resolved again from the endpoint.
 - The token goes only to the endpoint's own origin (`HubClient.headers_for`), never to a redirect target.
 - A full disk (ENOSPC, EDQUOT) ends the file in one line naming it, the bytes it needs and the bytes free, with
-  its partial removed (so the space is free again); a file that cannot fit is refused before any byte is written.
+  its partial removed (so the space is free again); a file that cannot fit is refused before any byte is written
+  (keeping the part earlier runs fetched, if any).
 """
 
 from __future__ import annotations
