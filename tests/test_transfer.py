@@ -429,3 +429,24 @@ def test_partial_names_are_none_that_any_huggingface_hub_uses():
     assert partial_of(f"{sha}.incomplete") == (sha, LEGACY)
     assert partial_of(f"{sha}.0123abcd.incomplete") == (sha, FOREIGN_PRIVATE)
     assert partial_of(sha) is None and partial_of(f"{sha}.lock") is None
+
+
+def test_a_large_partial_is_flushed_to_the_disk_while_it_is_written(tmp_path, monkeypatch):
+    """So that the fsync before publishing finds only the tail: a background `fdatasync` every 32 MiB."""
+    import threading
+
+    from hfcache.cache import partfile
+    from hfcache.cache.layout import partial_paths
+
+    synced = threading.Event()
+    real = getattr(os, "fdatasync", os.fsync)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.set(), real(fd))[1], raising=False)
+    size = 2 * partfile.FLUSH_EVERY_BYTES
+    pf = partfile.PartFile(partial_paths(tmp_path / ("ab" * 32)), "ab" * 32, size)
+    pf.open(size)
+    chunk = b"\0" * (1024 * 1024)
+    for _ in range(partfile.FLUSH_EVERY_BYTES // len(chunk) + 1):
+        pf.write(pf.parts[0], chunk)
+    assert synced.wait(30)  # while the file is still being written
+    pf.discard()
+    assert not list(tmp_path.iterdir())
