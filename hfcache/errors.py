@@ -43,6 +43,10 @@ class IntegrityError(HfcacheError):
     """Downloaded or stored bytes do not match the hash they must have."""
 
 
+class DiskFull(HfcacheError):
+    """No space left (or quota exceeded) for a file: the message names it, the bytes it needs and those free."""
+
+
 class LockContradicted(HfcacheError):
     """A lock pins files the endpoint's listing of the pinned commit names otherwise: nothing was fetched."""
 

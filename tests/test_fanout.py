@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -105,32 +110,54 @@ def test_a_failing_worker_ends_in_one_line_and_a_rerun_finishes(many, tmp_path):
     assert_clean(cache)
 
 
-def test_ctrl_c_stops_every_process_in_one_line_and_a_rerun_finishes(many, tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
+def _children(pid: int) -> set[int]:
+    """The live child processes of `pid` (Linux /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(stat.parent.name))
+    return out
 
+
+def _wait_for(predicate, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see the worker processes")
+@pytest.mark.parametrize("moment", ["workers-starting", "workers-downloading"])
+def test_ctrl_c_stops_every_process_in_one_line_and_a_rerun_finishes(many, tmp_path, moment):
+    """Ctrl-C as a terminal sends it (to the whole foreground process group), the moment the worker processes
+    exist (still importing) or once they are fetching: one line, exit 130, no process left, a clean cache."""
     cache = tmp_path / "c"
-    many.app.faults.add(Fault("slow", "cdn/", times=-1, rate=1_000))  # ~3 s a file
+    many.app.faults.add(Fault("slow", "cdn/", times=-1, rate=1_000))  # the large file takes long: never done
     env = {**os.environ, "HF_ENDPOINT": many.url}
     proc = subprocess.Popen([sys.executable, "-m", "hfcache", "snapshot", "org/many", "--cache-dir", str(cache),
                              "--processes", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
-    time.sleep(1.5)
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal does: to the whole group, workers included
-    _, err = proc.communicate(timeout=60)
+    try:
+        workers = _wait_for(lambda: _children(proc.pid) if len(_children(proc.pid)) >= 2 else None,
+                            "two worker processes")
+        if moment == "workers-downloading":  # every process has asked for files (the parent's share alone: 21)
+            _wait_for(lambda: sum(resolved(many).values()) >= 30, "files requested by the workers")
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 130
     assert err.strip().splitlines() == ["hfcache: interrupted"], err
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break  # no process of the group is left
-        time.sleep(0.1)
-    else:
-        pytest.fail("worker processes outlived the interrupted snapshot")
+    _wait_for(lambda: not any(_alive(pid) for pid in workers), "the workers to end", timeout=10)
     assert_clean(cache)
 
     many.app.faults.clear()
@@ -140,6 +167,14 @@ def test_ctrl_c_stops_every_process_in_one_line_and_a_rerun_finishes(many, tmp_p
         assert (cache / "models--org--many" / "snapshots" / many.commit("org/many") / rel).read_bytes() == data
     assert not list(cache.glob("*/blobs/*.incomplete*"))  # the interrupted run's partials are gone too
     assert_clean(cache)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 @pytest.mark.parametrize("interpreter", ["/bin/false", "/nonexistent/python"])

@@ -3,6 +3,7 @@ and never with a corrupt or partial file under a blob name or a snapshot path.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -22,6 +23,7 @@ BIG = det_bytes(3_000_000, 11)
 FILES = {"big.bin": BIG, "w.safetensors": det_bytes(1_500_000, 12), "config.json": '{"a": 1}\n',
          "sub/notes.txt": "notes\n"}
 FAST = {"HF_HUB_DOWNLOAD_TIMEOUT": "1"}
+CDN_NAMES = {hashlib.sha256(d).hexdigest(): n.rsplit("/", 1)[-1] for n, d in FILES.items() if isinstance(d, bytes)}
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +72,72 @@ def snapshot(hub, cache: Path, *extra: str, env: dict | None = None):
 SPLIT = ["--part-size", "1"]  # 3 MB file -> 3 parallel range parts
 
 
+@pytest.fixture
+def fired(fhub, monkeypatch) -> list[int]:
+    """Where each injected fault fired: the index in `fhub.app.log` of the request it hit. (The server logs a
+    request, then takes a fault for it, with no await in between: the last record is that request.)"""
+    events: list[int] = []
+    take = fhub.app.faults.take
+
+    def spy(path, kinds=None):
+        fault = take(path, kinds)
+        if fault is not None:
+            events.append(len(fhub.app.log) - 1)
+        return fault
+
+    monkeypatch.setattr(fhub.app.faults, "take", spy)
+    return events
+
+
+def _file_of(path: str) -> str:
+    """The repo file a data request is for: the resolve URL's last part, or the CDN URL's sha256 looked up."""
+    head, _, last = path.rpartition("/")
+    return CDN_NAMES.get(last, last) if head == "cdn" else last
+
+
+def assert_retried(log: list, index: int) -> None:
+    """The request a fault hit was asked again later: the same file (at the endpoint or the CDN URL it redirected
+    to) and, for a part, the same part (a range with the same end; a resumed one starts later)."""
+    hit = log[index]
+
+    def end(r) -> str | None:
+        return r.range.rsplit("-", 1)[1] if r.range else None
+
+    again = [r for r in log[index + 1:] if r.method == "GET" and _file_of(r.path) == _file_of(hit.path)
+             and (hit.range is None or r.range is None or end(r) == end(hit))]
+    assert again, f"no retry of {hit.path} {hit.range}"
+
+
+FAULTS = {  # a fresh Fault per test: a shared one is used up by the first run and injects nothing after
+    "reset-big.bin": lambda: Fault("reset", "big.bin"),
+    "short-big.bin": lambda: Fault("short", "big.bin"),
+    "corrupt-big.bin": lambda: Fault("corrupt", "big.bin"),
+    "stall-big.bin": lambda: Fault("stall", "big.bin", seconds=3),
+    "429-big.bin": lambda: Fault("429", "big.bin", seconds=1),
+    "500-big.bin": lambda: Fault("500", "big.bin"),
+    "503-config.json": lambda: Fault("503", "config.json", times=2),
+    "expired-big.bin": lambda: Fault("expired", "big.bin"),
+    "reset-cdn/": lambda: Fault("reset", "cdn/", times=2),
+}
+
+
 @pytest.mark.parametrize("mode", ["stream", "parts"])
-@pytest.mark.parametrize("fault", [
-    Fault("reset", "big.bin"), Fault("short", "big.bin"), Fault("corrupt", "big.bin"),
-    Fault("stall", "big.bin", seconds=3), Fault("429", "big.bin", seconds=1), Fault("500", "big.bin"),
-    Fault("503", "config.json", times=2), Fault("expired", "big.bin"), Fault("reset", "cdn/", times=2),
-], ids=lambda f: f"{f.kind}-{f.match}")
-def test_transient_faults_are_recovered_with_correct_blobs(fhub, tmp_path, fault, mode):
+@pytest.mark.parametrize("make_fault", list(FAULTS.values()), ids=list(FAULTS))
+def test_transient_faults_are_recovered_with_correct_blobs(fhub, tmp_path, make_fault, mode, fired):
+    fault = make_fault()
+    wanted = fault.times
     fhub.app.faults.add(fault)
     before = len(fhub.app.log)
     r = snapshot(fhub, tmp_path, *(SPLIT if mode == "parts" else []))
     assert r.returncode == 0, r.stderr
-    assert fault.times == 0  # the fault really fired
+    assert fault.times == 0 and len(fired) == wanted  # the fault really fired, as often as asked
+    log = list(fhub.app.log)
+    assert all(i >= before for i in fired)
+    for index in fired:
+        assert_retried(log, index)
+    if mode == "parts" and fault.match != "config.json":  # it hit one range part of a multi-part download
+        assert all(log[i].range is not None for i in fired)
     assert_complete(tmp_path, fhub.commit("org/big"))
-    assert len(fhub.app.log) - before > 6  # listing + 4 files + at least one retry
 
 
 def test_expired_redirect_is_resolved_again_without_sending_the_token(fhub, tmp_path):
@@ -141,8 +195,13 @@ def test_kill_9_at_random_points_then_rerun_completes(fhub, tmp_path):
         env = {**os.environ, **FAST, "HF_ENDPOINT": fhub.url}
         proc = subprocess.Popen([sys.executable, "-m", "hfcache", "snapshot", "org/big", "--cache-dir", str(cache),
                                  *extra], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 2.5))
-        proc.send_signal(signal.SIGKILL)
+        # the kill lands once a random share of the bytes is on disk: an observable point, not a guessed delay
+        target = int(rng.uniform(0.1, 0.8) * (len(BIG) + 1_500_000))
+        try:
+            wait_for(lambda c=cache, t=target, p=proc: bytes_on_disk(c) >= t or p.poll() is not None,
+                     f"{target} bytes on disk")
+        finally:
+            proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert_clean(cache)
         recorded = {}  # blob -> (bytes kept, offsets where unfinished parts stand)
@@ -164,6 +223,20 @@ def test_kill_9_at_random_points_then_rerun_completes(fhub, tmp_path):
                             for x in log if x.path == f"cdn/{sha}")
             assert starts == sorted(offsets), (sha, kept, offsets, starts)
     assert resumed_trials >= 3  # the kills really landed mid-download
+
+
+def bytes_on_disk(cache: Path) -> int:
+    """Bytes written under `blobs/` so far: partials are created at full size and filled in place (sparse), so
+    their allocated blocks, not their size, tell how far a download got."""
+    return sum(p.stat().st_blocks * 512 for p in cache.glob("*/blobs/*") if p.is_file())
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
 
 
 def test_partials_of_finished_blobs_are_swept_and_others_kept(fhub, tmp_path):
@@ -251,3 +324,129 @@ def test_peak_memory_stays_flat_for_a_large_file(tmp_path):
         assert (tmp_path / "c" / "models--org--huge").is_dir()
     finally:
         h.server.stop()
+
+
+def test_multi_part_download_without_pwrite_and_preadv(fhub, tmp_path, monkeypatch):
+    """Where `os.pwrite`/`os.preadv` do not exist (Windows), parts are written and hashed through a seek under
+    one lock: parallel parts of one file still land in place and hash right."""
+    from hfcache.cache.layout import HubCache, RepoRef
+    from hfcache.fetch.fetcher import Fetcher
+    from hfcache.fetch.hub import HubClient
+    from hfcache.fetch.transfer import TransferOptions
+
+    monkeypatch.delattr(os, "pwrite")
+    monkeypatch.delattr(os, "preadv")
+    seeks = []
+    real_lseek = os.lseek
+    monkeypatch.setattr(os, "lseek", lambda fd, pos, how: seeks.append(pos) or real_lseek(fd, pos, how))
+    options = TransferOptions(connections=4, part_size=256 * 1024, split_threshold=1024 * 1024)
+    fetcher = Fetcher(HubCache(tmp_path), client=HubClient(fhub.url), transfer_options=options, processes=1)
+    fhub.app.faults.add(Fault("reset", "big.bin", after=300_000))  # a retried part resumes mid-part, too
+    result = fetcher.snapshot(RepoRef("org/big"))
+    assert result.stats.files_fetched == len(FILES)
+    assert_complete(tmp_path, fhub.commit("org/big"))
+    starts = {int(r.range.split("=")[1].split("-")[0]) for r in fhub.app.log if r.range and r.path.startswith("cdn/")}
+    assert len(starts) > 10  # many parts of the two large files, fetched as ranges
+    assert len(seeks) > 20 and any(pos % (256 * 1024) for pos in seeks)  # the fallback wrote and read them
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name an fsynced descriptor")
+def test_blobs_and_refs_are_fsynced_before_the_rename_that_publishes_them(fhub, tmp_path, monkeypatch):
+    """A power loss after a rename must not leave a blob or ref with missing bytes under its final name: each
+    published file's bytes are fsynced before its rename, and the folders after."""
+    from hfcache.cache.layout import HubCache, RepoRef
+    from hfcache.fetch.fetcher import Fetcher
+    from hfcache.fetch.hub import HubClient
+
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst, **kw):
+        events.append(("replace", os.fspath(src), os.fspath(dst)))
+        real_replace(src, dst, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    Fetcher(HubCache(tmp_path), client=HubClient(fhub.url), processes=1).snapshot(RepoRef("org/big"))
+    assert_complete(tmp_path, fhub.commit("org/big"))
+    repo = tmp_path / "models--org--big"
+    def publishes(e: tuple[str, ...]) -> bool:
+        dst = Path(e[2]) if e[0] == "replace" else None
+        return dst is not None and (dst.parent == repo / "refs" or dst.parent == repo / "blobs" and kind_of(dst.name))
+
+    published = [(i, e) for i, e in enumerate(events) if publishes(e)]
+    assert len(published) == len(FILES) + 1  # every blob, and refs/main
+    for i, (_, src, dst) in published:
+        assert ("fsync", src) in events[:i], f"{dst} renamed into place before its bytes were synced"
+    last_blob = max(i for i, e in published if Path(e[2]).parent == repo / "blobs")
+    assert ("fsync", str(repo / "blobs")) in events[last_blob:]  # the folder's entries, once, after the renames
+
+
+def test_an_older_hfcache_partial_is_taken_over_and_resumed(fhub, tmp_path):
+    """`<etag>.incomplete` + `.parts`, as hfcache named a partial before (the name huggingface_hub 0.x/1.x resume
+    from): renamed to our names under the blob's lock, and resumed from its record."""
+    sha = hashlib.sha256(BIG).hexdigest()
+    blobs = tmp_path / "models--org--big" / "blobs"
+    blobs.mkdir(parents=True)
+    with open(blobs / f"{sha}.incomplete", "wb") as f:
+        f.truncate(len(BIG))
+        f.write(BIG[:1_000_000])
+    (blobs / f"{sha}.incomplete.parts").write_text(json.dumps(
+        {"etag": sha, "size": len(BIG), "parts": [[0, len(BIG), 1_000_000]]}))
+    before = len(fhub.app.log)
+    assert snapshot(fhub, tmp_path).returncode == 0
+    big = [x for x in list(fhub.app.log)[before:] if x.path == f"cdn/{sha}"]
+    assert [x.range for x in big] == [f"bytes=1000000-{len(BIG) - 1}"]
+    assert_complete(tmp_path, fhub.commit("org/big"))
+    assert sorted(p.name for p in blobs.iterdir() if sha in p.name) == [sha]
+
+
+def test_partial_names_are_none_that_any_huggingface_hub_uses():
+    """Ours vs theirs: 0.x/1.x resume `<etag>.incomplete`; 2.x writes `<etag>.<8 hex>.incomplete` and probes with
+    `tmp_<uuid4>`. The installed 2.x's source is checked, so this fails when its naming moves."""
+    import inspect
+    import re
+
+    from huggingface_hub import file_download
+
+    from hfcache.cache.layout import FOREIGN_PRIVATE, LEGACY, PRIVATE, RECORD, RESUMABLE, partial_of, partial_paths
+
+    src = inspect.getsource(file_download)
+    assert 'f"{incomplete_path.stem}.{uuid.uuid4().hex[:8]}.incomplete"' in src
+    assert 'incomplete_path=Path(blob_path + ".incomplete")' in src
+    assert 'src.parent / f"tmp_{uuid.uuid4()}"' in src
+    sha = "ab" * 32
+    paths = partial_paths(Path("/c/models--o--r/blobs") / sha)
+    ours = [paths.path.name, paths.record.name, paths.record_tmp.name, paths.private().name, paths.private().name]
+    theirs = re.compile(rf"{sha}(\.[0-9a-f]{{8}})?\.incomplete|tmp_[0-9a-f-]{{36}}")
+    assert not [n for n in ours if theirs.fullmatch(n)]
+    assert [partial_of(n) for n in ours[:2]] == [(sha, RESUMABLE), (sha, RECORD)]
+    assert partial_of(ours[3]) == (sha, PRIVATE) and ours[3] != ours[4]
+    assert partial_of(f"{sha}.incomplete") == (sha, LEGACY)
+    assert partial_of(f"{sha}.0123abcd.incomplete") == (sha, FOREIGN_PRIVATE)
+    assert partial_of(sha) is None and partial_of(f"{sha}.lock") is None
+
+
+def test_a_large_partial_is_flushed_to_the_disk_while_it_is_written(tmp_path, monkeypatch):
+    """So that the fsync before publishing finds only the tail: a background `fdatasync` every 32 MiB."""
+    import threading
+
+    from hfcache.cache import partfile
+    from hfcache.cache.layout import partial_paths
+
+    synced = threading.Event()
+    real = getattr(os, "fdatasync", os.fsync)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.set(), real(fd))[1], raising=False)
+    size = 2 * partfile.FLUSH_EVERY_BYTES
+    pf = partfile.PartFile(partial_paths(tmp_path / ("ab" * 32)), "ab" * 32, size)
+    pf.open(size)
+    chunk = b"\0" * (1024 * 1024)
+    for _ in range(partfile.FLUSH_EVERY_BYTES // len(chunk) + 1):
+        pf.write(pf.parts[0], chunk)
+    assert synced.wait(30)  # while the file is still being written
+    pf.discard()
+    assert not list(tmp_path.iterdir())

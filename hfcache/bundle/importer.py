@@ -28,6 +28,7 @@ from typing import BinaryIO
 from hfcache.bundle.crash import crash_point
 from hfcache.bundle.manifest import Entry, Manifest, Revision
 from hfcache.bundle.trees import check_trees
+from hfcache.cache import durable
 from hfcache.cache.hashing import copy_hashed, hash_file, kind_of
 from hfcache.cache.layout import MAX_TREE_BYTES, HubCache, RepoRef
 from hfcache.cache.names import BlobName
@@ -233,7 +234,10 @@ def _new_temp(cache: HubCache, b: _Blob, stage: _Stage) -> Path:
 def _stage_blob(cache: HubCache, stream, b: _Blob, kind, size: int, stage: _Stage, on_bytes) -> str:
     """Stream one payload into a temp file beside the blob it will become, hashing on the way."""
     with open(_new_temp(cache, b, stage), "xb") as f:
-        return copy_hashed(stream, f, kind, size, on_bytes)
+        digest = copy_hashed(stream, f, kind, size, on_bytes)
+        f.flush()
+        durable.fsync_fd(f.fileno())  # durable before the rename that publishes it
+        return digest
 
 
 def _check_xet(name: str, targets: list[_Blob]) -> None:
@@ -295,6 +299,9 @@ def _publish(cache: HubCache, manifest: Manifest, blobs: dict[tuple[RepoRef, str
     for b in blobs.values():  # copies layout: staged bytes that no missing file needed after all
         if b.temp is not None:
             b.temp.unlink(missing_ok=True)
+    for folder in sorted({cache.pointer_path(f.repo, f.commit, f.path).parent for f in manifest.of_role("file")}
+                         | {cache.repo_dir(b.repo) / "blobs" for b in blobs.values()}):
+        durable.fsync_dir(folder)  # the renames and links above, durable before a ref names their commit
     for t in manifest.of_role("tree"):
         path = cache.tree_path(t.repo, t.commit)
         if path.exists():
@@ -402,6 +409,7 @@ def _place_file(cache: HubCache, f: Entry, b: _Blob, links: bool, last_use: bool
         else:
             tmp = pointer.with_name(f".{pointer.name}.{uuid.uuid4().hex[:8]}.tmp")
             shutil.copyfile(b.temp if b.temp is not None else blob, tmp)
+            durable.fsync_file(tmp)
             os.replace(tmp, pointer)
     n.linked += 1
     return None

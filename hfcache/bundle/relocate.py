@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hfcache.bundle.crash import crash_point
+from hfcache.cache import durable
 from hfcache.cache.layout import Folder, HubCache, RepoRef, lock_held
 from hfcache.errors import HfcacheError, UsageError
 
@@ -94,6 +95,7 @@ def relocate(old: Path, new: Path, copy: bool = False) -> RelocateResult:
     os.rename(staging, new)
     crash_point()
     if not copy:
+        durable.sync_tree(new)  # the copy must survive a power loss before the original is deleted
         (old / DONE_MARK).write_text(f"{new}\n")
         shutil.rmtree(old)
     return _finish(old, new, kind, copy, links, renamed, dropped)

@@ -5,7 +5,8 @@
 - `layout`: `HubCache` (blobs, refs, snapshots, `trees/`, `.no_exist`, `.locks`, partial files and their records,
   the shared xet store), `RepoRef`, `FileMeta`.
 - `hashing`: the one hashing path (sha256, git blob sha1), streamed in bounded chunks.
-- `partfile`: a resumable partial blob and the record of which bytes are really written.
+- `partfile`: a resumable partial blob and the record of which bytes are really written (names from `layout`).
+- `durable`: fsync before the renames that publish files, so a power loss leaves the old bytes or the new.
 - `roots`: where every cache lives (HF_HOME, hub, datasets, modules, xet, assets, token).
 - `lfs`: which files a git server stores in LFS, and a file's metadata from its bytes.
 - `hfhub`: the one adapter for `huggingface_hub`'s private names (the shared blob store).

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from hfcache.cache import durable
 from hfcache.cache.names import BlobName, Commit, RefName, RelPath, XetHash
 from hfcache.errors import UnsafePath, UsageError
 
@@ -173,10 +174,100 @@ def default_cache_dir() -> Path:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename, fsync the folder: after a crash or power loss, the old bytes or the new, never
+    an empty file; and a failed write (a full disk) leaves no temp file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            durable.fsync_fd(f.fileno())
+        durable.replace(tmp, path, synced=True)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# -- partial downloads (fetch) -------------------------------------------------------------------------------------
+# Partial files are named so that no huggingface_hub version touches them: 0.x and 1.x resume `<etag>.incomplete`
+# by appending to whatever is there (a file we had truncated to full size became a zero-filled blob under a valid
+# name), and 2.x writes `<etag>.<8 hex>.incomplete` (uuid4 hex) and probes the folder with `tmp_<uuid4>`. Ours carry
+# `hfcache` where 2.x has hex, so no name of ours can be one of theirs. All end in `.incomplete` (or have
+# `.incomplete.` inside), which every cache tool treats as a leftover, never as a blob.
+PARTIAL_SUFFIX = ".incomplete"
+_RESUMABLE = ".hfcache.incomplete"  # <etag>.hfcache.incomplete: a large file, resumable from its record
+_RECORD = ".hfcache.incomplete.parts"  # its record of the bytes really written (see partfile.py)
+_RECORD_TMP = ".hfcache-parts.incomplete"  # the record being replaced
+_PRIVATE = ".hfcache-"  # <etag>.hfcache-<8 hex>.incomplete: a small file, one process's, never resumed
+LEGACY_RESUMABLE = ".incomplete"  # <etag>.incomplete: huggingface_hub 0.x/1.x's partial, and hfcache's before
+LEGACY_RECORD = ".incomplete.parts"  # hfcache's record before: proof that `<etag>.incomplete` is ours, not theirs
+_LEGACY_RECORD_TMP = ".parts-tmp.incomplete"
+
+# Roles `partial_of` tells apart.
+RESUMABLE, RECORD, RECORD_TMP, PRIVATE = "resumable", "record", "record-tmp", "private"
+FOREIGN_PRIVATE = "foreign-private"  # huggingface_hub 2.x's process-unique partial
+LEGACY, LEGACY_RECORD_ROLE = "legacy", "legacy-record"
+OTHER = "other"  # any other `<etag>.….incomplete` (an import's or a conversion's staging file)
+COMPANIONS = frozenset({RECORD, LEGACY_RECORD_ROLE, RECORD_TMP})  # go with a partial, never reported alone
+UNIQUE = frozenset({PRIVATE, FOREIGN_PRIVATE})  # one process's: garbage once that process no longer holds the lock
+_HEX = frozenset("0123456789abcdef")
+
+
+@dataclass(frozen=True)
+class PartialPaths:
+    """Where one blob's partial download lives: the resumable file, its record, the record's temp name."""
+
+    blob: Path
+    path: Path
+    record: Path
+    record_tmp: Path
+
+    def private(self) -> Path:
+        """A fresh process-unique name for a small file's partial (never resumed, so never shared)."""
+        return self.blob.with_name(f"{self.blob.name}{_PRIVATE}{os.urandom(4).hex()}{PARTIAL_SUFFIX}")
+
+
+def partial_paths(blob: Path) -> PartialPaths:
+    """The partial-download paths of `blobs/<etag>` (a path `HubCache.blob_path` made)."""
+    name = blob.name
+    return PartialPaths(blob, blob.with_name(name + _RESUMABLE), blob.with_name(name + _RECORD),
+                        blob.with_name(name + _RECORD_TMP))
+
+
+def legacy_partial_paths(blob: Path) -> tuple[Path, Path]:
+    """`<etag>.incomplete` and `<etag>.incomplete.parts`, as hfcache named them before (huggingface_hub 0.x/1.x
+    resume from the first)."""
+    return blob.with_name(blob.name + LEGACY_RESUMABLE), blob.with_name(blob.name + LEGACY_RECORD)
+
+
+def partial_of(name: str) -> tuple[str, str] | None:
+    """(blob name, role) when a file name in `blobs/` is a partial download or its record, any tool's; else None.
+
+    Cheap enough for a scan of every blob: a blob name has no dot.
+    """
+    if "." not in name:
+        return None
+    etag, _, rest = name.partition(".")
+    rest = "." + rest
+    if rest == _RESUMABLE:
+        return etag, RESUMABLE
+    if rest == _RECORD:
+        return etag, RECORD
+    if rest in (_RECORD_TMP, _LEGACY_RECORD_TMP):
+        return etag, RECORD_TMP
+    if rest == LEGACY_RESUMABLE:
+        return etag, LEGACY
+    if rest == LEGACY_RECORD:
+        return etag, LEGACY_RECORD_ROLE
+    if not rest.endswith(PARTIAL_SUFFIX):
+        return (etag, RECORD_TMP) if PARTIAL_SUFFIX + "." in rest else None  # a record's temp, any version's
+    middle = rest[1:-len(PARTIAL_SUFFIX)]
+    if middle.startswith(_PRIVATE[1:]) and len(middle) == len(_PRIVATE) - 1 + 8:
+        return etag, PRIVATE
+    if len(middle) == 8 and set(middle) <= _HEX:
+        return etag, FOREIGN_PRIVATE
+    return etag, OTHER
 
 
 class Folder:
@@ -284,9 +375,13 @@ class HubCache:
         path = self.tree_path(repo, commit)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def mark_no_exist(self, repo: RepoRef, commit: str, filename: str) -> None:
         marker = self.no_exist_path(repo, commit, filename)
@@ -380,8 +475,29 @@ class HubCache:
         else:
             tmp = pointer.with_name(f".{pointer.name}.{uuid.uuid4().hex[:8]}.tmp")
             shutil.copyfile(blob, tmp)
+            durable.fsync_file(tmp)
             os.replace(tmp, pointer)
         return pointer
+
+    # -- partial downloads (fetch) -----------------------------------------------------------------------------
+    def partial_paths(self, repo: RepoRef, etag: str) -> PartialPaths:
+        """The resumable partial of `blobs/<etag>`, its record and the record's temp name."""
+        return partial_paths(self.blob_path(repo, etag))
+
+    def partials(self, repo: RepoRef) -> dict[str, list[tuple[Path, str]]]:
+        """Every partial-download file in the repo's `blobs/` (any tool's), by blob name, with its role
+        (`partial_of`). One listing: asking per blob would cost a directory listing per file."""
+        found: dict[str, list[tuple[Path, str]]] = {}
+        blobs = self.repo_dir(repo) / "blobs"
+        try:
+            entries = list(os.scandir(blobs))
+        except OSError:
+            return found
+        for e in entries:
+            hit = partial_of(e.name)
+            if hit is not None and BlobName.check(hit[0]):
+                found.setdefault(hit[0], []).append((Path(e.path), hit[1]))
+        return found
 
 
 def lock_held(path: str | os.PathLike[str]) -> bool:
@@ -409,15 +525,14 @@ def lock_held(path: str | os.PathLike[str]) -> bool:
 # `scan` and `reclaim` handle many paths per run: these take and return plain `str` (no Path objects, no checks;
 # the names come from listing the cache itself), and are the one place their shapes are spelled.
 def is_partial_name(name: str) -> bool:
-    """A partial download or its progress record in `blobs/`: `<etag>.incomplete`, `<etag>.<8hex>.incomplete`,
-    `<etag>.incomplete.parts`, and any name whose suffixes include `incomplete`. Every tool (scan, prune,
-    verify) asks this one question; a new partial-file naming only has to update it."""
-    return "incomplete" in name.split(".")[1:]
+    """A partial download or its progress record in `blobs/`, any tool's (see `partial_of`)."""
+    return partial_of(name) is not None
 
 
 def partial_etag(name: str) -> str:
     """The blob a partial-download file in `blobs/` belongs to (its lock is that blob's lock)."""
-    return name.split(".", 1)[0]
+    found = partial_of(name)
+    return found[0] if found is not None else name.split(".", 1)[0]
 
 
 def repo_blobs_dir(repo_path: str) -> str:

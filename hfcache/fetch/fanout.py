@@ -6,14 +6,20 @@ threads wait on the network. A second process uses a second core. The cache need
 blob is written under the per-blob lock and published by rename, exactly as when several `hfcache` or
 `huggingface_hub` processes fill one cache, so a worker simply runs the ordinary fetch on its share.
 
-A worker is `python -m hfcache.fetch.fanout`: the job goes in on stdin as JSON, and out come one JSON line per
-finished file, then the result (or the error, which the parent raises as its own). `multiprocessing` is not
-used: its `spawn` re-imports the caller's `__main__`, which breaks scripts without a main guard and stdin.
+A worker is `python -m hfcache.fetch.fanout`: the job goes in on stdin as one JSON line, and out come one JSON
+line per finished file, then the result (or the error, which the parent raises as its own). `multiprocessing`
+is not used: its `spawn` re-imports the caller's `__main__`, which breaks scripts without a main guard and stdin.
 A worker costs ~0.3 s of start-up, so workers are used only when there are enough small files to pay for it.
+
+Workers run in a session of their own, so a terminal's Ctrl-C reaches the parent only: a worker interrupted
+while still importing would print a traceback of its own (~20 lines each); the parent ends them instead. The
+parent keeps their stdin open as a lifeline: a worker whose stdin closes (the parent died, even by kill -9)
+exits at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -67,28 +73,32 @@ class Workers:
         # the worker imports this very hfcache, wherever the caller found it
         here = str(Path(__file__).resolve().parent.parent)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
-        try:
+        self._readers: list[threading.Thread] = []
+        try:  # a Ctrl-C here too must not leave a worker behind: it would not see the terminal's Ctrl-C
             for _ in jobs:
-                self._procs.append(subprocess.Popen([sys.executable, "-m", "hfcache.fetch.fanout"],
-                                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env))
-        except OSError:  # no interpreter to start (an embedded Python, say): the caller fetches everything
+                self._procs.append(subprocess.Popen([sys.executable, "-m", "hfcache.fetch.fanout"], env=env,
+                                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                                    **_OWN_SESSION))
+            for i, (proc, j) in enumerate(zip(self._procs, jobs, strict=True)):
+                reader = threading.Thread(target=self._read, args=(proc, i, json.dumps(j)), daemon=True,
+                                          name="hfcache-fanout")
+                reader.start()
+                self._readers.append(reader)
+        except BaseException:  # OSError: no interpreter to start (an embedded Python): the caller fetches it all
             self.stop()
             raise
-        self._readers = []
-        for i, (proc, j) in enumerate(zip(self._procs, jobs, strict=True)):
-            reader = threading.Thread(target=self._read, args=(proc, i, json.dumps(j)), daemon=True,
-                                      name="hfcache-fanout")
-            reader.start()
-            self._readers.append(reader)
 
     def _read(self, proc: subprocess.Popen, i: int, job_text: str) -> None:
         try:
-            proc.stdin.write(job_text)
-            proc.stdin.close()
-        except OSError:
+            proc.stdin.write(job_text + "\n")
+            proc.stdin.flush()  # stdin stays open: the worker's lifeline (see the module's docstring)
+        except (OSError, ValueError):
             pass  # the worker died at once; its exit status says so
         for line in proc.stdout:
-            event = json.loads(line)
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by the worker's end: its exit status and outcome tell the rest
             if "file" in event:
                 self._file_done(event["file"], event["size"], event["fetched"])
             else:
@@ -98,8 +108,9 @@ class Workers:
         """Wait for every worker: their stats, and the files of any that died without a word (killed, or it
         could not start), which the caller then fetches itself. A download error a worker met is raised here."""
         for proc, reader in zip(self._procs, self._readers, strict=True):
+            reader.join()  # the worker's stdout ended: it has written its outcome, or died
+            _close(proc.stdin)
             proc.wait()
-            reader.join()
         stats, unfinished = [], set()
         for outcome, job_files in zip(self._outcomes, self._files, strict=True):
             if "error" in outcome:
@@ -117,8 +128,18 @@ class Workers:
         for proc in self._procs:
             if proc.poll() is None:
                 proc.terminate()
+            _close(proc.stdin)
         for proc in self._procs:
             proc.wait()
+
+
+_OWN_SESSION: dict = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"
+                      else {"start_new_session": True})
+
+
+def _close(stream) -> None:
+    with contextlib.suppress(OSError):  # a worker that died with bytes still in the pipe
+        stream.close()
 
 
 class _LineProgress:
@@ -141,7 +162,11 @@ def _worker_main() -> int:
     from hfcache.fetch.fetcher import Fetcher
     from hfcache.fetch.hub import HubClient
 
-    j = json.loads(sys.stdin.read())
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 130  # stopped before it was given a job (Ctrl-C in the parent): nothing to say
+    j = json.loads(line)
+    threading.Thread(target=_lifeline, daemon=True, name="hfcache-lifeline").start()
     try:
         fetcher = Fetcher(HubCache(Path(j["cache"])), client=HubClient(j["endpoint"], j["token"]), offline=False,
                           max_workers=j["workers"], progress=_LineProgress(), processes=1,
@@ -156,6 +181,16 @@ def _worker_main() -> int:
     sys.stdout.write(json.dumps(outcome) + "\n")
     sys.stdout.flush()
     return 0
+
+
+def _lifeline() -> None:
+    """End this worker when its parent is gone (stdin at EOF): nobody would take its results, nor stop it."""
+    try:
+        while sys.stdin.read(4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    os._exit(130)
 
 
 if __name__ == "__main__":

@@ -15,11 +15,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hfcache.cache.layout import FileMeta, HubCache, RepoRef, check_revision, is_commit
-from hfcache.cache.partfile import RECORD_SUFFIX
+from hfcache.cache import durable
+from hfcache.cache.layout import LEGACY_RECORD_ROLE, UNIQUE, FileMeta, HubCache, RepoRef, check_revision, is_commit
+from hfcache.cache.partfile import RESUMABLE_MIN_SIZE, PartFile
 from hfcache.errors import EndpointError, EntryNotFound, OfflineCacheMiss, UsageError
 from hfcache.fetch.hub import HubClient
-from hfcache.fetch.transfer import TransferOptions
+from hfcache.fetch.transfer import TransferOptions, no_space
 from hfcache.progress import Progress
 
 SMALL_FILE = 1024 * 1024
@@ -88,13 +89,15 @@ class Fetcher:
             files = self.cache.read_tree(repo, commit)
             if files is None:
                 files = self.client.list_files(repo, commit)
-                self.cache.write_tree(repo, commit, files)
+                with no_space(self.cache.root, None, f"the listing of {repo}"):
+                    self.cache.write_tree(repo, commit, files)
         except EndpointError as e:
             try:
                 return self._snapshot_offline(repo, revision, include, exclude)
             except OfflineCacheMiss:
                 raise e from None
-        self.cache.write_ref(repo, revision, commit)
+        with no_space(self.cache.root, None, f"the ref {revision} of {repo}"):
+            self.cache.write_ref(repo, revision, commit)
         selected = _filter(files, include, exclude)
         stats = self.fetch_files(repo, commit, selected)
         return SnapshotResult(repo, revision, commit, self.cache.snapshot_dir(repo, commit), len(selected), stats)
@@ -122,7 +125,8 @@ class Fetcher:
                 return self._download_offline(repo, filenames, revision)
             except (OfflineCacheMiss, EntryNotFound):
                 raise e from None
-        self.cache.write_ref(repo, revision, commit)
+        with no_space(self.cache.root, None, f"the ref {revision} of {repo}"):
+            self.cache.write_ref(repo, revision, commit)
         missing = [f for f in filenames if f not in metas]
         for f in missing:
             self.cache.mark_no_exist(repo, commit, f)
@@ -181,24 +185,26 @@ class Fetcher:
         self._ready_dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
         blobs = self.cache.repo_dir(repo) / "blobs"
-        partials = _partials(blobs)
-        # private partials can only be a dead process's: whoever holds a blob's lock may delete them
-        self._orphans = {etag: [p for p in ps if _is_private(p)] for etag, ps in partials.items()}
+        partials = self.cache.partials(repo)
+        # process-unique partials can only be a dead process's: whoever holds a blob's lock may delete them
+        self._orphans = {etag: [p for p, role in ps if role in UNIQUE] for etag, ps in partials.items()}
         if files:
             self.cache.ensure_tag()
         self.progress.start(len(files), sum(m.size for m in files.values()))
 
         def work(item: tuple[str, FileMeta]) -> tuple[bool, int]:
-            return self._ensure_file(transfer, repo, commit, *item)
+            with no_space(self.cache.root, item[1].size, f"{repo}/{item[0]}"):
+                return self._ensure_file(transfer, repo, commit, *item)
 
         # Largest first: the long transfers start early and small files fill the gaps.
         items = sorted(files.items(), key=lambda kv: -kv[1].size)
-        helpers = self._fan_out(repo, commit, files)
-        mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
+        helpers = None
         theirs: list[dict] = []
         unfinished: set[str] = set()
         workers = self.max_workers or _auto_workers(files)
         try:
+            helpers = self._fan_out(repo, commit, files)
+            mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
             results = _run_all(work, mine, workers)
             if helpers is not None:
                 theirs, unfinished = helpers.results()
@@ -214,6 +220,7 @@ class Fetcher:
             raise
         finally:
             transfer.close()
+            self._sync_dirs()
         fetched = sum(1 for was_fetched, _ in results if was_fetched) + sum(s["files_fetched"] for s in theirs)
         return FetchStats(
             files_fetched=fetched,
@@ -272,7 +279,7 @@ class Fetcher:
             for orphan in self._orphans.get(meta.etag, ()):  # a killed process's partial; we hold the lock
                 orphan.unlink(missing_ok=True)
             url = self.client.resolve_url(repo, commit, filename)
-            nbytes = transfer.fetch_blob(url, blob, meta, self.progress.advance)
+            nbytes = transfer.fetch_blob(url, blob, meta, self.progress.advance, name=f"{repo}/{filename}")
             self.cache.link(repo, commit, filename, meta.etag, new_blob=True, make_parent=False, pointer=pointer)
         self.progress.file_done(filename, meta.size, True)
         return True, nbytes
@@ -282,15 +289,25 @@ class Fetcher:
         garbage: remove them, each under its blob's lock, skipping any lock another process holds."""
         from filelock import Timeout
 
-        for etag, paths in _partials(blobs).items():
-            if not (blobs / etag).is_file():
+        for etag, found in self.cache.partials(repo).items():
+            done = (blobs / etag).is_file()
+            if not done and LEGACY_RECORD_ROLE not in {role for _, role in found}:
                 continue  # still to be finished: a later run resumes it
             try:
                 with self.cache.lock(repo, etag, timeout=0):
-                    for p in paths:
-                        p.unlink(missing_ok=True)
+                    if done:
+                        for p, _ in found:
+                            p.unlink(missing_ok=True)
+                    else:  # an older hfcache's, where huggingface_hub 0.x/1.x would resume it: renamed for us
+                        PartFile(self.cache.partial_paths(repo, etag), etag, RESUMABLE_MIN_SIZE).adopt_legacy()
             except Timeout:
                 continue
+
+    def _sync_dirs(self) -> None:
+        """Make this run's renames and links durable: one fsync per folder written (blobs are synced before
+        their rename, in `PartFile.publish`), rather than one per file."""
+        for d in sorted(getattr(self, "_ready_dirs", ())):
+            durable.fsync_dir(d)
 
     def _ready(self, *dirs: Path) -> None:
         """Create each folder once per run, and refuse any that leads out of the cache."""
@@ -303,26 +320,6 @@ class Fetcher:
                     d.mkdir(parents=True, exist_ok=True)
                     self.cache.check_inside(d)
                     self._ready_dirs.add(d)
-
-
-def _partials(blobs: Path) -> dict[str, list[Path]]:
-    """Every partial-download file in `blobs/`, by blob name: `<etag>.<8hex>.incomplete` (a private partial,
-    ours or huggingface_hub's), `<etag>.incomplete` and its records (a resumable one). Listed once per run:
-    looking per file would cost a directory listing per blob."""
-    found: dict[str, list[Path]] = {}
-    try:
-        entries = list(os.scandir(blobs))
-    except OSError:
-        return found
-    for e in entries:
-        if e.name.endswith((".incomplete", RECORD_SUFFIX)):
-            found.setdefault(e.name.split(".", 1)[0], []).append(Path(e.path))
-    return found
-
-
-def _is_private(partial: Path) -> bool:
-    parts = partial.name.split(".")
-    return len(parts) == 3 and parts[2] == "incomplete" and len(parts[1]) == 8
 
 
 def _run_all(work, items: list, workers: int) -> list[tuple[bool, int]]:

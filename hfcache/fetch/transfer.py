@@ -3,20 +3,24 @@
 - Large files are fetched as parallel `Range` parts, small files in one stream each, over one pool of keep-alive
   connections (a `requests` transport adapter, called directly: we follow redirects ourselves and need no
   cookies, and the session layer above it costs more than a small file's transfer).
-- Bytes land in `blobs/<etag>.incomplete` (see `partfile.py`), whose progress record lets a later run resume
-  where a killed one stopped, and are hashed in order as the written prefix grows; the blob is renamed into
+- Bytes land in a partial file named by the layout (see `partfile.py`), whose progress record lets a later run
+  resume where a killed one stopped, and are hashed in order as the written prefix grows; the blob is renamed into
   `blobs/` only when size and hash match its name. A hash mismatch is retried once from scratch (corruption in
   transit may be transient), then reported; the partial file is deleted.
 - Connection errors, timeouts, stalls (no byte for `read_timeout` s), 429 (`Retry-After` honoured) and 5xx are
   retried with exponential backoff and jitter, resuming each part from its offset. A redirect target that has
   expired (403/410 from another origin, like a signed CDN URL) is resolved again from the endpoint.
 - The token goes only to the endpoint's own origin (`HubClient.headers_for`), never to a redirect target.
+- A full disk (ENOSPC, EDQUOT) ends the file in one line naming it, the bytes it needs and the bytes free, with
+  its partial removed (so the space is free again); a file that cannot fit is refused before any byte is written
+  (keeping the part earlier runs fetched, if any).
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import random
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,9 +30,9 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from hfcache.cache.hashing import CHUNK_SIZE, kind_of, new_hasher
-from hfcache.cache.layout import FileMeta
-from hfcache.cache.partfile import Part, PartFile
-from hfcache.errors import AuthError, EndpointError, EntryNotFound, HfcacheError, IntegrityError
+from hfcache.cache.layout import FileMeta, partial_paths
+from hfcache.cache.partfile import RESUMABLE_MIN_SIZE, Part, PartFile, is_disk_full
+from hfcache.errors import AuthError, DiskFull, EndpointError, EntryNotFound, HfcacheError, IntegrityError
 from hfcache.fetch.hub import HubClient, same_origin
 from hfcache.units import counted
 
@@ -174,31 +178,50 @@ class Transfer:
             self._adapter.close()
 
     # -- one blob ----------------------------------------------------------------------------------------------
-    def fetch_blob(self, url: str, dest: Path, meta: FileMeta, on_bytes: OnBytes | None = None) -> int:
+    def fetch_blob(self, url: str, dest: Path, meta: FileMeta, on_bytes: OnBytes | None = None,
+                   name: str | None = None) -> int:
         """Fetch `url` into `dest` (a `blobs/<etag>` path), checked against `meta.etag`; returns bytes received.
 
-        The caller holds the blob's lock. On a network failure the partial file stays for the next run.
+        The caller holds the blob's lock. On a network failure the partial file stays for the next run. `name`
+        (the file's name in its repo) is what a full-disk error names.
         """
         kind = kind_of(meta.etag)
         if kind is None:
             raise IntegrityError(f"server named a blob {meta.etag!r}, which is neither a sha256 nor a git sha1")
         source = _Source(self, url)
-        pf = PartFile(dest, meta.etag, meta.size)
+        pf = PartFile(partial_paths(dest), meta.etag, meta.size)
         split = meta.size >= self.options.split_threshold and self.options.connections > 1
         received = 0
         for attempt in range(2):
-            pf.open(self.options.part_size if split else max(meta.size, 1))
             try:
-                digest, n = self._download(source, pf, kind, on_bytes)
+                trusted = pf.open(self.options.part_size if split else max(meta.size, 1))
+                refusal = _space_refusal(dest.parent, meta.size - trusted, name or dest.name)
+                if refusal is not None and trusted:  # what earlier runs fetched stays, for when there is room
+                    pf.close()
+                    refusal.kept = True
+                if refusal is not None:
+                    raise refusal
+                try:
+                    digest, n = self._download(source, pf, kind, on_bytes)
+                finally:
+                    pf.close()
             except BaseException as e:
-                if isinstance(e, IntegrityError) or not pf.resumable:
+                if getattr(e, "kept", False):
+                    raise
+                if isinstance(e, (IntegrityError, DiskFull)) or is_disk_full(e) or not pf.resumable:
                     pf.discard()
+                if is_disk_full(e):
+                    raise disk_full(dest.parent, meta.size, name or dest.name) from None
                 raise
-            finally:
-                pf.close()
             received += n
             if digest == meta.etag:
-                pf.publish(dest)
+                try:
+                    pf.publish(dest)
+                except OSError as e:
+                    pf.discard()
+                    if is_disk_full(e):
+                        raise disk_full(dest.parent, meta.size, name or dest.name) from None
+                    raise
                 return received
             pf.discard()
             if attempt:
@@ -220,7 +243,7 @@ class Transfer:
         """One stream, hashed inline; a resumed prefix is hashed from disk first."""
         part = pf.parts[0]
         hasher = new_hasher(kind, pf.size)
-        _hash_range(pf.fd, hasher, 0, part.done)
+        _hash_range(pf, hasher, 0, part.done)
 
         def restart() -> None:
             nonlocal hasher
@@ -242,7 +265,7 @@ class Transfer:
             while hashed < pf.size:
                 front = pf.frontier()
                 if front > hashed:
-                    _hash_range(pf.fd, hasher, hashed, front)
+                    _hash_range(pf, hasher, hashed, front)
                     hashed = front
                     continue
                 done, _ = wait(futures, timeout=0.01, return_when=FIRST_EXCEPTION)
@@ -330,7 +353,7 @@ def _chunks(resp) -> Iterator[bytes]:
         yield chunk
 
 
-def _hash_range(fd: int, hasher, start: int, end: int) -> None:
+def _hash_range(pf: PartFile, hasher, start: int, end: int) -> None:
     """Hash bytes [start, end) of a file being written, in bounded chunks."""
     if end <= start:
         return
@@ -338,8 +361,43 @@ def _hash_range(fd: int, hasher, start: int, end: int) -> None:
     view = memoryview(buf)
     pos = start
     while pos < end:
-        n = os.preadv(fd, [view[: min(len(buf), end - pos)]], pos)
+        n = pf.read_into(view[: min(len(buf), end - pos)], pos)
         if n <= 0:
             raise HfcacheError(f"short read while hashing at byte {pos}")
         hasher.update(view[:n])
         pos += n
+
+
+def _free_bytes(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def _space_refusal(folder: Path, needed: int, name: str) -> DiskFull | None:
+    """A file that cannot fit is refused before any of it is written (huggingface_hub only warns, then fails
+    midway)."""
+    if needed < RESUMABLE_MIN_SIZE:
+        return None  # not worth a system call: a small file that does not fit fails on its first write instead
+    free = _free_bytes(folder)
+    return disk_full(folder, needed, name, free) if free is not None and needed > free else None
+
+
+def disk_full(folder: Path, needed: int | None, name: str, free: int | None = None) -> DiskFull:
+    """The one line a full disk gets: which file, how much it needs, how much is free and where."""
+    free = _free_bytes(folder) if free is None else free
+    have = "unknown" if free is None else f"{free:,}"
+    needs = "" if needed is None else f"it needs {needed:,} bytes, "
+    return DiskFull(f"no space left for {name}: {needs}{have} bytes free in {folder}")
+
+
+@contextlib.contextmanager
+def no_space(folder: Path, needed: int | None, name: str) -> Iterator[None]:
+    """Turn a full disk met anywhere inside (a listing, a ref, a link, a lock file) into `DiskFull`."""
+    try:
+        yield
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        raise disk_full(folder, needed, name) from None

@@ -12,7 +12,7 @@ import stat
 from dataclasses import dataclass, field
 
 from hfcache.cache.hashing import HashKind, kind_of
-from hfcache.cache.layout import HubCache, RepoRef, is_commit, lock_held
+from hfcache.cache.layout import COMPANIONS, HubCache, RepoRef, is_commit, lock_held, partial_of
 from hfcache.errors import EntryNotFound, HfcacheError, RepoNotFound, RevisionNotFound
 from hfcache.verify.lockfile import Lock, LockedRepo
 from hfcache.verify.report import ERROR, WARNING, OnlineUnavailable, Problem
@@ -275,11 +275,12 @@ class _Planner:
         if not blobs_dir.is_dir():
             return
         for entry in sorted(os.scandir(blobs_dir), key=lambda e: e.name):
-            if entry.name.endswith(".incomplete"):
+            partial = partial_of(entry.name)
+            if partial is None:
+                self._blob(repo, entry.name, None)
+            elif partial[1] not in COMPANIONS:  # a partial's progress record goes with it
                 self.problem("incomplete-download", repo, paths=(self.rel(entry.path),), severity=WARNING,
                              bytes=entry.stat(follow_symlinks=False).st_size)
-            elif ".incomplete." not in entry.name:  # a partial's progress record (and its temp) goes with it
-                self._blob(repo, entry.name, None)
 
     def _locks(self, repo: RepoRef) -> None:
         """Locks for blobs the repo does not hold: held ones are downloads under way, the rest are stale."""
