@@ -74,15 +74,18 @@ SPLIT = ["--part-size", "1"]  # 3 MB file -> 3 parallel range parts
 
 @pytest.fixture
 def fired(fhub, monkeypatch) -> list[int]:
-    """Where each injected fault fired: the index in `fhub.app.log` of the request it hit. (The server logs a
-    request, then takes a fault for it, with no await in between: the last record is that request.)"""
+    """Where each injected fault fired: the index in `fhub.app.log` of the request it hit (the server keeps the
+    record of the request being handled in a context variable, which follows it across awaits and threads)."""
+    from hfcache.server.app import CURRENT_REQUEST
+
     events: list[int] = []
     take = fhub.app.faults.take
 
     def spy(path, kinds=None):
         fault = take(path, kinds)
         if fault is not None:
-            events.append(len(fhub.app.log) - 1)
+            record, log = CURRENT_REQUEST.get(), list(fhub.app.log)
+            events.append(max(i for i, r in enumerate(log) if r is record))
         return fault
 
     monkeypatch.setattr(fhub.app.faults, "take", spy)

@@ -18,6 +18,7 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from urllib.parse import quote, unquote
 
@@ -37,6 +38,11 @@ from hfcache.server.wire import bearer_matches, header_text, parse_cursor, parse
 PAGE_SIZE = 1000
 SMALL_FILE = 1024 * 1024
 _TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
+
+
+# The record of the request being handled: a test that injects faults asks which request one hit (handling awaits
+# between logging and taking a fault, so "the last record" may be another request's).
+CURRENT_REQUEST: ContextVar = ContextVar("hfcache_current_request", default=None)
 
 
 @dataclass(frozen=True)
@@ -145,8 +151,10 @@ class HubApp:
         path = "/".join(segs)
         if self.latency:
             await asyncio.sleep(self.latency)
-        self.log.append(RequestRecord(request.method, request.headers.get("host", ""), path,
-                                      request.headers.get("authorization"), request.headers.get("range")))
+        record = RequestRecord(request.method, request.headers.get("host", ""), path,
+                               request.headers.get("authorization"), request.headers.get("range"))
+        self.log.append(record)
+        CURRENT_REQUEST.set(record)  # this request's record, wherever its handling goes (awaits, threads)
         if segs[:1] != ["api"] and (fault := self.faults.take(path, {"429", "500", "503"})):
             headers = {"Retry-After": str(int(fault.seconds))} if fault.kind == "429" else {}
             return Response(f"fault injection: HTTP {fault.kind}", status_code=int(fault.kind), headers=headers)
