@@ -6,6 +6,7 @@ the Hub gives (404 + X-Error-Code, 400, 401, 416) and never wedge the event loop
 
 from __future__ import annotations
 
+import os
 import queue
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
 
 from hfcache.cache.layout import RepoRef
 from hfcache.server import catalog as catalog_module
+from hfcache.server.accesslog import LineWriter
 from hfcache.server.app import HubApp
 from hfcache.server.catalog import Catalog
 from hfcache.server.run import exposure_warning, start_in_thread
@@ -379,3 +381,35 @@ def test_serve_command_logs_each_request_on_stderr(tmp_path):
             assert requests.get(f"{url}/org/x/resolve/main/a.txt", timeout=TIMEOUT).text == "hello\n"
         lines = [served.stderr_until("a.txt")[-1] for _ in range(3)]
         assert lines == ["hfcache: 127.0.0.1 GET /org/x/resolve/main/a.txt 200 6"] * 3
+
+
+def test_a_log_reader_that_stalls_never_blocks_the_server():
+    """`hfcache serve 2>pipe` where nobody reads the pipe: lines are dropped (and the drop said), never waited on."""
+    read_end, write_end = os.pipe()
+    stream = os.fdopen(write_end, "w")
+    sink = LineWriter(stream, prefix="hfcache: ", limit=100)
+    pushed = threading.Thread(target=lambda: [sink("x" * 100) for _ in range(20_000)])  # ~2 MB: pipes hold 64 KB
+    pushed.start()
+    pushed.join(TIMEOUT)
+    assert not pushed.is_alive()
+    with os.fdopen(read_end, "rb") as reader:  # the reader wakes up: lines flow again, the drop is reported
+        sink("last")
+        seen = b""
+        while not seen.endswith(b"hfcache: last\n"):
+            chunk = reader.read1(1 << 16)
+            assert chunk, "the writer stopped"
+            seen += chunk
+    assert seen.count(b"log lines dropped") >= 1 and len(seen) < 20_000 * 100  # what could not wait was dropped
+
+
+def test_serve_quiet_logs_no_request(tmp_path):
+    src = write_files(tmp_path / "src", {"a.txt": "hello\n"})
+    served = _Served("--quiet", "--repo", f"org/x={src}")
+    with served:
+        url = served.proc.stdout.readline().strip()
+        served.stderr_until("serving 1 repo")
+        assert requests.get(f"{url}/org/x/resolve/main/a.txt", timeout=TIMEOUT).text == "hello\n"
+    rest = []
+    while (line := served.lines.get(timeout=TIMEOUT)) is not None:  # all of stderr, up to the exit
+        rest.append(line)
+    assert not [ln for ln in rest if "a.txt" in ln], rest

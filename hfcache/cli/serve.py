@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -26,8 +25,11 @@ def serve(
         "--token", envvar="HFCACHE_SERVE_TOKEN", help="Make every repo private: clients must send this token.")] = None,
     latency_ms: Annotated[float, typer.Option(
         "--latency-ms", min=0, help="Delay every answer (emulates a WAN round trip, for benchmarks).")] = 0.0,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No line per request on stderr (client, method, path, status, bytes sent).")] = False,
 ) -> None:
     """Serve a cache (and folders) as a Hub: point HF_ENDPOINT at the printed URL."""
+    from hfcache.server.accesslog import LineWriter
     from hfcache.server.app import HubApp
     from hfcache.server.catalog import Catalog
     from hfcache.server.folders import add_folder_specs
@@ -39,7 +41,8 @@ def serve(
         raise UsageError(f"--cache-dir {cache_dir} is not a folder")
     catalog = Catalog(_served_cache(cache_dir, repo))
     add_folder_specs(catalog, repo or [])
-    hub_app = HubApp(catalog, cdn_host=cdn_host, token=token, latency=latency_ms / 1000, access_log=_log_line)
+    access_log = None if quiet else LineWriter(sys.stderr, prefix="hfcache: ")
+    hub_app = HubApp(catalog, cdn_host=cdn_host, token=token, latency=latency_ms / 1000, access_log=access_log)
     if (warning := exposure_warning(host, token)) is not None:
         print(f"hfcache: warning: {warning}", file=sys.stderr, flush=True)
 
@@ -49,12 +52,6 @@ def serve(
               flush=True)
 
     serve_forever(hub_app, host, port, ready)
-
-
-def _log_line(line: str) -> None:
-    """One access-log line on stderr (line-buffered: one write each)."""
-    with contextlib.suppress(OSError, ValueError):  # stderr closed (its reader gone): serving goes on
-        print(f"hfcache: {line}", file=sys.stderr)
 
 
 def _served_cache(cache_dir: Path | None, folder_specs: list[str] | None) -> Path | None:

@@ -6,11 +6,15 @@ query string: CDN links carry a signature there, and nothing that grants access 
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable
+from typing import TextIO
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LINE_PATH_MAX = 1000
+QUEUE_LINES = 10_000
 
 
 def _printable(raw: bytes) -> str:
@@ -59,3 +63,34 @@ class AccessLog:
         finally:
             if not logged:
                 log("aborted")
+
+
+class LineWriter:
+    """A sink that writes lines to `stream` from a thread: a reader that stalls (a pipe nobody reads, a paused
+    terminal) never blocks the server. Past `limit` waiting lines, lines are dropped and the drop is reported."""
+
+    def __init__(self, stream: TextIO, prefix: str = "", limit: int = QUEUE_LINES) -> None:
+        self.stream = stream
+        self.prefix = prefix
+        self.dropped = 0
+        self._queue: queue.Queue[str] = queue.Queue(limit)
+        threading.Thread(target=self._run, daemon=True, name="hfcache-access-log").start()
+
+    def __call__(self, line: str) -> None:
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+
+    def _run(self) -> None:
+        while True:
+            line = self._queue.get()
+            dropped, self.dropped = self.dropped, 0
+            text = f"{self.prefix}{line}\n"
+            if dropped:
+                text = f"{self.prefix}{dropped} log lines dropped (the reader was too slow)\n" + text
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # stream closed: serving goes on

@@ -385,4 +385,7 @@ class HubApp:
         if local is None:
             return Response("Not found", status_code=404)
         label = f"cdn/{sha256}/{request.query_params.get('name', '')}"  # fault rules can match the file name
-        return self._file(request, local, {"ETag": f'"{sha256}"'}, label)
+        try:
+            return self._file(request, local, {"ETag": f'"{sha256}"'}, label)
+        except OSError:  # removed from the cache since it was indexed
+            return Response("Not found", status_code=404)
