@@ -25,7 +25,7 @@ from pathlib import Path
 
 from hfcache.cache import hfhub
 from hfcache.cache.hashing import hash_file, kind_of
-from hfcache.cache.layout import lock_held, repo_blobs_dir, repo_refs_dir, repo_snapshots_dir, store_root_of
+from hfcache.cache.layout import is_commit, lock_held, repo_blobs_dir, repo_refs_dir, repo_snapshots_dir, store_root_of
 from hfcache.scan.reclaim import Action, Outcome, Plan, refs_by_commit, signature
 
 LOCK_BATCH = 256  # blob locks held at once while one walk of a repo's snapshots re-checks their use
@@ -104,7 +104,7 @@ class _Run:
             raise _Skip("changed since the plan (written to, replaced or removed); left alone")
 
     def _repo(self, a: Action) -> None:
-        snaps = _listdir(repo_snapshots_dir(a.repo_path))
+        snaps = {n for n in _listdir(repo_snapshots_dir(a.repo_path)) if is_commit(n)}  # revisions, as scan counts
         new = sorted(snaps - set(a.commits))
         if new:
             raise _Skip(f"has a revision the plan did not know ({new[0][:12]}): changed since the plan")
