@@ -139,7 +139,9 @@ def test_transient_faults_are_recovered_with_correct_blobs(fhub, tmp_path, make_
     for index in fired:
         assert_retried(log, index)
     if mode == "parts" and fault.match != "config.json":  # it hit one range part of a multi-part download
-        assert all(log[i].range is not None for i in fired)
+        hits = [(_file_of(log[i].path), log[i].range) for i in fired]
+        # big.bin goes in parts (a `cdn/` fault may also hit w.safetensors, fetched in one request)
+        assert all(rng is not None for name, rng in hits if name == "big.bin"), hits
     assert_complete(tmp_path, fhub.commit("org/big"))
 
 
