@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 
 from hfcache.cache.hashing import hash_bytes, lfs_pointer, new_hasher
-from hfcache.cache.layout import FileMeta, HubCache, RepoRef
+from hfcache.cache.layout import HubCache, RepoRef
+from hfcache.cache.meta import FileMeta
 
 MiB = 1024 * 1024
 BIN = Path(sys.executable).parent

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hfcache.cache.layout import FileMeta, RepoRef
+from hfcache.cache.layout import RepoRef
+from hfcache.cache.meta import FileMeta
 from hfcache.server.catalog import ServedFile
 from tests.conftest import build_hub, run_cli
 

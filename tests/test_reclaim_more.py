@@ -18,7 +18,7 @@ import pytest
 from filelock import FileLock
 from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download
 
-from hfcache.cache.layout import is_partial_name
+from hfcache.cache.paths import is_partial_name
 from hfcache.cache.roots import resolve_roots
 from hfcache.scan import scan
 from hfcache.scan.reclaim import execute, plan_prune

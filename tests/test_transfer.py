@@ -418,7 +418,7 @@ def test_partial_names_are_none_that_any_huggingface_hub_uses():
 
     from huggingface_hub import file_download
 
-    from hfcache.cache.layout import FOREIGN_PRIVATE, LEGACY, PRIVATE, RECORD, RESUMABLE, partial_of, partial_paths
+    from hfcache.cache.paths import FOREIGN_PRIVATE, LEGACY, PRIVATE, RECORD, RESUMABLE, partial_of, partial_paths
 
     src = inspect.getsource(file_download)
     assert 'f"{incomplete_path.stem}.{uuid.uuid4().hex[:8]}.incomplete"' in src
@@ -441,7 +441,7 @@ def test_a_large_partial_is_flushed_to_the_disk_while_it_is_written(tmp_path, mo
     import threading
 
     from hfcache.cache import partfile
-    from hfcache.cache.layout import partial_paths
+    from hfcache.cache.paths import partial_paths
 
     synced = threading.Event()
     real = getattr(os, "fdatasync", os.fsync)

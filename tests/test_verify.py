@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hfcache.cache.layout import FileMeta, HubCache, RepoRef
+from hfcache.cache.layout import HubCache, RepoRef
+from hfcache.cache.meta import FileMeta
 from hfcache.server.catalog import ServedFile
 from hfcache.verify import lockfile
 from tests.conftest import MODEL_MAIN, build_hub, det_bytes, run_cli

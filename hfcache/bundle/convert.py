@@ -12,6 +12,8 @@ from pathlib import Path
 
 from hfcache.bundle.crash import crash_point
 from hfcache.cache.layout import HubCache, RepoRef
+from hfcache.cache.names import BlobName
+from hfcache.cache.paths import staging_etag, staging_path
 from hfcache.errors import UsageError
 
 
@@ -146,7 +148,7 @@ def convert_to_symlinks(cache: HubCache) -> ConvertResult:
 
 def _materialize_blob(source: Path, blob: Path) -> None:
     """Give `blob` the bytes of `source` (a hard link when the file system allows: no copy, no extra space)."""
-    tmp = blob.with_name(f"{blob.name}.convert-{uuid.uuid4().hex[:8]}.incomplete")
+    tmp = staging_path(blob, "convert")
     try:
         try:
             os.link(source, tmp)
@@ -159,6 +161,8 @@ def _materialize_blob(source: Path, blob: Path) -> None:
 
 def _drop_stale_temps(cache: HubCache, repo: RepoRef) -> None:
     blobs = cache.blobs_dir(repo)
-    for p in blobs.glob("*.convert-*.incomplete") if blobs.is_dir() else ():
-        with cache.lock(repo, p.name.split(".convert-", 1)[0]):
-            p.unlink(missing_ok=True)
+    for p in blobs.iterdir() if blobs.is_dir() else ():
+        etag = staging_etag(p.name, "convert")
+        if etag is not None and BlobName.check(etag):
+            with cache.lock(repo, etag):
+                p.unlink(missing_ok=True)

@@ -30,13 +30,15 @@ from hfcache.bundle.manifest import Entry, Manifest, Revision
 from hfcache.bundle.trees import check_trees
 from hfcache.cache import durable
 from hfcache.cache.hashing import copy_hashed, hash_file, kind_of
-from hfcache.cache.layout import MAX_TREE_BYTES, HubCache, RepoRef
+from hfcache.cache.layout import HubCache, RepoRef
+from hfcache.cache.meta import MAX_TREE_BYTES
 from hfcache.cache.names import BlobName
+from hfcache.cache.paths import staging_etag, staging_path
 from hfcache.errors import BundleError, IntegrityError, UsageError
 from hfcache.progress import Progress
 from hfcache.units import counted
 
-STAGE_MARK = ".import-"
+STAGE_PURPOSE = "import"
 
 
 @dataclass(frozen=True)
@@ -225,8 +227,8 @@ def _stage(cache: HubCache, manifest: Manifest, reader, blobs: dict, stage: _Sta
 def _new_temp(cache: HubCache, b: _Blob, stage: _Stage) -> Path:
     blobs_dir = cache.blob_path(b.repo, b.etag).parent
     stage.mkdirs(blobs_dir)
-    stage.mkdirs(cache.repo_dir(b.repo) / "snapshots")  # a repo folder without it reads as corrupt
-    b.temp = blobs_dir / f"{b.etag}{STAGE_MARK}{uuid.uuid4().hex[:8]}.incomplete"
+    stage.mkdirs(cache.snapshots_dir(b.repo))  # a repo folder without it reads as corrupt
+    b.temp = staging_path(cache.blob_path(b.repo, b.etag), STAGE_PURPOSE)
     stage.temps.append(b.temp)
     return b.temp
 
@@ -300,7 +302,7 @@ def _publish(cache: HubCache, manifest: Manifest, blobs: dict[tuple[RepoRef, str
         if b.temp is not None:
             b.temp.unlink(missing_ok=True)
     for folder in sorted({cache.pointer_path(f.repo, f.commit, f.path).parent for f in manifest.of_role("file")}
-                         | {cache.repo_dir(b.repo) / "blobs" for b in blobs.values()}):
+                         | {cache.blobs_dir(b.repo) for b in blobs.values()}):
         durable.fsync_dir(folder)  # the renames and links above, durable before a ref names their commit
     for t in manifest.of_role("tree"):
         path = cache.tree_path(t.repo, t.commit)
@@ -340,10 +342,10 @@ def _drop_stale_stages(cache: HubCache, blobs: dict[tuple[RepoRef, str], _Blob],
     """Staging files an interrupted import left behind (this run's are kept); each under its blob's lock."""
     ours = set(stage.temps)
     for repo in {b.repo for b in blobs.values()}:
-        folder = cache.repo_dir(repo) / "blobs"
+        folder = cache.blobs_dir(repo)
         for p in folder.iterdir() if folder.is_dir() else ():
-            etag = p.name.split(STAGE_MARK, 1)[0]
-            if STAGE_MARK in p.name and p.name.endswith(".incomplete") and p not in ours and BlobName.check(etag):
+            etag = staging_etag(p.name, STAGE_PURPOSE)
+            if etag is not None and p not in ours and BlobName.check(etag):
                 with cache.lock(repo, etag):
                     p.unlink(missing_ok=True)
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from hfcache.bundle.crash import crash_point
 from hfcache.cache import durable
-from hfcache.cache.layout import Folder, HubCache, RepoRef, lock_held
+from hfcache.cache.layout import HubCache, RepoRef
+from hfcache.cache.paths import Folder, lock_held
 from hfcache.errors import HfcacheError, UsageError
 
 DONE_MARK = ".hfcache-relocated-to"  # in the old tree: the new one is complete, the old one may go
@@ -179,13 +180,13 @@ def _lock_files(root: Path, kind: str) -> list[Path]:
     if kind == "hf_home":
         for top in root.iterdir():
             if top.is_dir() and top.name != "hub":
-                found += [p for p in top.rglob("*.lock") if p.is_file()]
+                found += [p for p in top.rglob(f"*{Folder.LOCK_SUFFIX}") if p.is_file()]
     return found
 
 
 def _check_unlocked(root: Path, kind: str) -> None:
     for path in _lock_files(root, kind):
-        if path.suffix == ".lock" and lock_held(path):
+        if path.name.endswith(Folder.LOCK_SUFFIX) and lock_held(path):
             raise HfcacheError(f"{root} is in use: {path} is held by a running process; stop it first")
 
 

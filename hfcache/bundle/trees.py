@@ -6,7 +6,7 @@ from typing import BinaryIO
 
 from hfcache.bundle.jsonstream import START, walk
 from hfcache.bundle.manifest import MAX_ENTRY_BYTES, Manifest
-from hfcache.cache.layout import MAX_TREE_BYTES, TREE_FORMAT_VERSION, FileMeta
+from hfcache.cache.meta import MAX_TREE_BYTES, TREE_FORMAT_VERSION, FileMeta
 from hfcache.cache.names import RelPath
 from hfcache.errors import BundleError, UnsafePath
 

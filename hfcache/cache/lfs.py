@@ -10,7 +10,7 @@ import fnmatch
 from pathlib import Path
 
 from hfcache.cache.hashing import hash_bytes, hash_file, lfs_pointer
-from hfcache.cache.layout import FileMeta
+from hfcache.cache.meta import FileMeta
 
 # The Hub's default .gitattributes: these files are stored with LFS, as is anything over 10 MB.
 LFS_PATTERNS = (

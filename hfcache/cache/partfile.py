@@ -1,6 +1,6 @@
 """A resumable partial blob plus a record of which byte ranges are really written.
 
-The names come from the layout (`hfcache.cache.layout.partial_paths`): `blobs/<etag>.hfcache.incomplete` and its
+The names come from the layout (`hfcache.cache.paths.partial_paths`): `blobs/<etag>.hfcache.incomplete` and its
 record `<etag>.hfcache.incomplete.parts`, names no huggingface_hub version reads or writes (0.x and 1.x append to
 `<etag>.incomplete` and publish it unchecked, so a partial under that name would become a corrupt blob).
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hfcache.cache import durable
-from hfcache.cache.layout import PartialPaths, legacy_partial_paths
+from hfcache.cache.paths import PartialPaths, legacy_partial_paths
 
 RESUMABLE_MIN_SIZE = 1024 * 1024  # smaller files restart from zero: a record would cost more than it saves
 SAVE_EVERY_BYTES = 64 * 1024 * 1024  # a record rename per 64 MiB: resume loses at most that much

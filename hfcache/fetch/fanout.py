@@ -30,7 +30,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from hfcache import errors
-from hfcache.cache.layout import FileMeta, RepoRef
+from hfcache.cache.layout import RepoRef
+from hfcache.cache.meta import FileMeta
 from hfcache.fetch.transfer import TransferOptions
 
 MIN_FILES_PER_PROCESS = 300  # below this, a worker's start-up costs more than the time it saves

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hfcache.cache import durable
-from hfcache.cache.layout import LEGACY_RECORD_ROLE, UNIQUE, FileMeta, HubCache, RepoRef, check_revision, is_commit
+from hfcache.cache.layout import HubCache, RepoRef, check_revision, is_commit
+from hfcache.cache.meta import FileMeta
 from hfcache.cache.partfile import RESUMABLE_MIN_SIZE, PartFile
+from hfcache.cache.paths import LEGACY_RECORD_ROLE, UNIQUE
 from hfcache.errors import EndpointError, EntryNotFound, OfflineCacheMiss, UsageError
 from hfcache.fetch.hub import HubClient
 from hfcache.fetch.transfer import TransferOptions, no_space
@@ -184,7 +186,7 @@ class Fetcher:
         transfer = Transfer(self.client, self.transfer_options)
         self._ready_dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
-        blobs = self.cache.repo_dir(repo) / "blobs"
+        blobs = self.cache.blobs_dir(repo)
         partials = self.cache.partials(repo)
         # process-unique partials can only be a dead process's: whoever holds a blob's lock may delete them
         self._orphans = {etag: [p for p, role in ps if role in UNIQUE] for etag, ps in partials.items()}

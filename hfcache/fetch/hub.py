@@ -10,7 +10,8 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from urllib.parse import urlsplit
 
-from hfcache.cache.layout import FileMeta, RepoRef, is_commit, safe_relpath
+from hfcache.cache.layout import RepoRef, is_commit, safe_relpath
+from hfcache.cache.meta import FileMeta
 from hfcache.errors import (
     AuthError,
     EndpointError,

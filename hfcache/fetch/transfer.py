@@ -30,8 +30,9 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 from hfcache.cache.hashing import CHUNK_SIZE, kind_of, new_hasher
-from hfcache.cache.layout import FileMeta, partial_paths
+from hfcache.cache.meta import FileMeta
 from hfcache.cache.partfile import RESUMABLE_MIN_SIZE, Part, PartFile, is_disk_full
+from hfcache.cache.paths import partial_paths
 from hfcache.errors import AuthError, DiskFull, EndpointError, EntryNotFound, HfcacheError, IntegrityError
 from hfcache.fetch.hub import HubClient, same_origin
 from hfcache.units import counted

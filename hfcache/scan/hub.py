@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from hfcache.cache.hashing import kind_of
 from hfcache.cache.hfhub import SHARED_MARKER
-from hfcache.cache.layout import Folder, RepoRef, store_manifest_of
+from hfcache.cache.layout import RepoRef
+from hfcache.cache.paths import Folder, store_manifest_of
 from hfcache.scan.files import duplicate
 from hfcache.scan.model import HubScan, Repo
 from hfcache.scan.repo import RepoWalk

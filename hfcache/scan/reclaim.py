@@ -27,9 +27,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hfcache.cache import hfhub
-from hfcache.cache.layout import (
-    REPO_TYPES,
-    RepoRef,
+from hfcache.cache.layout import REPO_TYPES, RepoRef
+from hfcache.cache.paths import (
+    Folder,
     blob_lock_of,
     cache_locks_dir,
     repo_blobs_dir,
@@ -420,7 +420,7 @@ def _problem_action(p: Problem, unreferenced: set[str]) -> Action | None:
 def _metadata_of(path: str) -> tuple[str, str] | None:
     """(repo folder, commit) of a hub `trees/<commit>.json` or `.no_exist/<commit>`; None for other areas."""
     parent, name = os.path.split(path)
-    if os.path.basename(parent) not in ("trees", ".no_exist"):
+    if os.path.basename(parent) not in (Folder.TREES, Folder.NO_EXIST):
         return None
     commit = name.removesuffix(".json")
     return (os.path.dirname(parent), commit) if len(commit) == 40 else None

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from hfcache.cache import hfhub
 from hfcache.cache.hashing import hash_file, kind_of
-from hfcache.cache.layout import is_commit, lock_held, repo_blobs_dir, repo_refs_dir, repo_snapshots_dir, store_root_of
+from hfcache.cache.layout import is_commit
+from hfcache.cache.paths import Folder, lock_held, repo_blobs_dir, repo_refs_dir, repo_snapshots_dir, store_root_of
 from hfcache.scan.reclaim import Action, Outcome, Plan, refs_by_commit, signature
 
 LOCK_BATCH = 256  # blob locks held at once while one walk of a repo's snapshots re-checks their use
@@ -254,11 +255,11 @@ def _remove(path: str) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        if os.path.basename(os.path.dirname(path)) == ".locks":
+        if os.path.basename(os.path.dirname(path)) == Folder.LOCKS:
             _remove_locks(path)
         else:
             shutil.rmtree(path)
-    elif stat.S_ISREG(st.st_mode) and path.endswith(".lock"):
+    elif stat.S_ISREG(st.st_mode) and path.endswith(Folder.LOCK_SUFFIX):
         _remove_lock(path)
     else:
         os.unlink(path)

@@ -15,7 +15,8 @@ import stat
 from collections import defaultdict
 from operator import attrgetter
 
-from hfcache.cache.layout import Folder, RepoRef, blob_lock_of, is_commit, is_partial_name, lock_held, partial_etag
+from hfcache.cache.layout import RepoRef, is_commit
+from hfcache.cache.paths import Folder, blob_lock_of, is_partial_name, lock_held, partial_etag
 from hfcache.scan.files import (
     _S_IFLNK,
     _S_IFMT,
@@ -286,7 +287,7 @@ class RepoWalk:
         self.locks += len(names)
         self.files += len(names)  # lock files are empty: their bytes are not read
         # set operations, not a loop: a cache holds as many locks as blobs; only blobless ones are probed
-        etags = {n.removesuffix(".lock"): n for n in names if n.endswith(".lock")}
+        etags = {n.removesuffix(Folder.LOCK_SUFFIX): n for n in names if n.endswith(Folder.LOCK_SUFFIX)}
         stale: list[str] = []
         oldest = 0.0
         for etag in etags.keys() - (self.blobs.keys() - self.dead) - self.fresh:

@@ -29,7 +29,8 @@ from starlette.responses import FileResponse, JSONResponse, RedirectResponse, Re
 from starlette.types import Receive, Scope, Send
 
 from hfcache.cache.hashing import hash_bytes
-from hfcache.cache.layout import FileMeta, RepoRef
+from hfcache.cache.layout import RepoRef
+from hfcache.cache.meta import FileMeta
 from hfcache.server.accesslog import AccessLog
 from hfcache.server.catalog import Catalog, ServedRepo
 from hfcache.server.faults import BODY_FAULTS, FaultPlan, faulty_body

@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hfcache.cache.hashing import hash_bytes, kind_of, lfs_pointer
-from hfcache.cache.layout import REPO_TYPES, FileMeta, HubCache, RepoRef, is_commit
+from hfcache.cache.layout import REPO_TYPES, HubCache, RepoRef, is_commit
 from hfcache.cache.lfs import file_meta
+from hfcache.cache.meta import FileMeta
+from hfcache.cache.paths import Folder
 from hfcache.errors import HfcacheError
 
 
@@ -69,7 +71,7 @@ def scan_folder(folder: Path) -> dict[str, ServedFile]:
     return files
 
 
-_STAMP_DEPTH = {"refs": 3, "snapshots": 1}  # refs/main, refs/pr/1; snapshots/<commit>
+_STAMP_DEPTH = {Folder.REFS: 3, Folder.SNAPSHOTS: 1}  # refs/main, refs/pr/1; snapshots/<commit>
 _STAMP_MAX_ENTRIES = 1000
 
 
@@ -128,7 +130,7 @@ class Catalog:
         repo_dir = self.cache.repo_dir(repo)
         parts: list = []
         try:
-            for name in ("refs", "snapshots"):
+            for name in (Folder.REFS, Folder.SNAPSHOTS):
                 top = repo_dir / name
                 if not top.is_dir():
                     continue
@@ -210,16 +212,15 @@ class Catalog:
         cache = self.cache
         assert cache is not None
         root = cache.root.resolve()
-        repo_dir = cache.repo_dir(repo)
         served = ServedRepo(repo)
-        refs_dir = repo_dir / "refs"
+        refs_dir = cache.refs_dir(repo)
         if refs_dir.is_dir():
             for ref in refs_dir.rglob("*"):
                 if ref.is_file():
                     commit = ref.read_text().strip()
                     if is_commit(commit):
                         served.refs[ref.relative_to(refs_dir).as_posix()] = commit
-        snaps = repo_dir / "snapshots"
+        snaps = cache.snapshots_dir(repo)
         for snap in sorted(snaps.iterdir()) if snaps.is_dir() else ():
             if not is_commit(snap.name):
                 continue

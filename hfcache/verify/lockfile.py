@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hfcache.cache.hashing import HashKind, kind_of
-from hfcache.cache.layout import FileMeta, HubCache, RepoRef, is_commit, safe_relpath
+from hfcache.cache.layout import HubCache, RepoRef, is_commit, safe_relpath
+from hfcache.cache.meta import FileMeta
 from hfcache.errors import EndpointError, HfcacheError, LockContradicted, OfflineCacheMiss, UsageError
 from hfcache.units import counted
 

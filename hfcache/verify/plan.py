@@ -12,7 +12,8 @@ import stat
 from dataclasses import dataclass, field
 
 from hfcache.cache.hashing import HashKind, kind_of
-from hfcache.cache.layout import COMPANIONS, HubCache, RepoRef, is_commit, lock_held, partial_of
+from hfcache.cache.layout import HubCache, RepoRef, is_commit
+from hfcache.cache.paths import COMPANIONS, Folder, lock_held, partial_of
 from hfcache.errors import EntryNotFound, HfcacheError, RepoNotFound, RevisionNotFound
 from hfcache.verify.lockfile import Lock, LockedRepo
 from hfcache.verify.report import ERROR, WARNING, OnlineUnavailable, Problem
@@ -287,8 +288,8 @@ class _Planner:
         locks = self.cache.locks_dir(repo)
         if not locks.is_dir():
             return
-        for lock in sorted(locks.glob("*.lock")):
-            etag = lock.name[: -len(".lock")]
+        for lock in sorted(locks.glob(f"*{Folder.LOCK_SUFFIX}")):
+            etag = lock.name[: -len(Folder.LOCK_SUFFIX)]
             if (repo, etag) in self.present or self.cache.blob_path(repo, etag).exists():
                 continue
             held = lock_held(lock)

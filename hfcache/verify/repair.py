@@ -13,7 +13,9 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hfcache.cache.layout import FileMeta, HubCache, RepoRef
+from hfcache.cache.layout import HubCache, RepoRef
+from hfcache.cache.meta import FileMeta
+from hfcache.cache.paths import Folder
 from hfcache.errors import EntryNotFound, RepoNotFound, RevisionNotFound
 from hfcache.verify.report import ERROR, VerifyReport
 
@@ -64,7 +66,7 @@ def repair(report: VerifyReport, cache: HubCache, client, transfer_options=None,
 def _snapshot_path(path: str) -> tuple[RepoRef, str, str] | None:
     """`<repo folder>/snapshots/<commit>/<file>` back into its parts."""
     parts = path.split("/", 3)
-    if len(parts) != 4 or parts[1] != "snapshots":
+    if len(parts) != 4 or parts[1] != Folder.SNAPSHOTS:
         return None
     repo = RepoRef.from_folder_name(parts[0])
     return (repo, parts[2], parts[3]) if repo is not None else None
@@ -96,7 +98,7 @@ def _refetch(cache: HubCache, client, transfer, repo: RepoRef, commit: str, rel:
 
 
 def _remove_orphan(cache: HubCache, blob: str) -> list[Repaired]:
-    folder, _, name = blob.partition("/blobs/")
+    folder, _, name = blob.partition(f"/{Folder.BLOBS}/")
     repo = RepoRef.from_folder_name(folder)
     if repo is None or "/" in name:
         return []
