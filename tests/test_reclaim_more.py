@@ -21,7 +21,8 @@ from huggingface_hub import hf_hub_download, scan_cache_dir, snapshot_download
 from hfcache.cache.paths import is_partial_name
 from hfcache.cache.roots import resolve_roots
 from hfcache.scan import scan
-from hfcache.scan.reclaim import execute, plan_prune
+from hfcache.scan.prune import plan_prune
+from hfcache.scan.reclaim import execute
 from tests.conftest import MODEL_MAIN, det_bytes, run_cli
 
 DAY = 86400

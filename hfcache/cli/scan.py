@@ -135,8 +135,8 @@ def prune(
 ) -> None:
     """Remove detached revisions, orphan blobs and leftovers (old partial downloads, stale locks, orphan metadata)."""
     from hfcache.scan import scan as do_scan
+    from hfcache.scan.prune import plan_prune
     from hfcache.scan.query import parse_duration
-    from hfcache.scan.reclaim import plan_prune
 
     age = parse_duration(older_than) if older_than is not None else None
     result = do_scan(_roots(hf_home, cache_dir), detail=True)
