@@ -98,7 +98,7 @@ def main() -> None:
 
     hfcache = shutil.which("hfcache", path=str(Path(sys.executable).parent)) or "hfcache"
     step("2. Serve it as a Hub on 127.0.0.1 (LFS files redirect to a second origin, as the Hub's CDN does)")
-    server = subprocess.Popen([hfcache, "serve", "--port", "0", "--cdn-host", "localhost",
+    server = subprocess.Popen([hfcache, "serve", "--quiet", "--port", "0", "--cdn-host", "localhost",
                                "--repo", f"{REPO}={src}"], stdout=subprocess.PIPE, text=True)
     try:
         url = server.stdout.readline().strip()

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from hfcache.cli.common import CacheDir, Json, app
+from hfcache.cli.common import FLAG, CacheDir, Json, app
 from hfcache.units import counted
 
 
@@ -50,7 +50,8 @@ def export(
                                         "--format dir or a trailing /.", show_default=False)] = "",
     fmt: Annotated[str | None, typer.Option("--format", help="tar (one file) or dir (a folder).",
                                             show_default=False)] = None,
-    zstd: Annotated[bool, typer.Option("--zstd", help="Compress the tar with zstd (needs `zstandard`).")] = False,
+    zstd: Annotated[bool, typer.Option(
+        "--zstd", metavar=FLAG, help="Compress the tar with zstd (needs `zstandard`).")] = False,
     lock: Annotated[Path | None, typer.Option("--lock", help="Export exactly what this lock file pins (see "
                                               "`hfcache lock`); SPECs then select among its entries.",
                                               show_default=False)] = None,
@@ -107,9 +108,11 @@ def import_(
     cache_dir: CacheDir = None,
     hf_home: Annotated[Path | None, typer.Option("--hf-home", help="Import into HF_HOME/hub of this folder.",
                                                  show_default=False)] = None,
-    no_symlinks: Annotated[bool, typer.Option("--no-symlinks", help="Write real files in snapshots/ (the layout "
+    no_symlinks: Annotated[bool, typer.Option(
+        "--no-symlinks", metavar=FLAG, help="Write real files in snapshots/ (the layout "
                                               "huggingface_hub uses where symlinks are not available).")] = False,
-    move_refs: Annotated[bool, typer.Option("--move-refs", help="Move a branch or tag the cache has at another "
+    move_refs: Annotated[bool, typer.Option(
+        "--move-refs", metavar=FLAG, help="Move a branch or tag the cache has at another "
                                             "commit to the bundle's (otherwise it is kept and reported as a "
                                             "conflict).")] = False,
     as_json: Json = False,
@@ -161,7 +164,8 @@ def import_(
 def relocate(
     old: Annotated[Path, typer.Argument(help="The HF_HOME or hub cache folder to move.")],
     new: Annotated[Path, typer.Argument(help="Where it goes (must not exist, or be an empty folder).")],
-    copy: Annotated[bool, typer.Option("--copy", help="Copy, and leave OLD as it is.")] = False,
+    copy: Annotated[bool, typer.Option(
+        "--copy", metavar=FLAG, help="Copy, and leave OLD as it is.")] = False,
     as_json: Json = False,
 ) -> None:
     """Move (or copy) a whole HF_HOME or hub cache, fixing the links and keys that name its old place."""
@@ -181,8 +185,10 @@ def relocate(
 
 @app.command()
 def convert(
-    to_copies: Annotated[bool, typer.Option("--to-copies", help="Real files in snapshots/, blobs/ emptied.")] = False,
-    to_symlinks: Annotated[bool, typer.Option("--to-symlinks", help="blobs/<etag> named by content, snapshots/ "
+    to_copies: Annotated[bool, typer.Option(
+        "--to-copies", metavar=FLAG, help="Real files in snapshots/, blobs/ emptied.")] = False,
+    to_symlinks: Annotated[bool, typer.Option(
+        "--to-symlinks", metavar=FLAG, help="blobs/<etag> named by content, snapshots/ "
                                               "relative links; identical files stored once.")] = False,
     cache_dir: CacheDir = None,
     as_json: Json = False,

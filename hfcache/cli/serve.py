@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hfcache.cli.common import CacheDir, app
+from hfcache.cli.common import FLAG, CacheDir, app
 from hfcache.units import counted
 
 
@@ -26,7 +26,8 @@ def serve(
     latency_ms: Annotated[float, typer.Option(
         "--latency-ms", min=0, help="Delay every answer (emulates a WAN round trip, for benchmarks).")] = 0.0,
     quiet: Annotated[bool, typer.Option(
-        "--quiet", "-q", help="No line per request on stderr (client, method, path, status, bytes sent).")] = False,
+        "--quiet", "-q", metavar=FLAG,
+        help="No line per request on stderr (client, method, path, status, bytes sent).")] = False,
 ) -> None:
     """Serve a cache (and folders) as a Hub: point HF_ENDPOINT at the printed URL."""
     from hfcache.server.accesslog import LineWriter
