@@ -375,6 +375,15 @@ class HubCache:
             os.replace(tmp, pointer)
         return pointer
 
+    # -- safety (verify --safety, inspect) ---------------------------------------------------------------------
+    def safety_verdicts_path(self) -> Path:
+        """Remembered safety verdicts. Outside the hub cache, so `huggingface_hub.scan_cache_dir` (which calls
+        anything at the cache root a corrupted repo) and `hfcache scan` never see it: HF_HOME/hfcache/. Keys are
+        a file's identity (blob hash, size, times), so one store serves every cache."""
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HOME) / "hfcache" / "safety-verdicts.sqlite"
+
 
 def lock_held(path: str | os.PathLike[str]) -> bool:
     """Whether another process holds the lock now (a probe, released at once; unknown counts as free)."""

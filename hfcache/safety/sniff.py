@@ -1,0 +1,76 @@
+"""A file's format from its bytes, never from its name: a cache's blobs have no extension, and a pickle named
+`model.safetensors` is still a pickle. Names only add suspicion (a `.safetensors` that is not one), never trust.
+"""
+
+from __future__ import annotations
+
+import struct
+
+HEAD = 1 << 16
+TAIL = (1 << 16) + 22  # the zip end-of-central-directory record, with the longest comment
+
+PICKLE, ZIP, NPY, SAFETENSORS, GGUF, HDF5, DATA = "pickle", "zip", "npy", "safetensors", "gguf", "hdf5", "data"
+COMPRESSED = "compressed"
+_HDF5 = b"\x89HDF\r\n\x1a\n"
+# Pickle opcodes a protocol 0/1 pickle can start with (its first opcode pushes something or marks).
+_P0_START = frozenset(b"(N)]}IJKLMFGSTUVXcilpdBC")
+# Streams joblib (and others) compress pickles with: gzip, bz2, xz, lzma-alone, zlib, lz4 frame.
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x5d\x00\x00", b"\x78\x01", b"\x78\x5e", b"\x78\x9c",
+               b"\x78\xda", b"\x04\x22\x4d\x18")
+
+# What a name claims (only to flag a name the bytes contradict).
+CLAIMS = {".safetensors": SAFETENSORS, ".gguf": GGUF, ".npy": NPY, ".npz": ZIP, ".keras": ZIP, ".h5": HDF5,
+          ".hdf5": HDF5, ".pt": None, ".pth": None, ".bin": None, ".ckpt": None, ".pkl": None}
+
+
+def sniff(head: bytes, size: int) -> str:
+    """The format of a file that starts with `head` (at least its first 64 KiB, or all of it) and is `size` long."""
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return ZIP
+    if head[:6] == b"\x93NUMPY":
+        return NPY
+    if head[:4] == b"GGUF":
+        return GGUF
+    if head[:8] == _HDF5 or head[512:520] == _HDF5:
+        return HDF5
+    if len(head) >= 2 and head[0] == 0x80 and head[1] <= 5:
+        return PICKLE
+    if _looks_safetensors(head, size):
+        return SAFETENSORS
+    if head[:1] and head[0] in _P0_START and _protocol0(head):
+        return PICKLE
+    if any(head.startswith(m) for m in _COMPRESSED):
+        return COMPRESSED
+    return DATA
+
+
+def _looks_safetensors(head: bytes, size: int) -> bool:
+    if len(head) < 10:
+        return False
+    n = struct.unpack_from("<Q", head)[0]
+    return n >= 2 and 8 + n <= size and head[8:9] in (b"{", b" ")
+
+
+def _protocol0(head: bytes) -> bool:
+    """A text pickle: it reads as one up to its end, or it imports or calls something before it stops."""
+    from hfcache.safety.pickles import scan
+
+    result = scan(head, max_pickles=1)
+    if result.error is None:
+        return True
+    return bool(result.calls or any(i.opcode in ("GLOBAL", "INST") for i in result.imports))
+
+
+def has_zip_directory(tail: bytes) -> bool:
+    """A zip end-of-central-directory record near the end: zip readers find the archive from there, whatever
+    comes first (torch checks the first bytes, `zipfile` the end: a file can be both a pickle and a zip)."""
+    return tail.rfind(b"PK\x05\x06") >= 0
+
+
+def claimed(names) -> str | None:
+    """The format the first name with a telling extension claims, if any."""
+    for name in names:
+        for ext, fmt in CLAIMS.items():
+            if name.lower().endswith(ext):
+                return fmt
+    return None
