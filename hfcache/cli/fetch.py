@@ -100,6 +100,10 @@ def snapshot(
     processes: Processes = None,
     lock: Annotated[Path | None, typer.Option("--lock", help="Fetch exactly what this lock file pins (all of it, "
                                               "or REPO_ID's entries), then check it.")] = None,
+    safety: Annotated[bool, typer.Option("--safety", help="Check the fetched files are safe to load before printing "
+                                         "the folder (exit 1, and no folder, if one is not).")] = False,
+    allow: Annotated[list[str] | None, typer.Option("--allow", metavar="MODULE.NAME",
+                                                    help="With --safety: accept this import in pickles.")] = None,
     as_json: Json = False,
 ) -> None:
     """Fetch a whole revision into the cache; the snapshot folder is the last line of stdout."""
@@ -124,4 +128,10 @@ def snapshot(
                 include, exclude)
         finally:
             getattr(progress, "stop", lambda: None)()
+    if safety:  # see cli/safety.py
+        from hfcache.cache.layout import HubCache
+        from hfcache.cli.safety import snapshot_checked
+
+        if not snapshot_checked(result, HubCache(cache_dir), allow or [], as_json):
+            raise typer.Exit(1)
     render_snapshot(result, t.seconds, as_json)

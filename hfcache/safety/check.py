@@ -77,8 +77,9 @@ class SafetyReport:
 
 def check_cache(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]] = (), *, repo_type: str | None = None,
                 policy: Policy | None = None, jobs: int | None = None, remember: bool = True,
-                on_file: Callable[[FileEntry], None] | None = None) -> SafetyReport:
-    """Every file a snapshot of the selected repos (the whole cache by default) points at."""
+                only: Sequence[str] = (), on_file: Callable[[FileEntry], None] | None = None) -> SafetyReport:
+    """Every file a snapshot of the selected repos (the whole cache by default) points at; with `only`, the files
+    at those paths in the snapshots (a path no snapshot holds is reported missing)."""
     from hfcache.verify.plan import _Planner, _select
 
     started = time.perf_counter()
@@ -97,9 +98,20 @@ def check_cache(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]] = (
     targets = [(t.path, str(t.repo), t.blob, tuple(sorted(sum(t.referrers.values(), []))), t.size,
                 os.path.basename(t.blob) if t.blob else os.path.realpath(t.path))
                for t in planner.targets.values() if t.referrers]
+    if only:
+        wanted = set(only)
+        targets = [t for t in targets if {_in_snapshot(p) for p in t[3]} & wanted]
+        found = {_in_snapshot(p) for t in targets for p in t[3]}
+        missing += tuple(f"{name}: not in the selected snapshots" for name in only if name not in found)
     files = _judge(targets, policy, jobs, remember, cache, on_file)
     return SafetyReport(cache.root, policy.version, files, tuple(str(r) for r in selection), missing,
                         time.perf_counter() - started, tuple(sorted(policy.reasons.items())))
+
+
+def _in_snapshot(shown: str) -> str:
+    """`<repo folder>/snapshots/<commit>/<path>` -> `<path>`."""
+    parts = shown.split("/", 3)
+    return parts[3] if len(parts) == 4 else shown
 
 
 def check_paths(paths: Sequence[str | os.PathLike[str]], *, policy: Policy | None = None, jobs: int | None = None,

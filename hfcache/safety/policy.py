@@ -130,7 +130,7 @@ def policy(allow: Iterable[str] = (), reasons: dict[str, str] | None = None) -> 
         if name.split(".")[0] in ("os", "sys", "posix", "nt", "subprocess", "builtins", "__builtin__"):
             raise UsageError(f"--allow {name!r}: names from {name.split('.')[0]} can never be allowed")
         extra.add(name)
-    return Policy(frozenset(extra), dict(reasons or {}))
+    return Policy(frozenset(extra), {n: (reasons or {}).get(n, "") for n in sorted(extra)})
 
 
 def worst(grades: Iterable[str]) -> str:
