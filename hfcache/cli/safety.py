@@ -62,9 +62,11 @@ def check_verified(cache, specs, repo_type: str | None, allow: list[str], lock: 
     """`verify --safety`: the safety check over the same selection verify checked."""
     from hfcache.safety.allowlist import build_policy
     from hfcache.safety.check import check_cache
+    from hfcache.verify import lockfile
 
+    pins = lockfile.read(lock) if lock is not None else None
     return check_cache(cache, specs, repo_type=None if specs else repo_type, policy=build_policy(allow, lock),
-                       jobs=jobs)
+                       jobs=jobs, lock=pins)
 
 
 def render_verified(report, repaired, safety, as_json: bool, junit: Path | None) -> None:

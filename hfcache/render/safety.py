@@ -21,7 +21,7 @@ def summary(report: SafetyReport) -> str:
     n = len(report.files)
     bad = [f"{report.count(v)} {v}" for v in (CRITICAL, UNSAFE, UNKNOWN) if report.count(v)]
     head = "safe to load" if report.ok else ", ".join(bad) or "incomplete"
-    missing = f", {counted(len(report.missing), 'missing revision')}" if report.missing else ""
+    missing = f", {len(report.missing)} missing" if report.missing else ""
     pickles = sum(1 for f in report.files if f.verdict.info.get("pickles"))
     return (f"{head}{missing}: {counted(n, 'file')} ({counted(pickles, 'pickle-format file')}), "
             f"{report.read} read, {n - report.read} remembered ({human_size(report.bytes_read)} checked) "
@@ -150,4 +150,6 @@ def render_inspect(report: SafetyReport, as_json: bool = False) -> None:
             print(f"  why: {r}")
         for n in v.notes:
             print(f"  note: {n}")
+    for m in report.missing:
+        print(f"missing: {m}")
     print(summary(report))

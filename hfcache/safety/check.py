@@ -77,9 +77,11 @@ class SafetyReport:
 
 def check_cache(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]] = (), *, repo_type: str | None = None,
                 policy: Policy | None = None, jobs: int | None = None, remember: bool = True,
-                only: Sequence[str] = (), on_file: Callable[[FileEntry], None] | None = None) -> SafetyReport:
+                only: Sequence[str] = (), lock=None,
+                on_file: Callable[[FileEntry], None] | None = None) -> SafetyReport:
     """Every file a snapshot of the selected repos (the whole cache by default) points at; with `only`, the files
-    at those paths in the snapshots (a path no snapshot holds is reported missing)."""
+    at those paths in the snapshots (a path no snapshot holds is reported missing); with a `lock`
+    (`verify.lockfile.Lock`), the commits it pins, as `verify --lock` selects them."""
     from hfcache.verify.plan import _Planner, _select
 
     started = time.perf_counter()
@@ -88,7 +90,7 @@ def check_cache(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]] = (
         raise UsageError(f"unknown repo type {repo_type!r} (expected one of {', '.join(REPO_TYPES)})")
     if not cache.root.is_dir():
         raise UsageError(f"no hub cache at {cache.root}")
-    selection = _select(cache, specs, repo_type, None)
+    selection = _select(cache, specs, repo_type, lock)
     planner = _Planner(cache, None, True)
     for repo, sel in selection.items():
         planner.repo(repo, sel)
