@@ -180,3 +180,33 @@ def test_copy_layout_files_are_checked_too(tmp_path, monkeypatch):
     assert not os.path.islink(snap / "model.bin")
     report = check_cache(c)
     assert not report.ok and report.files[0].paths[0].endswith("model.bin")
+
+
+def test_scan_counts_pickles_and_shows_remembered_verdicts_without_reading(cache, monkeypatch):
+    r = cli(cache, "scan", "--hub-only", "--json")
+    before = json.loads(r.stdout)["safety"]
+    assert before["checked"] == 0 and before["pickle_format_files"] == 4  # by name: the .bin files
+    check_cache(cache)
+    import builtins
+
+    real_open = builtins.open
+    opened = []
+
+    def spy(path, *a, **kw):
+        opened.append(str(path))
+        return real_open(path, *a, **kw)
+
+    from hfcache.cache.roots import resolve_roots
+    from hfcache.cli.safety import scan_tally
+    from hfcache.scan import scan as do_scan
+
+    result = do_scan(resolve_roots(hub_cache=cache.root), hub_only=True)
+    monkeypatch.setattr(builtins, "open", spy)
+    t = scan_tally(result)
+    monkeypatch.undo()
+    assert not [p for p in opened if "/blobs/" in p]  # no blob opened
+    assert t.checked == t.files == 10 and t.verdicts["critical"] == 3 and t.verdicts["unsafe"] == 2
+    assert t.unsafe_repos == {"org/evil": "critical"}
+    assert t.pickle_format == 4  # by remembered format now: the 3 links to the payload and the torch zip
+    r = cli(cache, "scan", "--hub-only")
+    assert r.returncode == 0 and "critical: org/evil" in r.stdout and "pickle-format" in r.stdout

@@ -108,3 +108,11 @@ def snapshot_checked(result, cache, allow: list[str], as_json: bool) -> bool:
         print(f"hfcache: error: {result.repo}@{result.commit[:12]} is not safe to load; the snapshot folder is not "
               "printed", file=sys.stderr)
     return False
+
+
+def scan_tally(result):
+    """`scan`: pickle-format files and remembered verdicts of the hub cache scanned (names and links only)."""
+    from hfcache.cache.layout import HubCache
+    from hfcache.safety.tally import tally
+
+    return tally(result.hub, HubCache(result.hub.root).safety_verdicts_path())

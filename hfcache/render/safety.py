@@ -153,3 +153,17 @@ def render_inspect(report: SafetyReport, as_json: bool = False) -> None:
     for m in report.missing:
         print(f"missing: {m}")
     print(summary(report))
+
+
+def render_tally(t) -> None:
+    """One line for `scan`: pickle-format files, remembered verdicts, what was never checked."""
+    if not t.files:
+        return
+    bad = ", ".join(f"{n} {v}" for v, n in t.verdicts.items() if n and v != SAFE)
+    line = (f"Safety: {counted(t.pickle_format, 'pickle-format file')} of {counted(t.files, 'snapshot file')}; "
+            f"{t.checked} checked ({bad or 'all safe'}), {t.files - t.checked} never checked")
+    if t.files - t.checked:
+        line += " (hfcache verify --safety)"
+    print(line)
+    for repo, verdict in sorted(t.unsafe_repos.items()):
+        print(f"  {verdict}: {repo} (hfcache inspect {repo})")
