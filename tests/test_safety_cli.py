@@ -208,5 +208,6 @@ def test_scan_counts_pickles_and_shows_remembered_verdicts_without_reading(cache
     assert t.checked == t.files == 10 and t.verdicts["critical"] == 3 and t.verdicts["unsafe"] == 2
     assert t.unsafe_repos == {"org/evil": "critical"}
     assert t.pickle_format == 4  # by remembered format now: the 3 links to the payload and the torch zip
+    assert cli(cache, "verify", "--safety").returncode == 1  # the CLI's own store (its HF_HOME)
     r = cli(cache, "scan", "--hub-only")
     assert r.returncode == 0 and "critical: org/evil" in r.stdout and "pickle-format" in r.stdout

@@ -143,5 +143,8 @@ def check_file(f: BinaryIO, path: str, size: int, out: Outcome) -> None:
             st.keys()
     except ImportError:
         out.note("the safetensors library is not installed: only hfcache's own checks ran")
-    except Exception as e:  # the library's parser said no: whatever it raised, this file is not well formed
-        out.flag(UNSAFE, f"the safetensors library refuses it: {str(e)[:160]}")
+    except Exception as e:
+        if type(e).__name__ == "SafetensorError":  # the library's parser said no
+            out.flag(UNSAFE, f"the safetensors library refuses it: {str(e)[:160]}")
+        else:  # the library itself failed (an old version, a missing framework): our checks stand alone
+            out.note(f"the safetensors library could not open it ({type(e).__name__}): only hfcache's checks ran")
