@@ -1,6 +1,6 @@
 """Safety checks: their cost next to `verify`, a 10 MB pickle of opcodes, and verdicts against other scanners.
 
-    .venv/bin/python scripts/bench_safety.py [--gib 1] [--large 4] [--small 2000] [--runs 3] [--dir DIR]
+    .venv/bin/python scripts/bench_safety.py [--gib 3] [--large 4] [--small 2000] [--runs 3] [--dir DIR]
                                              [--skip-cost] [--skip-big] [--skip-table]
 
 1. `hfcache verify` vs `hfcache verify --safety` on the verify benchmark's cache (scripts/bench_verify.py
@@ -190,7 +190,7 @@ def table(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gib", type=float, default=1.0)
+    ap.add_argument("--gib", type=float, default=3.0)
     ap.add_argument("--large", type=int, default=4)
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--runs", type=int, default=3)

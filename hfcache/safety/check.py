@@ -1,13 +1,12 @@
 """Check a cache (or plain paths) for files that are unsafe to load: a typed `SafetyReport`.
 
-Snapshot files are listed as `verify` lists them (its planner: links resolved, each physical file once), so each
-blob is read once and the report names every snapshot path that points at it. Remembered verdicts are used when
-the file is unchanged and the policy the same (see `verdicts`), so a second run reads no file.
+Snapshot files are listed as `verify` lists them (links resolved, each physical file once), so each blob is read
+once and the report names every snapshot path that points at it. Remembered verdicts are used when the file is
+unchanged and the policy the same (see `verdicts`), so a second run reads no file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -82,7 +81,7 @@ def check_cache(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]] = (
     """Every file a snapshot of the selected repos (the whole cache by default) points at; with `only`, the files
     at those paths in the snapshots (a path no snapshot holds is reported missing); with a `lock`
     (`verify.lockfile.Lock`), the commits it pins, as `verify --lock` selects them."""
-    from hfcache.verify.plan import _Planner, _select
+    from hfcache.verify.plan import _select
 
     started = time.perf_counter()
     policy = policy or Policy()
@@ -91,23 +90,76 @@ def check_cache(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]] = (
     if not cache.root.is_dir():
         raise UsageError(f"no hub cache at {cache.root}")
     selection = _select(cache, specs, repo_type, lock)
-    planner = _Planner(cache, None, True)
+    found: dict[str, list] = {}
+    missing: tuple[str, ...] = ()
     for repo, sel in selection.items():
-        planner.repo(repo, sel)
-    planner.finish()
-    missing = tuple(f"{p.repo}: {p.kind} {p.paths[0] if p.paths else ''}".rstrip() for p in planner.problems
-                    if p.kind in ("missing-repo", "missing-snapshot"))
-    targets = [(t.path, str(t.repo), t.blob, tuple(sorted(sum(t.referrers.values(), []))), t.size,
-                os.path.basename(t.blob) if t.blob else os.path.realpath(t.path))
-               for t in planner.targets.values() if t.referrers]
+        missing += _snapshot_files(cache, repo, sel, found)
+    targets = [(path, repo, blob, tuple(sorted(paths)), size, name)
+               for path, (repo, blob, paths, size, name) in found.items()]
     if only:
         wanted = set(only)
         targets = [t for t in targets if {_in_snapshot(p) for p in t[3]} & wanted]
-        found = {_in_snapshot(p) for t in targets for p in t[3]}
-        missing += tuple(f"{name}: not in the selected snapshots" for name in only if name not in found)
+        present = {_in_snapshot(p) for t in targets for p in t[3]}
+        missing += tuple(f"{name}: not in the selected snapshots" for name in only if name not in present)
     files = _judge(targets, policy, jobs, remember, cache, on_file)
     return SafetyReport(cache.root, policy.version, files, tuple(str(r) for r in selection), missing,
                         time.perf_counter() - started, tuple(sorted(policy.reasons.items())))
+
+
+def _snapshot_files(cache: HubCache, repo: RepoRef, sel, found: dict[str, list]) -> tuple[str, ...]:
+    """Each file the selected snapshots hold, keyed by the physical file (a blob, or a copy): its repo, blob (as
+    `<repo folder>/blobs/<name>`), the snapshot paths pointing at it, size and memory key. Plain string paths and
+    one `readlink` per link, as `verify`'s planner reads them, without its hash bookkeeping."""
+    folder = repo.folder_name
+    repo_dir = str(cache.repo_dir(repo))
+    snaps = os.path.join(repo_dir, "snapshots")
+    blobs = os.path.join(repo_dir, "blobs")
+    if not os.path.isdir(repo_dir):
+        return (f"{repo}: not in the cache",)
+    commits = set(sel.commits)
+    missing = []
+    for ref in sorted(sel.refs):
+        commit = cache.read_ref(repo, ref)
+        if commit is None:
+            missing.append(f"{repo}@{ref}: no such ref in the cache")
+        else:
+            commits.add(commit)
+    if sel.whole and os.path.isdir(snaps):
+        commits.update(e.name for e in os.scandir(snaps) if e.is_dir(follow_symlinks=False))
+    for commit in sorted(commits):
+        top = os.path.join(snaps, commit)
+        if not os.path.isdir(top):
+            missing.append(f"{repo}@{commit[:12]}: no such snapshot in the cache")
+            continue
+        stack = [("", top)]
+        while stack:
+            prefix, d = stack.pop()
+            with os.scandir(d) as it:
+                entries = list(it)
+            for e in entries:
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((f"{prefix}{e.name}/", e.path))
+                    continue
+                shown = f"{folder}/snapshots/{commit}/{prefix}{e.name}"
+                blob = None
+                if e.is_symlink():
+                    dest = os.path.normpath(os.path.join(d, os.readlink(e.path)))
+                    if os.path.dirname(dest) == blobs:
+                        blob = f"{folder}/blobs/{os.path.basename(dest)}"
+                    else:
+                        dest = os.path.realpath(e.path)  # a link elsewhere: what a loader opens is checked
+                else:
+                    dest = e.path
+                entry = found.get(dest)
+                if entry is None:
+                    try:
+                        st = os.stat(dest)
+                    except OSError:
+                        continue  # a broken link: `verify` reports it; nothing here can be loaded
+                    name = os.path.basename(blob) if blob else os.path.realpath(dest)
+                    entry = found[dest] = [str(repo), blob, [], st.st_size, identity(name, st)]
+                entry[2].append(shown)
+    return tuple(missing)
 
 
 def _in_snapshot(shown: str) -> str:
@@ -132,7 +184,8 @@ def check_paths(paths: Sequence[str | os.PathLike[str]], *, policy: Policy | Non
             if real in seen:
                 seen[real] = (*seen[real][:3], (*seen[real][3], str(q)), *seen[real][4:])
             else:
-                seen[real] = (real, "", None, (str(q),), os.path.getsize(real), real)
+                st = os.stat(real)
+                seen[real] = (real, "", None, (str(q),), st.st_size, identity(real, st))
     files = _judge(list(seen.values()), policy, jobs, remember, cache, None)
     return SafetyReport(None, policy.version, files, seconds=time.perf_counter() - started,
                         allowed=tuple(sorted(policy.reasons.items())))
@@ -140,16 +193,18 @@ def check_paths(paths: Sequence[str | os.PathLike[str]], *, policy: Policy | Non
 
 def _judge(targets: list[tuple], policy: Policy, jobs: int | None, remember: bool, cache: HubCache | None,
            on_file) -> tuple[FileEntry, ...]:
-    keys: dict[str, str] = {}
-    for path, *_, name in targets:
-        with contextlib.suppress(OSError):
-            keys[path] = identity(name, os.stat(path))
+    keys = {t[0]: t[5] for t in targets}  # path -> memory key (identity of the bytes)
     memory = Memory((cache or HubCache()).safety_verdicts_path() if remember else None)
     try:
         known = memory.recall(keys.values(), policy.version)
         todo = [t for t in targets if keys.get(t[0]) not in known]
-        with ThreadPoolExecutor(max_workers=max(1, min(jobs or 4, 8))) as pool:
-            fresh = dict(zip((t[0] for t in todo), pool.map(lambda t: check_file(t[0], policy), todo), strict=True))
+        # a few threads, each with its share (largest first, dealt round-robin): reads overlap, and the
+        # per-file work is small, so one task per file would cost more in hand-offs than it saves
+        n = max(1, min(jobs or 4, 8, len(todo)))
+        shares = [sorted(todo, key=lambda t: -t[4])[i::n] for i in range(n)]
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            done = pool.map(lambda share: [(t[0], check_file(t[0], policy)) for t in share], shares)
+            fresh = dict(pair for share in done for pair in share)
         memory.remember({keys[p]: v for p, v in fresh.items() if p in keys and v.format != "unreadable"},
                         policy.version)
     finally:

@@ -97,6 +97,7 @@ def _s(raw: bytes, encoding: str = "utf-8"):
 
 
 _RUN = re.compile(rb"(?:K.|M..|J....|G........|N|\x88|\x89)+", re.S)
+_SINGLE = re.compile(rb"[N\x88\x89]+")
 _ONE = re.compile(rb"K.|M..|J....|G........|N|\x88|\x89", re.S)
 _U4, _I4, _U8, _F8 = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<Q"), struct.Struct("<d")
 
@@ -104,6 +105,7 @@ _U4, _I4, _U8, _F8 = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<Q
 class _Walker:
     def __init__(self, buf, scan: PickleScan, joblib: bool = False) -> None:
         self.buf, self.scan, self.joblib = buf, scan, joblib
+        self.ops = 0  # opcodes read by the current `one` (added to scan.opcodes when it ends)
 
     def line(self, pos: int, end: int) -> tuple[bytes, int]:
         nl = self.buf.find(b"\n", pos, end)
@@ -122,9 +124,9 @@ class _Walker:
         else:
             self.scan.unresolved.append(f"{opcode} at byte {offset}: operands not known before running the pickle")
 
-    def one(self, pos: int, end: int):  # noqa: C901 - one branch per opcode is the clearest form
+    def one(self, pos: int, end: int):
         """Read one pickle from `pos` to its STOP; returns (value, position after STOP)."""
-        buf, scan = self.buf, self.scan
+        scan = self.scan
         stack: list = []
         push = stack.append
         marks: list[int] = []
@@ -149,13 +151,43 @@ class _Walker:
                 raise Malformed("stack underflow", at)
             return stack[-1]
 
+        try:
+            return self._loop(pos, end, stack, push, marks, memo, sparse, pop, pop_mark, top)
+        finally:
+            scan.opcodes += self.ops
+            self.ops = 0
+
+    def _loop(self, pos, end, stack, push, marks, memo, sparse, pop, pop_mark, top):  # noqa: C901 - one branch per opcode
+        buf, scan = self.buf, self.scan
+        ops = 0
         while True:
             if pos >= end:
+                self.ops = ops
                 raise Malformed("truncated (no STOP)", pos)
             op = buf[pos]
             at = pos
             pos += 1
-            scan.opcodes += 1
+            ops += 1
+            # the most frequent opcodes first, inline
+            if op == 0x94 and stack and not sparse:  # MEMOIZE
+                memo.append(stack[-1])
+                continue
+            if op == 0x8C and pos < end:  # SHORT_BINUNICODE
+                n = buf[pos]
+                if pos + 1 + n <= end:
+                    push(_s(buf[pos + 1:pos + 1 + n]))
+                    pos += 1 + n
+                    continue
+            if op == 0x47 and pos + 8 <= end:  # BINFLOAT
+                push(OPAQUE)
+                pos += 8
+                continue
+            if op == 0x71 and pos < end and stack:  # BINPUT, in order
+                key = buf[pos]
+                if key == len(memo) and not sparse:
+                    memo.append(stack[-1])
+                    pos += 1
+                    continue
             if op == 0x71 or op == 0x94 or op == 0x72 or op == 0x70:  # BINPUT MEMOIZE LONG_BINPUT PUT
                 if op == 0x71:
                     if pos >= end:
@@ -223,7 +255,9 @@ class _Walker:
                 marks.append(len(stack))
                 run = _RUN.match(buf, pos, end)
                 if run is not None and run.end() - pos > 64:
-                    k = len(_ONE.findall(buf, pos, run.end()))
+                    single = _SINGLE.match(buf, pos, run.end())
+                    k = (run.end() - pos if single is not None and single.end() == run.end()
+                         else len(_ONE.findall(buf, pos, run.end())))
                     stack.extend([OPAQUE] * k)
                     scan.opcodes += k
                     pos = run.end()
@@ -347,6 +381,7 @@ class _Walker:
             elif op == 0x32:  # DUP
                 push(top(at))
             elif op == 0x2E:  # STOP
+                self.ops = ops
                 return pop(at), pos
             elif op == 0x80:  # PROTO
                 pos = self.need(pos, 1, end)

@@ -64,7 +64,7 @@ def _protocol0(head: bytes) -> bool:
 def has_zip_directory(tail: bytes) -> bool:
     """A zip end-of-central-directory record near the end: zip readers find the archive from there, whatever
     comes first (torch checks the first bytes, `zipfile` the end: a file can be both a pickle and a zip)."""
-    return tail.rfind(b"PK\x05\x06") >= 0
+    return tail[-22:-18] == b"PK\x05\x06" or b"PK\x05\x06" in tail
 
 
 def claimed(names) -> str | None:
