@@ -211,3 +211,20 @@ def test_scan_counts_pickles_and_shows_remembered_verdicts_without_reading(cache
     assert cli(cache, "verify", "--safety").returncode == 1  # the CLI's own store (its HF_HOME)
     r = cli(cache, "scan", "--hub-only")
     assert r.returncode == 0 and "critical: org/evil" in r.stdout and "pickle-format" in r.stdout
+
+
+def test_snapshot_safety_refuses_a_malformed_safetensors_before_downloading_it(tmp_path):
+    bad = CORPUS["st_overlap"].data + bytes(4 * 1024 * 1024)  # a big body that must not be fetched
+    hub = build_hub(tmp_path / "hubsrc", repos={("org/st", "model", "main"): {"model.safetensors": bad,
+                                                                             "config.json": "{}"}})
+    try:
+        cache_dir = tmp_path / "c"
+        r = run_cli("snapshot", "org/st", "--safety", "--cache-dir", str(cache_dir), endpoint=hub.url)
+        assert r.returncode == 1 and r.stdout.strip() == ""
+        assert "overlaps" in r.stderr and "nothing was downloaded" in r.stderr
+        ranged = [q for q in hub.requests("model.safetensors") if q.method == "GET"]
+        assert ranged and all(q.range for q in ranged)  # only range requests reached the file
+        assert sorted(q.range for q in ranged)[:1] == ["bytes=0-7"]
+        assert not list(cache_dir.glob("*/blobs/*"))  # nothing in the cache
+    finally:
+        hub.server.stop()

@@ -120,6 +120,12 @@ def snapshot(
         return snapshot_locked(lock, repo_id, repo_type, fetcher, as_json)
     if repo_id is None:
         raise UsageError("missing REPO_ID (or --lock FILE)")
+    if safety:  # safetensors headers first, over range requests (see cli/safety.py)
+        from hfcache.cli.safety import precheck_remote
+
+        if not precheck_remote(RepoRef(*_repo_at(repo_id, repo_type, revision)[:2]),
+                               _repo_at(repo_id, repo_type, revision)[2], include, exclude, allow or [], as_json):
+            raise typer.Exit(1)
     progress = _progress(f"{repo_id}", as_json)
     with Timer() as t:
         try:

@@ -116,3 +116,38 @@ def scan_tally(result):
     from hfcache.safety.tally import tally
 
     return tally(result.hub, HubCache(result.hub.root).safety_verdicts_path())
+
+
+def precheck_remote(repo, revision: str, include, exclude, allow: list[str], as_json: bool) -> bool:
+    """`snapshot --safety`, before the download: safetensors headers over two range requests each. False (and why,
+    on stderr, or JSON) when one is malformed; an endpoint that cannot answer leaves it to the check after."""
+    from huggingface_hub import constants
+
+    from hfcache.errors import EndpointError
+    from hfcache.fetch.fetcher import _filter
+    from hfcache.fetch.hub import HubClient
+    from hfcache.render.console import print_json
+    from hfcache.safety.allowlist import build_policy
+    from hfcache.safety.remote import check_remote_headers
+
+    if constants.is_offline_mode():
+        return True
+    client = HubClient()
+    try:
+        commit = client.resolve_revision(repo, revision)
+        files = _filter(client.list_files(repo, commit), include, exclude)
+        bad = [h for h in check_remote_headers(client, repo, commit, files, build_policy(allow)) if not h.verdict.safe]
+    except EndpointError:
+        return True
+    if not bad:
+        return True
+    if as_json:
+        print_json({"ok": False, "repo": str(repo), "commit": commit, "checked_before_download": [
+            {"path": h.path, "requests": h.requests, **h.verdict.to_json()} for h in bad]})
+    else:
+        for h in bad:
+            print(f"{h.verdict.verdict}: {repo}@{commit[:12]}: {h.path} [safetensors header, {h.requests} range "
+                  f"requests]: " + "; ".join(h.verdict.reasons), file=sys.stderr)
+        print(f"hfcache: error: {repo}@{commit[:12]} has malformed safetensors: nothing was downloaded",
+              file=sys.stderr)
+    return False
