@@ -50,8 +50,8 @@ def legacy_torch(buf) -> PickleScan | None:
     """The legacy torch format (magic number, protocol, sys info, data, storage keys, then raw storages), or None
     when the first pickle is not the magic number. Only the five pickles are opcodes; the rest is data."""
     first = PickleScan()
-    try:
-        value, _ = _Walker(buf, first).one(0, len(buf))
+    try:  # the magic number's pickle is a few bytes: a first pickle longer than 64 is not it (and is read once)
+        value, _ = _Walker(buf, first).one(0, min(len(buf), 64))
     except (Malformed, RecursionError):
         return None
     if value != LEGACY_TORCH_MAGIC or first.imports:
