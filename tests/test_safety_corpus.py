@@ -187,3 +187,35 @@ def test_joblib_array_bytes_that_are_opcodes_are_still_seen():
     data[at:at + len(payload)] = payload
     v = pickles.scan(bytes(data))
     assert any(i.full == "os.system" for i in v.imports)
+
+
+def test_pickles_without_proto_are_found_by_their_bytes(tmp_path):
+    """The C unpickler needs no PROTO: a bare FRAME, or a protocol 0 pickle whose payload comes after 64 KiB."""
+    frame_body = b"\x8c\x02os\x8c\x06system\x93" + U("id") + b"\x85R."
+    bare_frame = b"\x95" + struct.pack("<Q", len(frame_body)) + frame_body
+    long_p0 = b"(lp0\n" + b"I1\na" * 40_000 + b"cos\nsystem\n(S'id'\ntR."
+    for name, data in (("frame", bare_frame), ("p0", long_p0)):
+        p = tmp_path / name
+        p.write_bytes(data)
+        v = check_file(str(p), Policy())
+        assert v.format == "pickle" and v.verdict == CRITICAL, (name, v)
+
+
+def test_random_and_text_data_are_not_false_alarms(tmp_path):
+    from tests.conftest import det_bytes
+
+    flagged = []
+    for seed in range(400):
+        p = tmp_path / f"r{seed}"
+        p.write_bytes(det_bytes(70_000 + seed, seed))
+        v = check_file(str(p), Policy())
+        if not v.safe:
+            flagged.append((seed, v.format, v.reasons))
+    for i, text in enumerate((b"Readme\nline", b"city,pop\nParis,2\n", b"I think so\n", b"(1, 2)\n", b"[PAD]\n[UNK]\n",
+                              b"V" + b"x" * 70_000, b"# model card\n" * 6000)):
+        p = tmp_path / f"t{i}"
+        p.write_bytes(text)
+        v = check_file(str(p), Policy())
+        if not v.safe:
+            flagged.append((text[:10], v.format, v.reasons))
+    assert flagged == []

@@ -12,8 +12,8 @@ TAIL = (1 << 16) + 22  # the zip end-of-central-directory record, with the longe
 PICKLE, ZIP, NPY, SAFETENSORS, GGUF, HDF5, DATA = "pickle", "zip", "npy", "safetensors", "gguf", "hdf5", "data"
 COMPRESSED = "compressed"
 _HDF5 = b"\x89HDF\r\n\x1a\n"
-# Pickle opcodes a protocol 0/1 pickle can start with (its first opcode pushes something or marks).
-_P0_START = frozenset(b"(N)]}IJKLMFGSTUVXcilpdBC")
+# Every opcode byte: the C unpickler needs no PROTO first, so a pickle may start with any of them (FRAME, ...).
+_OPCODES = frozenset(b"(.0125FIJKLMNPQRSTUVXabcdeghijlopqrstu}])GBC" + bytes(range(0x80, 0x99)))
 # Streams joblib (and others) compress pickles with: gzip, bz2, xz, lzma-alone, zlib, lz4 frame.
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x5d\x00\x00", b"\x78\x01", b"\x78\x5e", b"\x78\x9c",
                b"\x78\xda", b"\x04\x22\x4d\x18")
@@ -37,7 +37,7 @@ def sniff(head: bytes, size: int) -> str:
         return PICKLE
     if _looks_safetensors(head, size):
         return SAFETENSORS
-    if head[:1] and head[0] in _P0_START and _protocol0(head):
+    if head[:1] and head[0] in _OPCODES and _reads_as_pickle(head, size):
         return PICKLE
     if any(head.startswith(m) for m in _COMPRESSED):
         return COMPRESSED
@@ -51,14 +51,16 @@ def _looks_safetensors(head: bytes, size: int) -> bool:
     return n >= 2 and 8 + n <= size and head[8:9] in (b"{", b" ")
 
 
-def _protocol0(head: bytes) -> bool:
-    """A text pickle: it reads as one up to its end, or it imports or calls something before it stops."""
+def _reads_as_pickle(head: bytes, size: int) -> bool:
+    """A pickle without a PROTO opcode (protocol 0/1, or a bare FRAME): it reads as one to its end, or it
+    imports something before it stops, or it runs on as opcodes to the end of the first 64 KiB of a longer
+    file (a payload may come later). Text and random data stop within a few opcodes."""
     from hfcache.safety.pickles import scan
 
     result = scan(head, max_pickles=1)
-    if result.error is None:
+    if result.error is None or result.imports:  # (a call needs an import first: a call alone is random bytes)
         return True
-    return bool(result.calls or any(i.opcode in ("GLOBAL", "INST") for i in result.imports))
+    return size > len(head) and result.error.startswith("truncated") and result.opcodes >= 16
 
 
 def has_zip_directory(tail: bytes) -> bool:
