@@ -80,14 +80,17 @@ def entry_json(f: FileEntry) -> dict:
             **f.verdict.to_json()}
 
 
-def safety_json(report: SafetyReport) -> dict:
+def safety_json(report: SafetyReport, every_file: bool = False) -> dict:
+    """`results` lists the files that are not safe (or carry a note), as verify lists problems; `every_file` (for
+    `inspect`) lists all of them with their details."""
+    shown = [f for f in report.files if every_file or not f.verdict.safe or f.verdict.notes]
     return {"ok": report.ok, "cache_dir": str(report.root) if report.root else None, "policy": report.policy,
             "allowed": [{"name": n, "reason": r} for n, r in report.allowed],
             "files": len(report.files), "read": report.read, "remembered": len(report.files) - report.read,
             "bytes_read": report.bytes_read, "seconds": round(report.seconds, 3),
             "counts": {v: report.count(v) for v in (SAFE, UNKNOWN, UNSAFE, CRITICAL)},
             "missing": list(report.missing), "repos": list(report.repos),
-            "results": [entry_json(f) for f in report.files]}
+            "results": [entry_json(f) for f in shown]}
 
 
 def junit_suite(report: SafetyReport) -> ET.Element:
@@ -129,7 +132,7 @@ def write_junit(path: Path, report: SafetyReport, verify_report=None) -> None:
 def render_inspect(report: SafetyReport, as_json: bool = False) -> None:
     """Per file: format and verdict; safetensors tensors, parameters, dtypes and metadata; a pickle's imports."""
     if as_json:
-        print_json(safety_json(report))
+        print_json(safety_json(report, every_file=True))
         return
     for f in sorted(report.files, key=lambda f: f.where):
         v, info = f.verdict, f.verdict.info
