@@ -119,8 +119,8 @@ def gguf_bytes(template: str | None) -> bytes:
     return b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)) + body
 
 
-def keras_zip(lambda_layer: bool) -> bytes:
-    layers = [{"module": "keras.layers", "class_name": "Dense", "config": {"name": "dense", "units": 2}}]
+def keras_zip(lambda_layer: bool, module: str = "keras.layers") -> bytes:
+    layers = [{"module": module, "class_name": "Dense", "config": {"name": "dense", "units": 2}}]
     if lambda_layer:
         layers.append({"module": "keras.layers", "class_name": "Lambda",
                        "config": {"name": "lambda", "function": {"class_name": "__lambda__",
@@ -132,6 +132,15 @@ def keras_zip(lambda_layer: bool) -> bytes:
         z.writestr("config.json", json.dumps(config))
         z.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + bytes(100))
     return buf.getvalue()
+
+
+def keras_h5(lambda_layer: bool) -> bytes:
+    """An HDF5 file as Keras 2 writes one: the model config is a JSON attribute somewhere in the bytes."""
+    layers = [{"class_name": "Dense", "config": {"name": "dense", "units": 2}}]
+    if lambda_layer:
+        layers.append({"class_name": "Lambda", "config": {"name": "lam", "function": ["4wEAAAAAAAAA", None, None]}})
+    config = json.dumps({"class_name": "Sequential", "config": {"name": "seq", "layers": layers}})
+    return b"\x89HDF\r\n\x1a\n" + bytes(2000) + b"model_config\x00" + config.encode() + bytes(3000)
 
 
 def _rename_local(zip_bytes: bytes, old: str, new: str) -> bytes:
@@ -233,6 +242,7 @@ def corpus() -> dict[str, Sample]:
         "gguf_with_plain_chat_template": Sample("model.gguf", gguf_bytes(
             "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"), False),
         "keras_dense": Sample("model.keras", keras_zip(False), False),
+        "keras_h5_dense": Sample("model.h5", keras_h5(False), False),
         "config_json": Sample("config.json", b'{"model_type": "bert"}', False),
         # -- malicious: pickles ----------------------------------------------------------------------------------
         "os_system_global": Sample("pytorch_model.bin", P2 + OS_SYSTEM + STOP, True),
@@ -260,6 +270,8 @@ def corpus() -> dict[str, Sample]:
         "gzip_pickle": Sample("model.pkl.gz", _gzip(P2 + OS_SYSTEM + STOP), True),
         # -- malicious: other formats ----------------------------------------------------------------------------
         "keras_lambda": Sample("model.keras", keras_zip(True), True),
+        "keras_foreign_module": Sample("model.keras", keras_zip(False, module="os"), True),
+        "keras_h5_lambda": Sample("model.h5", keras_h5(True), True),
         "gguf_template_injection": Sample("model.gguf", gguf_bytes(
             "{{ self.__init__.__globals__.__builtins__.__import__('os').popen('id').read() }}"), True),
         # -- malicious: safetensors ------------------------------------------------------------------------------
