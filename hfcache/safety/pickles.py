@@ -3,14 +3,14 @@
 Why our own walker rather than an analyser from PyPI. Measured on the corpus of tests/safety_corpus.py
 (scripts/bench_safety.py, docs/benchmarks.md: 35 malicious files, 12 benign):
   - picklescan 1.0.5 caught 18/35, one false alarm (a joblib-saved estimator): it decides by a deny list (an
-    unlisted gadget passes), walks with `pickletools.genops`, reads the first pickle of a file only in part of
-    its paths, and misses the extension registry, unknown opcodes, compressed pickles, a zip whose local and
-    central names differ, and a pickle named `.safetensors` (it picks files by extension);
+    unlisted gadget passes), walks with `pickletools.genops`, and misses the extension registry, unknown
+    opcodes, compressed pickles, a zip whose local and central names differ, and a pickle named `.safetensors`
+    (it picks files by extension);
   - modelscan 0.8.8 caught 8/35 with 5 false alarms: it picks files by extension (a cache's blobs have none),
     skips a raw pickle named `.bin` that lacks torch's legacy magic number, and errors on numpy 2 files;
   - fickling 0.1.12 caught 32/35 but raised 10 false alarms on 12 benign files (a torch zip state dict, numpy
     files, safetensors, a config.json: whatever it cannot decode as one pickle), and missed a second pickle after
-    a benign one; its symbolic execution is pure Python, slow on 10 MB of opcodes.
+    a benign one and a payload in a legacy torch file.
 This walker keeps the C unpickler's stack and mark discipline and the memo, resolves STACK_GLOBAL operands through
 both, records every GLOBAL/INST/STACK_GLOBAL import whether or not it is called, reads several pickles in a row,
 and calls anything it cannot follow (parse error, truncation, unknown opcode, a name it cannot resolve statically,
