@@ -80,8 +80,40 @@ def cost(args) -> None:
             print(f"| `hfcache verify --safety`, {name} | {wall:.2f} | {100 * (wall / plain - 1):+.1f}% | "
                   f"{cpu:.2f} | {100 * (cpu / plain_cpu - 1):+.1f}% | {rep['read']} |")
         print(f"verdicts: {s['counts']} (the benchmark's random '.safetensors' are not safetensors)")
+        in_process(root, args.runs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def in_process(root: Path, runs: int) -> None:
+    """The library calls alone, best of `runs` (a loaded machine only ever slows a run down): what the safety
+    check adds to verify's own work, without interpreter start-up and imports in the way."""
+    code = f"""
+import os, sys, tempfile, time
+os.environ["HF_HOME"] = tempfile.mkdtemp()
+t0 = time.perf_counter()
+import hfcache.safety.check, hfcache.render.safety, hfcache.cli.safety  # what verify --safety imports
+imports = time.perf_counter() - t0
+from hfcache.cache.layout import HubCache
+from hfcache.safety.check import check_cache
+from hfcache.verify.check import verify
+c = HubCache({str(root)!r})
+def best(f):
+    out = float("inf")
+    for _ in range({runs}):
+        t = time.perf_counter(); f(); out = min(out, time.perf_counter() - t)
+    return out
+v = best(lambda: verify(c))
+fresh = best(lambda: check_cache(c, remember=False))
+check_cache(c)
+remembered = best(lambda: check_cache(c))
+print(v, fresh, remembered, imports)
+"""
+    v, fresh, remembered, imports = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                                              text=True, check=True).stdout.split())
+    print(f"\nin-process, best of {runs}: verify() {v:.3f} s; check_cache() {fresh:.3f} s with nothing remembered "
+          f"({100 * fresh / v:.1f}% of verify), {remembered:.3f} s with verdicts remembered "
+          f"({100 * remembered / v:.1f}%); importing the safety modules {imports:.3f} s")
 
 
 def _big(kind: str) -> bytes:

@@ -40,6 +40,10 @@ def check_file(path: str, policy: Policy) -> FileVerdict:
         out = Outcome("unreadable", policy)
         out.flag(UNKNOWN, f"cannot read it: {e.strerror or e}")
         return out.freeze()
+    except (MemoryError, RecursionError, ValueError, LookupError, TypeError, ArithmeticError) as e:
+        out = Outcome("unreadable", policy)  # hostile input that broke a reader: never safe, and not remembered
+        out.flag(UNKNOWN, f"could not be checked ({type(e).__name__}: {str(e)[:120]})")
+        return out.freeze()
     return out.freeze()
 
 

@@ -16,6 +16,7 @@ from hfcache.safety.result import Outcome
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 MAX_KEYS, MAX_ARRAY, MAX_STRING = 1 << 16, 1 << 24, 1 << 26
+MAX_ITEMS = 1 << 24  # metadata values read in all (a real tokenizer holds a few hundred thousand)
 _INJECTION = re.compile(r"__(class|mro|subclasses|globals|builtins|init|import|base|bases|dict|code|getattribute)__"
                         r"|\b(os|subprocess|popen|eval|exec|import|getattr|lipsum|cycler|joiner|namespace)\b")
 
@@ -27,6 +28,7 @@ class _Bad(Exception):
 class _Reader:
     def __init__(self, f: BinaryIO, size: int, v1: bool) -> None:
         self.f, self.left, self.v1 = f, size, v1
+        self.items = 0
 
     def take(self, n: int) -> bytes:
         if n > self.left:
@@ -50,6 +52,9 @@ class _Reader:
         return self.take(n).decode("utf-8", "replace")
 
     def value(self, vtype: int, keep: bool):
+        self.items += 1
+        if self.items > MAX_ITEMS:
+            raise _Bad(f"more than {MAX_ITEMS:,} metadata values")
         if vtype in _SCALARS:
             return self.u(_SCALARS[vtype])
         if vtype == _STRING:
