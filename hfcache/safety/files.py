@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import bz2
-import gzip
-import lzma
 import mmap
 import os
 import zlib
 
-from hfcache.safety import archives, gguf, keras, pickles, sniff, tensors
+from hfcache.safety import pickles, sniff
 from hfcache.safety.policy import UNKNOWN, UNSAFE, Policy
 from hfcache.safety.result import FileVerdict, Outcome
 
@@ -33,6 +30,8 @@ def check_file(path: str, policy: Policy) -> FileVerdict:
             if fmt not in (sniff.ZIP, sniff.DATA) and sniff.has_zip_directory(tail[-sniff.TAIL:]):
                 out.flag(UNSAFE, f"a {fmt} file that is also a zip archive (readers that look at the end see a zip)")
             elif fmt == sniff.DATA and sniff.has_zip_directory(tail[-sniff.TAIL:]):
+                from hfcache.safety import archives
+
                 out.format = "zip"
                 f.seek(0)
                 archives.check_zip(f, out)
@@ -48,19 +47,30 @@ def check_file(path: str, policy: Policy) -> FileVerdict:
 
 
 def _dispatch(f, path: str, size: int, head: bytes, fmt: str, out: Outcome) -> None:
+    """Each format's checker is imported when a file of that format turns up (most of a cache is plain data)."""
     if fmt == sniff.PICKLE:
         _pickle_file(f, size, head, out)
     elif fmt == sniff.ZIP:
+        from hfcache.safety import archives
+
         f.seek(0)
         archives.check_zip(f, out)
     elif fmt == sniff.NPY:
+        from hfcache.safety import archives
+
         f.seek(0)
         archives.check_npy(f, size, out)
     elif fmt == sniff.SAFETENSORS:
+        from hfcache.safety import tensors
+
         tensors.check_file(f, path, size, out)
     elif fmt == sniff.GGUF:
+        from hfcache.safety import gguf
+
         gguf.check_gguf(f, size, out)
     elif fmt == sniff.HDF5:
+        from hfcache.safety import keras
+
         keras.check_h5(f, out)
     elif fmt == sniff.COMPRESSED:
         _compressed(f, out)
@@ -86,6 +96,10 @@ def _pickle_file(f, size: int, head: bytes, out: Outcome) -> None:
 def _compressed(f, out: Outcome) -> None:
     """A compressed stream (joblib's compress=..., a .pkl.gz): its first 64 KiB are sniffed; a pickle inside is
     decompressed (up to 2 GiB) and checked. Anything else compressed is data."""
+    import bz2
+    import gzip
+    import lzma
+
     f.seek(0)
     magic = f.read(6)
     f.seek(0)
