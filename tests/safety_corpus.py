@@ -175,7 +175,7 @@ def _fake_modules(**modules: dict):
 def joblib_estimator(payload: bool = False) -> bytes | None:
     """What joblib.dump writes for a fitted scikit-learn-like estimator (arrays written raw between opcodes)."""
     try:
-        import joblib
+        import joblib  # noqa: F401  (its NumpyPickler is imported below)
         import numpy as np
     except ImportError:
         return None
@@ -199,8 +199,17 @@ def joblib_estimator(payload: bool = False) -> bytes | None:
         est = LinearRegression()
         if payload:
             est.callback = Evil()
+        from joblib.numpy_pickle import NumpyPickler
+
+        # `datasets` imports dill, which extends pickle's own dispatch table in place (classes then go by value):
+        # dill keeps the stock table, which is what joblib.dump uses in a process without dill
+        stock = getattr(sys.modules.get("dill._dill"), "pickle_dispatch_copy", None)
+
+        class StockPickler(NumpyPickler):
+            dispatch = dict(stock) if stock is not None else NumpyPickler.dispatch.copy()
+
         buf = io.BytesIO()
-        joblib.dump(est, buf)
+        StockPickler(buf).dump(est)  # what joblib.dump(est, buf) writes
         return buf.getvalue()
 
 
