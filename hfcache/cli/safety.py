@@ -58,15 +58,33 @@ def run_inspect(target: str, files: list[str], repo_type: str | None, allow: lis
     return check_cache(HubCache(cache_dir), [spec], policy=pol, only=files)
 
 
-def check_verified(cache, specs, repo_type: str | None, allow: list[str], lock: Path | None, jobs: int | None):
-    """`verify --safety`: the safety check over the same selection verify checked."""
+def start_verified(cache, specs, repo_type: str | None, allow: list[str], lock: Path | None, jobs: int | None):
+    """`verify --safety`: the safety check over the selection verify checks, started in a thread so that it overlaps
+    verify's hashing (which runs outside the GIL). The policy is built first: a bad --allow fails before any work."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from hfcache.safety.allowlist import build_policy
     from hfcache.safety.check import check_cache
     from hfcache.verify import lockfile
 
+    pol = build_policy(allow, lock)
     pins = lockfile.read(lock) if lock is not None else None
-    return check_cache(cache, specs, repo_type=None if specs else repo_type, policy=build_policy(allow, lock),
-                       jobs=jobs, lock=pins)
+
+    def run():
+        return check_cache(cache, specs, repo_type=None if specs else repo_type, policy=pol, jobs=jobs, lock=pins)
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="hfcache-safety")
+    future = pool.submit(run)
+    pool.shutdown(wait=False)
+    return future, run
+
+
+def finish_verified(started, repaired) -> object:
+    """The safety report; checked again after a repair (the repaired files are new bytes; the rest is
+    remembered)."""
+    future, run = started
+    report = future.result()
+    return run() if repaired else report
 
 
 def render_verified(report, repaired, safety, as_json: bool, junit: Path | None) -> None:

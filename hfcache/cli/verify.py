@@ -79,6 +79,11 @@ def verify(
     pins = lockfile.read(lock) if lock is not None else None
     if junit is not None:
         _check_writable(junit)  # before hashing, not after
+    started = None
+    if safety:  # in a thread, alongside the hashing (see cli/safety.py)
+        from hfcache.cli.safety import start_verified
+
+        started = start_verified(cache, parsed, repo_type, allow or [], lock, jobs)
     client = None
     if online or repair:
         if _offline():
@@ -91,10 +96,10 @@ def verify(
                                 progress=lambda: _progress(as_json))
     report = outcome.report
     safe = None
-    if safety:  # see cli/safety.py
-        from hfcache.cli.safety import check_verified, render_verified
+    if started is not None:
+        from hfcache.cli.safety import finish_verified, render_verified
 
-        safe = check_verified(cache, parsed, repo_type, allow or [], lock, jobs)
+        safe = finish_verified(started, outcome.repaired)
         render_verified(report, outcome.repaired, safe, as_json, junit)
     else:
         render_report(report, outcome.repaired, as_json)
