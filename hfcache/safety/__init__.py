@@ -11,8 +11,8 @@ Public functions:
   - `policy.policy(allow=...)`                     the allow list in force (`--allow module.name`)
   - `remote.check_remote_headers(...)`             safetensors headers over two range requests, before a download
   - `tally.tally(hub_scan, store)`                  what `scan` shows, from names and remembered verdicts only
-Modules: `sniff` (format by bytes), `opcodes` (the pickle machine, read statically), `pickles` (several pickles,
-legacy torch), `joblib_arrays`, `archives` (zip, npz, npy), `tensors` (safetensors), `gguf`, `keras`, `files`
-(one file, dispatched by format), `policy` and `allowlist` (what may be imported), `result` (verdict types),
+Modules: `sniff` (format by bytes), `opcodes` (the pickle machine, read statically), `pickle_values`,
+`pickles` (several pickles, legacy torch), `joblib_arrays`, `archives` (zip, npz, npy), `tensors` (safetensors),
+`gguf`, `keras`, `files` (one file, dispatched by format), `policy` and `allowlist` (what may be imported), `result` (verdict types),
 `verdicts` (remembered verdicts), `check`, `remote`, `tally`.
 """

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 
-from hfcache.safety.opcodes import Malformed, _Call, _Dict, _Global, _Walker, probe
+from hfcache.safety.opcodes import _Walker, probe
+from hfcache.safety.pickle_values import Malformed, _Call, _Dict, _Global
 
 
 def skip_array(walker: _Walker, wrapper: _Call, pos: int, end: int) -> int:
