@@ -13,6 +13,6 @@ Public functions:
   - `tally.tally(hub_scan, store)`                  what `scan` shows, from names and remembered verdicts only
 Modules: `sniff` (format by bytes), `opcodes` (the pickle machine, read statically), `pickle_values`,
 `pickles` (several pickles, legacy torch), `joblib_arrays`, `archives` (zip, npz, npy), `tensors` (safetensors),
-`gguf`, `keras`, `files` (one file, dispatched by format), `policy` and `allowlist` (what may be imported), `result` (verdict types),
-`verdicts` (remembered verdicts), `check`, `remote`, `tally`.
+`gguf`, `keras`, `files` (one file, dispatched by format), `policy` and `allowlist` (what may be imported),
+`result` (verdict types), `verdicts` (remembered verdicts), `check`, `remote`, `tally`.
 """
