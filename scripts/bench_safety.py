@@ -38,7 +38,7 @@ def best(cmd: list[str], runs: int, env: dict, fresh_home: bool) -> tuple[float,
     wall_best, cpu_best, report = float("inf"), float("inf"), {}
     for _ in range(runs):
         run_env = dict(env)
-        if fresh_home:
+        if fresh_home:  # an empty verdict store (removed after the run)
             run_env["HF_HOME"] = tempfile.mkdtemp(prefix="hfcache-bench-home-")
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.perf_counter()
@@ -51,6 +51,8 @@ def best(cmd: list[str], runs: int, env: dict, fresh_home: bool) -> tuple[float,
         if wall < wall_best:
             wall_best, report = wall, json.loads(p.stdout)
         cpu_best = min(cpu_best, cpu)
+        if fresh_home:
+            shutil.rmtree(run_env["HF_HOME"], ignore_errors=True)
     return wall_best, cpu_best, report
 
 
@@ -62,7 +64,7 @@ def cost(args) -> None:
     try:
         build(root, args.gib, args.large, args.small)
         subprocess.run(["cat", *map(str, root.glob("*/blobs/*"))], stdout=subprocess.DEVNULL, check=True)
-        home = tempfile.mkdtemp(prefix="hfcache-bench-home-")
+        home = str(work / "home")
         env = {**os.environ, "HF_HOME": home, "HF_HUB_DISABLE_TELEMETRY": "1"}
         base = [str(BIN / "hfcache"), "verify", "--cache-dir", str(root), "--json"]
         plain, plain_cpu, _ = best(base, args.runs, env, False)
@@ -90,7 +92,7 @@ def in_process(root: Path, runs: int) -> None:
     check adds to verify's own work, without interpreter start-up and imports in the way."""
     code = f"""
 import os, sys, tempfile, time
-os.environ["HF_HOME"] = tempfile.mkdtemp()
+os.environ["HF_HOME"] = {str(root.parent / "home-in-process")!r}
 t0 = time.perf_counter()
 import hfcache.safety.check, hfcache.render.safety, hfcache.cli.safety  # what verify --safety imports
 imports = time.perf_counter() - t0
