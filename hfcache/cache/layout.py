@@ -336,6 +336,16 @@ class HubCache:
         """The resumable partial of `blobs/<etag>`, its record and the record's temp name."""
         return partial_paths(self.blob_path(repo, etag))
 
+    # -- safety (verify --safety, inspect) ---------------------------------------------------------------------
+    def safety_verdicts_path(self) -> Path:
+        """Remembered safety verdicts. Outside the hub cache, so `huggingface_hub.scan_cache_dir` (which calls
+        anything at the cache root a corrupted repo) and `hfcache scan` never see it: HF_HOME/hfcache/. Keys are
+        a file's identity (blob hash, size, times), so one store serves every cache."""
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HOME) / "hfcache" / "safety-verdicts.sqlite"
+
+
     def partials(self, repo: RepoRef) -> dict[str, list[tuple[Path, str]]]:
         """Every partial-download file in the repo's `blobs/` (any tool's), by blob name, with its role
         (`partial_of`). One listing: asking per blob would cost a directory listing per file."""

@@ -12,6 +12,7 @@ import sys
 from hfcache.cli import bundle as _bundle  # noqa: F401  (registers export, import, relocate, convert)
 from hfcache.cli import fetch as _fetch  # noqa: F401  (registers download, snapshot)
 from hfcache.cli import offline as _offline  # noqa: F401  (registers map-url, datasets, modules, doctor)
+from hfcache.cli import safety as _safety  # noqa: F401  (registers inspect)
 from hfcache.cli import scan as _scan  # noqa: F401  (registers scan, rm, prune, dedup)
 from hfcache.cli import serve as _serve  # noqa: F401  (registers serve)
 from hfcache.cli import verify as _verify  # noqa: F401  (registers verify, lock)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hfcache.cli.common import CacheDir, Json, RepoType, Revision, app, repo_arg
+from hfcache.cli.common import FLAG, CacheDir, Json, RepoType, Revision, app, repo_arg
 from hfcache.errors import EntryNotFound, UsageError
 
 
@@ -92,6 +92,12 @@ def snapshot(
     processes: Processes = None,
     lock: Annotated[Path | None, typer.Option("--lock", help="Fetch exactly what this lock file pins (all of it, "
                                               "or REPO_ID's entries), then check it.")] = None,
+    safety: Annotated[bool, typer.Option(
+        "--safety", metavar=FLAG,
+        help="Check the fetched files are safe to load before printing the folder (exit 1, and no folder, if one "
+        "is not).")] = False,
+    allow: Annotated[list[str] | None, typer.Option("--allow", metavar="MODULE.NAME",
+                                                    help="With --safety: accept this import in pickles.")] = None,
     as_json: Json = False,
 ) -> None:
     """Fetch a whole revision into the cache; the snapshot folder is the last line of stdout."""
@@ -110,6 +116,11 @@ def snapshot(
         raise UsageError("missing REPO_ID (or --lock FILE)")
     repo_id, repo_type, revision = repo_arg(repo_id, repo_type, revision)
     repo = RepoRef(repo_id, repo_type)
+    if safety:  # safetensors headers first, over range requests (see cli/safety.py)
+        from hfcache.cli.safety import precheck_remote
+
+        if not precheck_remote(repo, revision, include, exclude, allow or [], as_json):
+            raise typer.Exit(1)
     progress = _progress(str(repo), as_json)
     with Timer() as t:
         try:
@@ -124,4 +135,10 @@ def snapshot(
         patterns = ", ".join(f"{opt} {p!r}" for opt, ps in given for p in ps)
         raise EntryNotFound(f"no files matched {patterns} in {repo}@{revision} ({result.commit[:12]}): "
                             "nothing fetched")
+    if safety:  # see cli/safety.py
+        from hfcache.cache.layout import HubCache
+        from hfcache.cli.safety import snapshot_checked
+
+        if not snapshot_checked(result, HubCache(cache_dir), allow or [], as_json):
+            raise typer.Exit(1)
     render_snapshot(result, t.seconds, as_json)

@@ -68,10 +68,16 @@ def scan(
             from hfcache.errors import UsageError
 
             raise UsageError(f"cannot write {html}: {e.strerror}") from None
+    from hfcache.cli.safety import scan_tally  # pickle-format files and remembered verdicts (no file read)
+
+    safety = scan_tally(result)
     if as_json:
-        print_json(scan_json(result, entries, revisions, files))
+        print_json({**scan_json(result, entries, revisions, files), "safety": safety.to_json()})
     else:
         render_scan(result, entries, revisions, total, filters or [], sort, shown_limit or 15)
+        from hfcache.render.safety import render_tally
+
+        render_tally(safety)
         if html is not None:
             print(f"report: {html}")
 

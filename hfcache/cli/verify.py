@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from hfcache.cli.common import FLAG, CacheDir, Json, app
+from hfcache.cli.safety import Allow
 
 Specs = Annotated[list[str] | None, typer.Argument(
     metavar="REPO_ID[@REV]", show_default=False,
@@ -57,12 +58,17 @@ def verify(
         "(snapshots fetched with --include).")] = False,
     junit: Annotated[Path | None, typer.Option(
         "--junit", help="Also write a JUnit XML report there, each repo a test case.")] = None,
+    safety: Annotated[bool, typer.Option(
+        "--safety", metavar=FLAG,
+        help="Also check every snapshot file is safe to load (pickles by allow list, safetensors strictly, ...); "
+        "1 if one is unsafe or unknown.")] = False,
+    allow: Allow = None,
     as_json: Json = False,
 ) -> None:
     """Prove the cache intact: links, refs, and every blob's hash against its name, trees/, the Hub or a lock.
 
-    Exit status: 0 intact, 1 damage or a mismatch or missing file found, or the endpoint could not be asked
-    (--online, --repair), 2 bad usage or environment.
+    Exit status: 0 intact (and safe, with --safety), 1 damage or a mismatch or missing file found (or a file
+    unsafe to load), or the endpoint could not be asked (--online, --repair), 2 bad usage or environment.
     """
     from hfcache.cache.layout import HubCache
     from hfcache.errors import UsageError
@@ -76,6 +82,11 @@ def verify(
     pins = lockfile.read(lock) if lock is not None else None
     if junit is not None:
         _check_writable(junit)  # before hashing, not after
+    started = None
+    if safety:  # in a thread, alongside the hashing (see cli/safety.py)
+        from hfcache.cli.safety import start_verified
+
+        started = start_verified(cache, parsed, repo_type, allow or [], lock, jobs)
     client = None
     if online or repair:
         if _offline():
@@ -87,12 +98,19 @@ def verify(
                                 repair=repair, jobs=jobs, allow_partial=allow_partial,
                                 progress=lambda: _progress(as_json))
     report = outcome.report
-    render_report(report, outcome.repaired, as_json)
-    if junit is not None:
-        write_junit(junit, report)
+    safe = None
+    if started is not None:
+        from hfcache.cli.safety import finish_verified, render_verified
+
+        safe = finish_verified(started, outcome.repaired)
+        render_verified(report, outcome.repaired, safe, as_json, junit)
+    else:
+        render_report(report, outcome.repaired, as_json)
+        if junit is not None:
+            write_junit(junit, report)
     if outcome.failure:
         print(f"hfcache: error: {outcome.failure}", file=sys.stderr)
-    if not report.ok:
+    if not report.ok or (safe is not None and not safe.ok):
         raise typer.Exit(1)
     if outcome.failure:  # an operation failed (the endpoint could not be asked): 1, as any failure; 2 is usage
         raise typer.Exit(1)
