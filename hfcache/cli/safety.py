@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -43,48 +42,9 @@ def inspect(
 
 def run_inspect(target: str, files: list[str], repo_type: str | None, allow: list[str], cache_dir: Path | None):
     from hfcache.cache.layout import HubCache
-    from hfcache.errors import UsageError
-    from hfcache.safety.allowlist import build_policy
-    from hfcache.safety.check import check_cache, check_paths
+    from hfcache.safety.workflow import inspect_target
 
-    pol = build_policy(allow)
-    if os.path.exists(target) or os.sep in target and not files and target.startswith((".", os.sep, "~")):
-        if files:
-            raise UsageError("FILE arguments go with a REPO; give paths as the first argument alone")
-        return check_paths([target], policy=pol, cache=HubCache(cache_dir))
-    from hfcache.verify.check import parse_spec
-
-    spec = parse_spec(target, repo_type)
-    return check_cache(HubCache(cache_dir), [spec], policy=pol, only=files)
-
-
-def start_verified(cache, specs, repo_type: str | None, allow: list[str], lock: Path | None, jobs: int | None):
-    """`verify --safety`: the safety check over the selection verify checks, started in a thread so that it overlaps
-    verify's hashing (which runs outside the GIL). The policy is built first: a bad --allow fails before any work."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from hfcache.safety.allowlist import build_policy
-    from hfcache.safety.check import check_cache
-    from hfcache.verify import lockfile
-
-    pol = build_policy(allow, lock)
-    pins = lockfile.read(lock) if lock is not None else None
-
-    def run():
-        return check_cache(cache, specs, repo_type=None if specs else repo_type, policy=pol, jobs=jobs, lock=pins)
-
-    pool = ThreadPoolExecutor(1, thread_name_prefix="hfcache-safety")
-    future = pool.submit(run)
-    pool.shutdown(wait=False)
-    return future, run
-
-
-def finish_verified(started, repaired) -> object:
-    """The safety report; checked again after a repair (the repaired files are new bytes; the rest is
-    remembered)."""
-    future, run = started
-    report = future.result()
-    return run() if repaired else report
+    return inspect_target(HubCache(cache_dir), target, files, repo_type, allow)
 
 
 def render_verified(report, repaired, safety, as_json: bool, junit: Path | None) -> None:
@@ -103,15 +63,12 @@ def render_verified(report, repaired, safety, as_json: bool, junit: Path | None)
 
 def snapshot_checked(result, cache, allow: list[str], as_json: bool) -> bool:
     """`snapshot --safety`: check the fetched snapshot; on failure render why (and no folder) and say so."""
-    from hfcache.render.safety import render_safety
-    from hfcache.safety.allowlist import build_policy
-    from hfcache.safety.check import check_cache
+    from hfcache.render.safety import render_safety, summary
+    from hfcache.safety.workflow import check_snapshot
 
-    report = check_cache(cache, [(result.repo, result.commit)], policy=build_policy(allow))
+    report = check_snapshot(cache, result.repo, result.commit, allow)
     if report.ok:
         if not as_json:
-            from hfcache.render.safety import summary
-
             print(summary(report), file=sys.stderr)
         return True
     if as_json:
@@ -137,33 +94,20 @@ def scan_tally(result):
 
 
 def precheck_remote(repo, revision: str, include, exclude, allow: list[str], as_json: bool) -> bool:
-    """`snapshot --safety`, before the download: safetensors headers over two range requests each. False (and why,
-    on stderr, or JSON) when one is malformed; an endpoint that cannot answer leaves it to the check after."""
-    from huggingface_hub import constants
-
-    from hfcache.errors import EndpointError
-    from hfcache.fetch.fetcher import _filter
-    from hfcache.fetch.hub import HubClient
+    """`snapshot --safety`, before the download: render what `safety.workflow.precheck_headers` found; False when a
+    safetensors header is malformed."""
     from hfcache.render.console import print_json
-    from hfcache.safety.allowlist import build_policy
-    from hfcache.safety.remote import check_remote_headers
+    from hfcache.safety.workflow import precheck_headers
 
-    if constants.is_offline_mode():
+    found = precheck_headers(repo, revision, include, exclude, allow)
+    if found is None or not found.bad:
         return True
-    client = HubClient()
-    try:
-        commit = client.resolve_revision(repo, revision)
-        files = _filter(client.list_files(repo, commit), include, exclude)
-        bad = [h for h in check_remote_headers(client, repo, commit, files, build_policy(allow)) if not h.verdict.safe]
-    except EndpointError:
-        return True
-    if not bad:
-        return True
+    commit = found.commit
     if as_json:
         print_json({"ok": False, "repo": str(repo), "commit": commit, "checked_before_download": [
-            {"path": h.path, "requests": h.requests, **h.verdict.to_json()} for h in bad]})
+            {"path": h.path, "requests": h.requests, **h.verdict.to_json()} for h in found.bad]})
     else:
-        for h in bad:
+        for h in found.bad:
             print(f"{h.verdict.verdict}: {repo}@{commit[:12]}: {h.path} [safetensors header, {h.requests} range "
                   f"requests]: " + "; ".join(h.verdict.reasons), file=sys.stderr)
         print(f"hfcache: error: {repo}@{commit[:12]} has malformed safetensors: nothing was downloaded",

@@ -83,10 +83,10 @@ def verify(
     if junit is not None:
         _check_writable(junit)  # before hashing, not after
     started = None
-    if safety:  # in a thread, alongside the hashing (see cli/safety.py)
-        from hfcache.cli.safety import start_verified
+    if safety:  # in a thread, alongside the hashing
+        from hfcache.safety.workflow import SafetyRun
 
-        started = start_verified(cache, parsed, repo_type, allow or [], lock, jobs)
+        started = SafetyRun(cache, parsed, repo_type, allow or [], lock, jobs)
     client = None
     if online or repair:
         if _offline():
@@ -100,9 +100,9 @@ def verify(
     report = outcome.report
     safe = None
     if started is not None:
-        from hfcache.cli.safety import finish_verified, render_verified
+        from hfcache.cli.safety import render_verified
 
-        safe = finish_verified(started, outcome.repaired)
+        safe = started.report(bool(outcome.repaired))
         render_verified(report, outcome.repaired, safe, as_json, junit)
     else:
         render_report(report, outcome.repaired, as_json)

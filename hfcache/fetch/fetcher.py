@@ -100,7 +100,7 @@ class Fetcher:
                 raise e from None
         with no_space(self.cache.root, None, f"the ref {revision} of {repo}"):
             self.cache.write_ref(repo, revision, commit)
-        selected = _filter(files, include, exclude)
+        selected = select_files(files, include, exclude)
         stats = self.fetch_files(repo, commit, selected)
         return SnapshotResult(repo, revision, commit, self.cache.snapshot_dir(repo, commit), len(selected), stats)
 
@@ -154,7 +154,7 @@ class Fetcher:
         folder = self.cache.snapshot_dir(repo, commit)
         tree = self.cache.read_tree(repo, commit)
         if tree is not None:
-            selected = _filter(tree, include, exclude)
+            selected = select_files(tree, include, exclude)
             absent = [f for f in selected if not self.cache.pointer_path(repo, commit, f).exists()]
             if absent:
                 raise OfflineCacheMiss(f"the cached snapshot of {repo}@{revision} lacks {len(absent)} of "
@@ -346,8 +346,8 @@ def _auto_workers(files: dict[str, FileMeta]) -> int:
     return 8 if small < 32 else 32
 
 
-def _filter(files: dict[str, FileMeta], include: Sequence[str] | None,
-            exclude: Sequence[str] | None) -> dict[str, FileMeta]:
+def select_files(files: dict[str, FileMeta], include: Sequence[str] | None,
+                 exclude: Sequence[str] | None) -> dict[str, FileMeta]:
     """`huggingface_hub`'s own pattern rules (fnmatch, `*` crosses `/`, trailing `/` means the folder)."""
     from huggingface_hub.utils import filter_repo_objects
 

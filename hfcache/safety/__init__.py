@@ -10,6 +10,7 @@ Public functions:
   - `files.check_file(path, policy)`               one file -> `FileVerdict`
   - `policy.policy(allow=...)`                     the allow list in force (`--allow module.name`)
   - `remote.check_remote_headers(...)`             safetensors headers over two range requests, before a download
+  - `workflow`: `inspect_target`, `SafetyRun` (verify --safety), `check_snapshot`, `precheck_headers`
   - `tally.tally(hub_scan, store)`                  what `scan` shows, from names and remembered verdicts only
 Modules: `sniff` (format by bytes), `opcodes` (the pickle machine, read statically), `pickle_values`,
 `pickles` (several pickles, legacy torch), `joblib_arrays`, `archives` (zip, npz, npy), `tensors` (safetensors),
