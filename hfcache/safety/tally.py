@@ -32,21 +32,25 @@ class SafetyTally:
 
 def tally(hub, store_path) -> SafetyTally:
     """`hub` is a `scan.model.HubScan`; `store_path` the verdict store (`HubCache.safety_verdicts_path()`)."""
+    from hfcache.cache.paths import repo_snapshot_dir
     from hfcache.safety.policy import RANK
-    from hfcache.safety.verdicts import Memory
 
     entries: list[tuple[str, str, str]] = []  # (repo, file name, blob name)
     for repo in hub.repos:
         name = repo.repo_id if repo.repo_type == "model" else f"{repo.repo_type}:{repo.repo_id}"
         for rev in repo.revisions:
-            for rel, target in _entries(os.path.join(repo.path, "snapshots", rev.commit)):
+            for rel, target in _entries(repo_snapshot_dir(repo.path, rev.commit)):
                 entries.append((name, rel, target))
     out = SafetyTally(files=len(entries))
-    memory = Memory(store_path if store_path.exists() else None)
-    try:
-        known = memory.by_name({blob for _, _, blob in entries})
-    finally:
-        memory.close()
+    known: dict = {}
+    if store_path.exists():  # nothing remembered yet: no store to open (and no sqlite to import)
+        from hfcache.safety.verdicts import Memory
+
+        memory = Memory(store_path)
+        try:
+            known = memory.by_name({blob for _, _, blob in entries})
+        finally:
+            memory.close()
     for repo, rel, blob in entries:
         seen = known.get(blob)
         if seen is None:
