@@ -132,3 +132,23 @@ def test_a_planted_tree_listing_is_never_a_source_of_paths(evil_hub, tmp_path):
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert victim.read_bytes() == PLANTED
     assert not (cache / "models--evil--wrong-etag" / "snapshots").exists()
+
+
+@pytest.mark.parametrize("name", ["weights.bin", "config.json"])  # an LFS blob (sha256) and a git blob (sha1)
+def test_a_planted_blob_of_the_right_size_is_replaced_not_linked(evil_hub, tmp_path, name):
+    """A file under a valid blob name with the right size but other bytes (planted, or published unchecked by an
+    older client) is hashed before a new snapshot links it, and fetched again."""
+    import hashlib
+
+    hub_repo = "evil/negative-size"  # any repo serving GOOD: its config.json and weights.bin are well named
+    served = evil_hub.app.catalog.get(RepoRef(hub_repo))
+    meta = served.commits[served.refs["main"]][name].meta
+    cache = tmp_path / "hub"
+    blob = cache / "models--evil--negative-size" / "blobs" / meta.etag
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(b"\0" * meta.size)  # right size, wrong bytes
+    r = run_cli("download", hub_repo, name, "--cache-dir", str(cache), endpoint=evil_hub.url)
+    assert r.returncode == 0, r.stderr
+    want = GOOD[name].encode() if isinstance(GOOD[name], str) else GOOD[name]
+    got = Path(r.stdout.strip().splitlines()[-1]).read_bytes()
+    assert got == want and hashlib.sha256(blob.read_bytes()).digest() == hashlib.sha256(want).digest()

@@ -22,7 +22,7 @@ from hfcache.cache.paths import is_partial_name
 from hfcache.cache.roots import resolve_roots
 from hfcache.scan import scan
 from hfcache.scan.prune import plan_prune
-from hfcache.scan.reclaim import execute
+from hfcache.scan.reclaim_run import execute
 from tests.conftest import MODEL_MAIN, det_bytes, run_cli
 
 DAY = 86400

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -392,13 +393,20 @@ def test_a_log_reader_that_stalls_never_blocks_the_server():
     pushed.start()
     pushed.join(TIMEOUT)
     assert not pushed.is_alive()
+    seen = bytearray()
     with os.fdopen(read_end, "rb") as reader:  # the reader wakes up: lines flow again, the drop is reported
-        sink("last")
-        seen = b""
-        while not seen.endswith(b"hfcache: last\n"):
-            chunk = reader.read1(1 << 16)
-            assert chunk, "the writer stopped"
-            seen += chunk
+        drain = threading.Thread(target=lambda: [seen.extend(c) for c in iter(lambda: reader.read1(1 << 16), b"")],
+                                 daemon=True)
+        drain.start()
+        deadline = time.monotonic() + TIMEOUT
+        while sink._queue.qsize() and time.monotonic() < deadline:  # the writer took every waiting line...
+            time.sleep(0.01)
+        sink("last")  # ...so this one has room, and is written
+        while not seen.endswith(b"hfcache: last\n") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen.endswith(b"hfcache: last\n"), bytes(seen[-200:])
+        stream.close()  # the reader sees the end: the drain thread ends
+        drain.join(TIMEOUT)
     assert seen.count(b"log lines dropped") >= 1 and len(seen) < 20_000 * 100  # what could not wait was dropped
 
 

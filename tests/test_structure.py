@@ -80,3 +80,41 @@ def test_layout_names_repo_folders_and_urls_as_huggingface_hub_does(repo_id, rep
     client = HubClient(endpoint="http://127.0.0.1:9")
     assert client.resolve_url(ref, "a" * 40, "dir/f #1.bin") == hf_hub_url(
         repo_id, "dir/f #1.bin", repo_type=repo_type, revision="a" * 40, endpoint="http://127.0.0.1:9")
+
+
+def test_no_module_imports_another_that_imports_it_back():
+    """No import cycle, not even through imports inside functions (a lazy import hides a cycle from a fresh
+    import but still ties two modules together): the graph of every `hfcache` import has no loop."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(hfcache.__file__).parent
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = ("hfcache", *p.relative_to(root).with_suffix("").parts)
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph: dict[str, set[str]] = {}
+    for m, p in mods.items():
+        deps = set()
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("hfcache"):
+                deps |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                         for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("hfcache")}
+        graph[m] = {d for d in deps if d in mods and d != m and d != "hfcache"}
+
+    def cycle_from(start: str) -> list[str] | None:
+        stack, seen = [(start, [start])], set()
+        while stack:
+            node, path = stack.pop()
+            for nxt in graph[node]:
+                if nxt == start:
+                    return path + [start]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, path + [nxt]))
+        return None
+
+    cycles = [c for m in sorted(graph) if (c := cycle_from(m))]
+    assert not cycles, cycles[0]

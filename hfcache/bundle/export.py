@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hfcache.bundle.manifest import ROLES, Entry, Manifest, Revision, check_exportable, library_versions
 from hfcache.cache.hashing import HashKind, hash_bytes, hash_file, kind_of
-from hfcache.cache.layout import HubCache, RepoRef, is_commit, safe_relpath
+from hfcache.cache.layout import HubCache, RepoRef, is_commit, parse_repo_spec, safe_relpath
 from hfcache.cache.names import BlobName
 from hfcache.errors import IntegrityError, OfflineCacheMiss, UsageError
 from hfcache.progress import Progress
@@ -44,14 +44,8 @@ def specs_from_lock(path: Path, select: Sequence[str] = ()) -> list[Spec]:
 
 def parse_spec(text: str) -> Spec:
     """`[model:|dataset:|space:|kernel:]org/name[@revision]`; the revision defaults to `main`."""
-    repo_type, rest = "model", text
-    head, sep, tail = text.partition(":")
-    if sep:
-        repo_type, rest = head, tail
-    repo_id, sep, revision = rest.partition("@")
-    if sep and not revision:
-        raise UsageError(f"{text!r}: empty revision after '@'")
-    return Spec(RepoRef(repo_id, repo_type), revision or "main")
+    repo, rev = parse_repo_spec(text)
+    return Spec(repo, rev or "main")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Nothing else in hfcache imports a private `huggingface_hub` name. Where the library lacks one of these (an
 older or newer release that moved it), each function says so by returning None/False, and callers keep to
-plain per-repo blobs, which every release reads. `tests/test_hfhub_adapter.py` fails loudly if the names move,
+plain per-repo blobs, which every release reads. `tests/test_structure.py` fails loudly if the names move,
 so a library upgrade that changes them is noticed, not silently degraded.
 """
 

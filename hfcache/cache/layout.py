@@ -103,6 +103,18 @@ class RepoRef:
         return self.repo_id if self.repo_type == "model" else f"{self.repo_type}:{self.repo_id}"
 
 
+def parse_repo_spec(spec: str, repo_type: str | None = None) -> tuple[RepoRef, RefName | None]:
+    """`REPO_ID[@REV]` or `TYPE:REPO_ID[@REV]`, as every command takes a repo and as repos are shown (a repo id holds
+    no `@` or `:`). The one parser of them: the repo id and the revision are checked here, where they enter."""
+    name, rtype = spec, repo_type or "model"
+    if ":" in name.split("@", 1)[0]:
+        rtype, name = name.split(":", 1)
+    repo_id, sep, rev = name.partition("@")
+    if sep and not rev:
+        raise UsageError(f"{spec!r}: nothing after '@' (expected REPO_ID@REVISION)")
+    return RepoRef(repo_id, rtype), RefName(rev) if rev else None
+
+
 def safe_relpath(name: str) -> RelPath:
     """Check a repo-relative file name from a server or bundle; refuse anything that could leave its folder."""
     return RelPath(name)

@@ -204,6 +204,11 @@ def repo_lock_of(hub_root: str, repo_path: str, etag: str) -> str:
     return f"{repo_locks_dir(hub_root, repo_path)}/{etag}{Folder.LOCK_SUFFIX}"
 
 
+def store_dir_of(hub_root: str) -> str:
+    """huggingface_hub 2.x's shared blob store, `<cache>/blobs/` (entries `<xx>/<xet hash>`)."""
+    return f"{hub_root}/{Folder.BLOBS}"
+
+
 def store_root_of(store_file: str) -> str:
     """The cache a shared-store payload `<cache>/blobs/<xx>/<hash>` belongs to."""
     return os.path.dirname(os.path.dirname(os.path.dirname(store_file)))

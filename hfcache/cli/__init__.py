@@ -31,6 +31,12 @@ def main() -> None:
         _interrupted()
     except BrokenPipeError:
         sys.exit(1)
+    except OSError as e:  # the file system said no (a --cache-dir that is a file, no permission): not a bug
+        if e.strerror is None:
+            _usage_error(e)
+        where = f": {e.filename}" if e.filename else ""
+        print(f"hfcache: error: {e.strerror}{where}", file=sys.stderr)
+        sys.exit(1)
     except Exception as e:
         _usage_error(e)
     if code == 130:  # typer turns Ctrl-C into Exit(130) before it reaches the handler above

@@ -33,19 +33,16 @@ Json = Annotated[bool, typer.Option("--json", metavar=FLAG, help="Print one JSON
 def repo_arg(spec: str, repo_type: str, revision: str = "main") -> tuple[str, str, str]:
     """`REPO_ID`, `TYPE:REPO_ID`, either with `@REV`, as every command takes a repo: (repo_id, repo_type,
     revision). `--repo-type` and `--revision` must not contradict what the spec itself says."""
+    from hfcache.cache.layout import parse_repo_spec
     from hfcache.errors import UsageError
 
-    name, rtype = spec, repo_type
-    if ":" in spec.split("@", 1)[0]:
-        rtype, name = spec.split(":", 1)
-        if repo_type not in ("model", rtype):  # "model" is the default, so an explicit one cannot be told apart
-            raise UsageError(f"{spec} and --repo-type {repo_type} disagree")
-    repo_id, sep, rev = name.partition("@")
-    if sep and not rev:
-        raise UsageError(f"{spec!r}: nothing after '@' (expected REPO_ID@REVISION)")
+    explicit_type = ":" in spec.split("@", 1)[0]
+    repo, rev = parse_repo_spec(spec, repo_type)
+    if explicit_type and repo_type not in ("model", repo.repo_type):  # "model" is the default: not told apart
+        raise UsageError(f"{spec} and --repo-type {repo_type} disagree")
     if rev and revision not in ("main", rev):
         raise UsageError(f"{spec} and --revision {revision} disagree")
-    return repo_id, rtype, rev or revision
+    return repo.repo_id, repo.repo_type, rev or revision
 
 
 def _version(value: bool) -> None:

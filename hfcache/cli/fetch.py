@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from hfcache.cli.common import FLAG, CacheDir, Json, RepoType, Revision, app, repo_arg
-from hfcache.errors import EntryNotFound, UsageError
+from hfcache.errors import UsageError
 
 
 def _progress(label: str, quiet: bool):
@@ -128,13 +128,6 @@ def snapshot(
                 repo, revision, include, exclude)
         finally:
             getattr(progress, "stop", lambda: None)()
-    if (include or exclude) and result.files == 0 and not result.path.is_dir():
-        # huggingface_hub warns "No files matched allow_patterns=..." and returns a folder that does not exist;
-        # a script's `$(hfcache snapshot ...)` must not get that path: fail instead, in its words
-        given = (("--include", include or []), ("--exclude", exclude or []))
-        patterns = ", ".join(f"{opt} {p!r}" for opt, ps in given for p in ps)
-        raise EntryNotFound(f"no files matched {patterns} in {repo}@{revision} ({result.commit[:12]}): "
-                            "nothing fetched")
     if safety:  # see cli/safety.py
         from hfcache.cache.layout import HubCache
         from hfcache.cli.safety import snapshot_checked

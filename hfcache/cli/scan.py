@@ -85,7 +85,8 @@ def scan(
 def _act(plan, yes: bool, dry_run: bool, as_json: bool) -> None:
     """Show the plan; run it for real only with --yes (or a confirmation typed on a terminal)."""
     from hfcache.render.scan import plan_json, print_json, render_plan
-    from hfcache.scan.reclaim import ConfirmationRequired, execute
+    from hfcache.scan.reclaim import ConfirmationRequired
+    from hfcache.scan.reclaim_run import execute
 
     if dry_run or not plan.actions:
         outcome = execute(plan, dry_run=True)

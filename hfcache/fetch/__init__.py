@@ -3,5 +3,6 @@
 - `fetcher`: `Fetcher.download` and `Fetcher.snapshot` (online and offline), returning typed results.
 - `hub`: `HubClient`, the Hub API client (metadata through `HfApi`; its errors become hfcache's one-line errors).
 - `transfer`: the transfer engine: pooled connections, ranged parts, retries, checked atomic blob writes.
-- `fanout`: many small files shared by worker processes (`python -m hfcache.fetch.fanout`).
+- `fanout`: many small files shared by worker processes (`Workers`, the parent's side); `worker`: one worker
+  process (`python -m hfcache.fetch.worker`).
 """

@@ -6,7 +6,7 @@ threads wait on the network. A second process uses a second core. The cache need
 blob is written under the per-blob lock and published by rename, exactly as when several `hfcache` or
 `huggingface_hub` processes fill one cache, so a worker simply runs the ordinary fetch on its share.
 
-A worker is `python -m hfcache.fetch.fanout`: the job goes in on stdin as one JSON line, and out come one JSON
+A worker is `python -m hfcache.fetch.worker`: the job goes in on stdin as one JSON line, and out come one JSON
 line per finished file, then the result (or the error, which the parent raises as its own). `multiprocessing`
 is not used: its `spawn` re-imports the caller's `__main__`, which breaks scripts without a main guard and stdin.
 A worker costs ~0.3 s of start-up, so workers are used only when there are enough small files to pay for it.
@@ -77,7 +77,7 @@ class Workers:
         self._readers: list[threading.Thread] = []
         try:  # a Ctrl-C here too must not leave a worker behind: it would not see the terminal's Ctrl-C
             for _ in jobs:
-                self._procs.append(subprocess.Popen([sys.executable, "-m", "hfcache.fetch.fanout"], env=env,
+                self._procs.append(subprocess.Popen([sys.executable, "-m", "hfcache.fetch.worker"], env=env,
                                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                                     **_OWN_SESSION))
             for i, (proc, j) in enumerate(zip(self._procs, jobs, strict=True)):
@@ -141,61 +141,3 @@ _OWN_SESSION: dict = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if 
 def _close(stream) -> None:
     with contextlib.suppress(OSError):  # a worker that died with bytes still in the pipe
         stream.close()
-
-
-class _LineProgress:
-    """A worker's progress: one line per finished file, for the parent to show."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def start(self, files: int, total_bytes: int) -> None: ...
-
-    def advance(self, nbytes: int) -> None: ...
-
-    def file_done(self, path: str, size: int, fetched: bool) -> None:
-        with self._lock:
-            sys.stdout.write(json.dumps({"file": path, "size": size, "fetched": fetched}) + "\n")
-
-
-def _worker_main() -> int:
-    from hfcache.cache.layout import HubCache
-    from hfcache.fetch.fetcher import Fetcher
-    from hfcache.fetch.hub import HubClient
-
-    line = sys.stdin.readline()
-    if not line.strip():
-        return 130  # stopped before it was given a job (Ctrl-C in the parent): nothing to say
-    j = json.loads(line)
-    threading.Thread(target=_lifeline, daemon=True, name="hfcache-lifeline").start()
-    try:
-        fetcher = Fetcher(HubCache(Path(j["cache"])), client=HubClient(j["endpoint"], j["token"]), offline=False,
-                          max_workers=j["workers"], progress=_LineProgress(), processes=1,
-                          transfer_options=TransferOptions(**j["options"]) if j["options"] else None)
-        stats = fetcher.fetch_files(RepoRef(*j["repo"]), j["commit"],
-                                    {f: FileMeta.from_json(m) for f, m in j["files"].items()})
-        outcome = {"stats": asdict(stats)}
-    except errors.HfcacheError as e:
-        outcome = {"error": str(e), "type": type(e).__name__}
-    except Exception as e:  # noqa: BLE001 - reported by the parent, in one line
-        outcome = {"error": f"download worker: {type(e).__name__}: {e}", "type": "HfcacheError"}
-    sys.stdout.write(json.dumps(outcome) + "\n")
-    sys.stdout.flush()
-    return 0
-
-
-def _lifeline() -> None:
-    """End this worker when its parent is gone (stdin at EOF): nobody would take its results, nor stop it."""
-    try:
-        while sys.stdin.read(4096):
-            pass
-    except (OSError, ValueError):
-        pass
-    os._exit(130)
-
-
-if __name__ == "__main__":
-    try:
-        sys.exit(_worker_main())
-    except (KeyboardInterrupt, BrokenPipeError):  # Ctrl-C reaches the whole group; the parent reports it
-        os._exit(130)

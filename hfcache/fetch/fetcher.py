@@ -101,6 +101,13 @@ class Fetcher:
         with no_space(self.cache.root, None, f"the ref {revision} of {repo}"):
             self.cache.write_ref(repo, revision, commit)
         selected = select_files(files, include, exclude)
+        if (include or exclude) and not selected and not self.cache.snapshot_dir(repo, commit).is_dir():
+            # huggingface_hub warns "No files matched allow_patterns=..." and returns a folder that does not exist;
+            # a script's `$(hfcache snapshot ...)` must not get that path: fail instead (the ref and listing stay,
+            # as huggingface_hub leaves them)
+            given = (("--include", include or []), ("--exclude", exclude or []))
+            patterns = ", ".join(f"{opt} {p!r}" for opt, ps in given for p in ps)
+            raise EntryNotFound(f"no files matched {patterns} in {repo}@{revision} ({commit[:12]}): nothing fetched")
         stats = self.fetch_files(repo, commit, selected)
         return SnapshotResult(repo, revision, commit, self.cache.snapshot_dir(repo, commit), len(selected), stats)
 
@@ -270,11 +277,7 @@ class Fetcher:
             if pointer.exists():
                 self.progress.file_done(filename, meta.size, False)
                 return False, 0
-            try:
-                reusable = os.stat(blob).st_size == meta.size
-            except FileNotFoundError:
-                reusable = False
-            if reusable:
+            if self._reusable(blob, meta):
                 self.cache.link(repo, commit, filename, meta.etag, new_blob=False, make_parent=False, pointer=pointer)
                 self.progress.file_done(filename, meta.size, False)
                 return False, 0
@@ -285,6 +288,24 @@ class Fetcher:
             self.cache.link(repo, commit, filename, meta.etag, new_blob=True, make_parent=False, pointer=pointer)
         self.progress.file_done(filename, meta.size, True)
         return True, nbytes
+
+    @staticmethod
+    def _reusable(blob: Path, meta: FileMeta) -> bool:
+        """An existing blob may be linked into a new snapshot only once its bytes hash to its name: a file planted
+        under a valid name, or one an older client published unchecked, is replaced, never linked. (Under the
+        blob's lock; a snapshot that already links the blob is not re-read.)"""
+        from hfcache.cache.hashing import hash_file, kind_of
+
+        try:
+            if os.stat(blob).st_size != meta.size:
+                return False
+        except FileNotFoundError:
+            return False
+        kind = kind_of(meta.etag)
+        if kind is not None and hash_file(blob, kind) == meta.etag:
+            return True
+        blob.unlink(missing_ok=True)  # wrong bytes under a hash's name: fetched again below
+        return False
 
     def _sweep(self, repo: RepoRef, blobs: Path) -> None:
         """Partials of blobs that are complete now (a dead worker's, or another tool finished the blob) are

@@ -50,7 +50,9 @@ _U4, _I4, _U8, _F8 = struct.Struct("<I"), struct.Struct("<i"), struct.Struct("<Q
 
 
 class _Walker:
-    def __init__(self, buf, scan: PickleScan, joblib: bool = False) -> None:
+    def __init__(self, buf, scan: PickleScan, joblib=None) -> None:
+        """`joblib`: the function that skips joblib's raw array bytes after a `NumpyArrayWrapper` (see
+        `joblib_arrays.skip_array`), given by the caller when the pickle is joblib's, so this module needs none."""
         self.buf, self.scan, self.joblib = buf, scan, joblib
         self.ops = 0  # opcodes read by the current `one` (added to scan.opcodes when it ends)
 
@@ -281,11 +283,9 @@ class _Walker:
                         scan.calls += 1
                         if isinstance(obj, _Call):
                             obj.state = state
-                            if self.joblib and _is_wrapper(obj.func):
-                                from hfcache.safety.joblib_arrays import skip_array
-
+                            if self.joblib is not None and _is_wrapper(obj.func):
                                 stack[-1] = OPAQUE
-                                pos = skip_array(self, obj, pos, end)
+                                pos = self.joblib(self, obj, pos, end)
                     elif op == 0x63 or op == 0x69:  # GLOBAL INST
                         module, pos = self.line(pos, end)
                         name, pos = self.line(pos, end)

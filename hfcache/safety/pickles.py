@@ -19,6 +19,7 @@ the extension registry) never safe. It holds only small literal values, so 10 MB
 
 from __future__ import annotations
 
+from hfcache.safety.joblib_arrays import skip_array
 from hfcache.safety.opcodes import LEGACY_TORCH_MAGIC, Import, Malformed, PickleScan, _Walker, probe
 
 
@@ -31,7 +32,7 @@ def scan(buf, start: int = 0, end: int | None = None, *, max_pickles: int | None
     end = len(buf) if end is None else end
     result = PickleScan()
     joblib = buf.find(b"NumpyArrayWrapper", start, min(end, start + (1 << 24))) >= 0
-    walker = _Walker(buf, result, joblib)
+    walker = _Walker(buf, result, skip_array if joblib else None)
     pos = start
     while pos < end and (max_pickles is None or result.pickles < max_pickles):
         try:

@@ -5,8 +5,9 @@ is printed here. Per-file records are kept only with `detail=True` (what `rm`, `
 
 - `scan()` (here): the whole HF_HOME; `hub`, `repo`, `areas`, `walk`: its parts; `model`: the records.
 - `query`: `--sort` and `--filter`.
-- `reclaim`: `plan_rm`, `plan_dedup` make a `Plan` (`prune.plan_prune` too); `execute(plan)` carries it out,
-  re-checking each item under its lock (`reclaim_run`).
+- `reclaim`: `plan_rm`, `plan_dedup` make a `Plan` (`prune.plan_prune` too); `reclaim_run.execute(plan)` carries it
+  out, re-checking each item under its lock.
+- `files`: the low-level reads the walk is built on.
 - `report_html`: the self-contained HTML report (`scan --html`).
 """
 

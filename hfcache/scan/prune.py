@@ -1,4 +1,4 @@
-"""`prune`: what a cache can lose without anyone missing it, as a `Plan` (`reclaim.execute` carries it out).
+"""`prune`: what a cache can lose without anyone missing it, as a `Plan` (`reclaim_run.execute` carries it out).
 
 Detached revisions (optionally only those older than `--older-than`), orphan blobs, stale leftovers, the refs and
 markers a typo leaves, and old `datasets` downloads; never what a kept snapshot points to.

@@ -38,6 +38,7 @@ from hfcache.cache.paths import (
     repo_refs_dir,
     repo_snapshot_dir,
     repo_tree_path,
+    store_dir_of,
     store_manifest_of,
 )
 from hfcache.errors import HfcacheError, RepoNotFound, RevisionNotFound, UsageError
@@ -164,7 +165,7 @@ def _need_detail(scan: CacheScan) -> None:
 def _store_links(hub_root: str, repos: Iterable[Repo]) -> dict[str, set[str]]:
     """Shared-store file -> the repo blob links pointing to it (normally one per repo holding the file)."""
     out: dict[str, set[str]] = defaultdict(set)
-    store = repo_blobs_dir(hub_root) + os.sep  # the shared store is `<cache>/blobs/`
+    store = store_dir_of(hub_root) + os.sep
     for repo in repos:
         try:
             it = os.scandir(repo_blobs_dir(repo.path))
@@ -395,11 +396,3 @@ def _dedup_lock(hub_root: str, path: str, digest: str) -> str:
     """The blob lock of a copy: `<repo>/blobs/<etag>` or a snapshot file of that content in `<repo>/...`."""
     rel = os.path.relpath(path, hub_root).split(os.sep)
     return repo_lock_of(hub_root, os.path.join(hub_root, rel[0]), digest) if len(rel) > 2 else ""
-
-
-# -- execute -------------------------------------------------------------------------------------------------------
-def execute(plan: Plan, dry_run: bool) -> Outcome:
-    """Run the plan (see `reclaim_run`), or (dry run) go through the same steps touching nothing."""
-    from hfcache.scan.reclaim_run import execute as run
-
-    return run(plan, dry_run)

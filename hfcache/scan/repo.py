@@ -16,7 +16,16 @@ from collections import defaultdict
 from operator import attrgetter
 
 from hfcache.cache.layout import RepoRef, is_commit
-from hfcache.cache.paths import Folder, blob_lock_of, is_partial_name, lock_held, partial_etag
+from hfcache.cache.paths import (
+    COMPANIONS,
+    Folder,
+    blob_lock_of,
+    is_partial_name,
+    lock_held,
+    partial_etag,
+    partial_of,
+    store_dir_of,
+)
 from hfcache.scan.files import (
     _S_IFLNK,
     _S_IFMT,
@@ -198,7 +207,7 @@ class RepoWalk:
         if fresh or held:
             self.fresh.add(partial_etag(name))
         self.incomplete_bytes += st.st_size
-        what = "partial download" if name.endswith(".incomplete") else "partial download's record"
+        what = "partial download's record" if partial_of(name)[1] in COMPANIONS else "partial download"
         self.problem("incomplete", path, st.st_size, what + (" (recent)" if fresh else " (in use)" if held else ""),
                      age=age, fix=None if fresh or held else "prune")
 
@@ -211,7 +220,7 @@ class RepoWalk:
         except OSError:
             self.problem("dangling_link", path, 0, f"-> {target}")
             return None
-        if full.startswith(f"{self.hub_root}/blobs/"):
+        if full.startswith(store_dir_of(self.hub_root) + os.sep):
             self.store_refs.add(os.path.basename(full))
         elif not full.startswith(self.hub_root + os.sep):
             self.problem("link_outside_cache", path, st.st_size, f"-> {full}")

@@ -73,6 +73,7 @@ class LineWriter:
         self.stream = stream
         self.prefix = prefix
         self.dropped = 0
+        self._lock = threading.Lock()  # `dropped` is counted by the server's threads and reset by the writer's
         self._queue: queue.Queue[str] = queue.Queue(limit)
         threading.Thread(target=self._run, daemon=True, name="hfcache-access-log").start()
 
@@ -80,12 +81,14 @@ class LineWriter:
         try:
             self._queue.put_nowait(line)
         except queue.Full:
-            self.dropped += 1
+            with self._lock:
+                self.dropped += 1
 
     def _run(self) -> None:
         while True:
             line = self._queue.get()
-            dropped, self.dropped = self.dropped, 0
+            with self._lock:
+                dropped, self.dropped = self.dropped, 0
             text = f"{self.prefix}{line}\n"
             if dropped:
                 text = f"{self.prefix}{dropped} log lines dropped (the reader was too slow)\n" + text

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from hfcache.cache.layout import REPO_TYPES, HubCache, RepoRef
+from hfcache.cache.layout import REPO_TYPES, HubCache, RepoRef, parse_repo_spec
 from hfcache.errors import UsageError
 from hfcache.progress import Progress
 from hfcache.verify.content import _hash_all, _judge
@@ -23,15 +23,8 @@ from hfcache.verify.report import ERROR, WARNING, Problem, RepoResult, VerifyRep
 
 
 def parse_spec(spec: str, repo_type: str | None = None) -> tuple[RepoRef, str | None]:
-    """`REPO_ID[@REV]`, optionally `TYPE:REPO_ID[@REV]` (as repos are shown); a repo id holds no `@` or `:`."""
-    name, rtype = spec, repo_type or "model"
-    head = name.split("@", 1)[0]
-    if ":" in head:
-        rtype, name = name.split(":", 1)
-    repo_id, sep, rev = name.partition("@")
-    if sep and not rev:
-        raise UsageError(f"{spec!r}: nothing after '@' (expected REPO_ID@REVISION)")
-    return RepoRef(repo_id, rtype), rev or None
+    """`REPO_ID[@REV]`, optionally `TYPE:REPO_ID[@REV]` (see `layout.parse_repo_spec`)."""
+    return parse_repo_spec(spec, repo_type)
 
 
 def default_jobs() -> int:

@@ -133,6 +133,8 @@ def read(path: Path) -> Lock:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise UsageError(f"cannot read lock file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path} is not a valid hfcache lock file (not UTF-8 text)") from None
     return loads(text, str(path))
 
 
