@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from hfcache.cache.layout import HubCache, RepoRef
 from hfcache.fetch.fetcher import Fetcher
 from hfcache.server.faults import Fault
-from tests.conftest import build_hub, cache_tree, det_bytes, run_cli
+from tests.conftest import build_hub, cache_tree, det_bytes, run_cli, wait_for
 from tests.test_transfer import assert_clean
 
 FILES = {f"shard{i % 4}/f{i:03d}.json": det_bytes(3000 + i, 100 + i) for i in range(60)}
@@ -123,17 +122,6 @@ def _children(pid: int) -> set[int]:
     return out
 
 
-def _wait_for(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        found = predicate()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to see the worker processes")
 @pytest.mark.parametrize("moment", ["workers-starting", "workers-downloading"])
 def test_ctrl_c_stops_every_process_in_one_line_and_a_rerun_finishes(many, tmp_path, moment):
@@ -146,10 +134,10 @@ def test_ctrl_c_stops_every_process_in_one_line_and_a_rerun_finishes(many, tmp_p
                              "--processes", "3"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
-        workers = _wait_for(lambda: _children(proc.pid) if len(_children(proc.pid)) >= 2 else None,
+        workers = wait_for(lambda: _children(proc.pid) if len(_children(proc.pid)) >= 2 else None,
                             "two worker processes")
         if moment == "workers-downloading":  # every process has asked for files (the parent's share alone: 21)
-            _wait_for(lambda: sum(resolved(many).values()) >= 30, "files requested by the workers")
+            wait_for(lambda: sum(resolved(many).values()) >= 30, "files requested by the workers")
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
@@ -157,7 +145,7 @@ def test_ctrl_c_stops_every_process_in_one_line_and_a_rerun_finishes(many, tmp_p
             proc.kill()
     assert proc.returncode == 130
     assert err.strip().splitlines() == ["hfcache: interrupted"], err
-    _wait_for(lambda: not any(_alive(pid) for pid in workers), "the workers to end", timeout=10)
+    wait_for(lambda: not any(_alive(pid) for pid in workers), "the workers to end", timeout=10)
     assert_clean(cache)
 
     many.app.faults.clear()
@@ -203,3 +191,17 @@ def test_few_files_stay_in_one_process(many, tmp_path, monkeypatch):
     assert fanout.plan(10_000, 1) == 1
     assert fanout.plan(2, 5) == 2
     assert fanout.split(list("abcdefg"), 3) == [["a", "d", "g"], ["b", "e"], ["c", "f"]]
+
+
+def test_a_worker_takes_every_progress_callback_the_fetch_makes():
+    """A worker whose lock is held by another process is told `waiting` like any fetch: a worker progress missing
+    a callback failed the whole snapshot (seen under load, when two workers met on one lock)."""
+    from hfcache.fetch.worker import _LineProgress
+    from hfcache.progress import Progress
+
+    calls = [n for n in vars(Progress) if not n.startswith("_")]
+    assert "waiting" in calls
+    worker = _LineProgress()
+    for name in calls:
+        assert callable(getattr(worker, name, None)), name
+    worker.waiting("config.json")  # silent in a worker: the parent shows progress

@@ -16,17 +16,15 @@ from hfcache import errors
 from hfcache.cache.layout import RepoRef
 from hfcache.cache.meta import FileMeta
 from hfcache.fetch.transfer import TransferOptions
+from hfcache.progress import Progress
 
 
-class _LineProgress:
-    """A worker's progress: one line per finished file, for the parent to show."""
+class _LineProgress(Progress):
+    """A worker's progress: one line per finished file, for the parent to show; the rest of the protocol (a
+    lock another process holds, say) is the default's silence, so no callback the fetch makes can be missing."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-
-    def start(self, files: int, total_bytes: int) -> None: ...
-
-    def advance(self, nbytes: int) -> None: ...
 
     def file_done(self, path: str, size: int, fetched: bool) -> None:
         with self._lock:
