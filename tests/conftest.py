@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,3 +154,17 @@ def cache_tree(root: Path) -> dict[str, tuple]:
             else:
                 out[rel] = ("file", p.read_bytes())
     return out
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0):
+    """Until `predicate()` returns something true (bytes on disk, a process in /proc, a request in the server's
+    log), which is returned; a test fails after `timeout`. What is waited on is an observable state, never a
+    span of time: the short pause between looks only spares the CPU that the awaited work needs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = predicate()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.01)

@@ -18,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from hfcache.cache.layout import RepoRef
 from hfcache.cache.roots import resolve_roots
 from hfcache.scan import scan
 from hfcache.server.faults import Fault
-from tests.conftest import MODEL_MAIN, build_hub, det_bytes, write_files
+from tests.conftest import MODEL_MAIN, build_hub, det_bytes, wait_for, write_files
 
 TIMEOUT = 60.0
 MOVED_MAIN = {**MODEL_MAIN, "config.json": '{"model_type": "bert", "hidden_size": 48}\n',
@@ -62,14 +61,14 @@ def _leave_a_partial_download(cache: Path, hub) -> Path:
     proc = subprocess.Popen([sys.executable, "-c", KILLED_DOWNLOAD, str(cache), hub.url], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     blobs = cache / RepoRef("org/big").folder_name / "blobs"
-    deadline = time.monotonic() + TIMEOUT
+
+    def filled() -> list[Path]:  # the partial holding the bytes sent before the stall
+        assert proc.poll() is None, "the download ended before its partial appeared"
+        partial = [p for p in blobs.glob("*.incomplete")] if blobs.is_dir() else []
+        return partial if partial and partial[0].stat().st_size >= CHUNK else []
+
     try:
-        while True:  # until the partial holds the bytes sent before the stall
-            partial = [p for p in blobs.glob("*.incomplete")] if blobs.is_dir() else []
-            if partial and partial[0].stat().st_size >= CHUNK:
-                break
-            assert time.monotonic() < deadline and proc.poll() is None, "no partial download appeared"
-            time.sleep(0.02)
+        partial = wait_for(filled, "a partial download", TIMEOUT)
     finally:
         proc.kill()
         proc.wait(TIMEOUT)

@@ -12,7 +12,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -393,20 +392,22 @@ def test_a_log_reader_that_stalls_never_blocks_the_server():
     pushed.start()
     pushed.join(TIMEOUT)
     assert not pushed.is_alive()
-    seen = bytearray()
+    seen, got_last = bytearray(), threading.Event()
+
+    def drain(reader) -> None:
+        for chunk in iter(lambda: reader.read1(1 << 16), b""):
+            seen.extend(chunk)
+            if seen.endswith(b"hfcache: last\n"):
+                got_last.set()
+
     with os.fdopen(read_end, "rb") as reader:  # the reader wakes up: lines flow again, the drop is reported
-        drain = threading.Thread(target=lambda: [seen.extend(c) for c in iter(lambda: reader.read1(1 << 16), b"")],
-                                 daemon=True)
-        drain.start()
-        deadline = time.monotonic() + TIMEOUT
-        while sink._queue.qsize() and time.monotonic() < deadline:  # the writer took every waiting line...
-            time.sleep(0.01)
+        drainer = threading.Thread(target=drain, args=(reader,), daemon=True)
+        drainer.start()
+        assert sink.wait_drained(TIMEOUT)  # the writer took every waiting line...
         sink("last")  # ...so this one has room, and is written
-        while not seen.endswith(b"hfcache: last\n") and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert seen.endswith(b"hfcache: last\n"), bytes(seen[-200:])
+        assert got_last.wait(TIMEOUT), bytes(seen[-200:])
         stream.close()  # the reader sees the end: the drain thread ends
-        drain.join(TIMEOUT)
+        drainer.join(TIMEOUT)
     assert seen.count(b"log lines dropped") >= 1 and len(seen) < 20_000 * 100  # what could not wait was dropped
 
 

@@ -10,14 +10,13 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from hfcache.cache.hashing import hash_file, kind_of
 from hfcache.server.faults import Fault
-from tests.conftest import build_hub, det_bytes, run_cli
+from tests.conftest import build_hub, det_bytes, run_cli, wait_for
 
 BIG = det_bytes(3_000_000, 11)
 FILES = {"big.bin": BIG, "w.safetensors": det_bytes(1_500_000, 12), "config.json": '{"a": 1}\n',
@@ -234,14 +233,6 @@ def bytes_on_disk(cache: Path) -> int:
     """Bytes written under `blobs/` so far: partials are created at full size and filled in place (sparse), so
     their allocated blocks, not their size, tell how far a download got."""
     return sum(p.stat().st_blocks * 512 for p in cache.glob("*/blobs/*") if p.is_file())
-
-
-def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def test_partials_of_finished_blobs_are_swept_and_others_kept(fhub, tmp_path):

@@ -423,7 +423,7 @@ def _write_atomic(path: Path, source: BinaryIO) -> None:
     source.seek(0)
     with open(tmp, "xb") as f:
         shutil.copyfileobj(source, f)
-    os.replace(tmp, path)
+    durable.replace(tmp, path)  # a tree listing is published as durably as the blobs it names
 
 
 def _revisions(manifest: Manifest) -> tuple[Revision, ...]:

@@ -84,6 +84,12 @@ class LineWriter:
             with self._lock:
                 self.dropped += 1
 
+    def wait_drained(self, timeout: float) -> bool:
+        """Whether every line queued so far has been handed to the stream within `timeout` (for shutdown, tests)."""
+        q = self._queue
+        with q.all_tasks_done:
+            return q.all_tasks_done.wait_for(lambda: not q.unfinished_tasks, timeout)
+
     def _run(self) -> None:
         while True:
             line = self._queue.get()
@@ -97,3 +103,5 @@ class LineWriter:
                 self.stream.flush()
             except (OSError, ValueError):
                 pass  # stream closed: serving goes on
+            finally:
+                self._queue.task_done()
