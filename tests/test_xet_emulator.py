@@ -287,3 +287,50 @@ def test_state_survives_a_new_hub(hub, tmp_path):
         assert path.read_bytes() == MAIN_V2
     finally:
         again.stop()
+
+
+def test_api_listings_through_huggingface_hub(hub):
+    """What hfcache's HubClient reads: repo_info, the recursive tree (xet_hash, lfs) and paths-info."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    api = HfApi(endpoint=hub.endpoint, token=TOKEN)
+    assert api.repo_info(REPO).sha == hub.c2
+    assert api.repo_info(REPO, revision=hub.c1, files_metadata=True).sha == hub.c1
+    tree = {f.path: f for f in api.list_repo_tree(REPO, revision=hub.c1, recursive=True) if isinstance(f, RepoFile)}
+    assert set(tree) == set(V1)
+    e = hub.xet_file(REPO, "model.safetensors", hub.c1)
+    assert (tree["model.safetensors"].xet_hash, tree["model.safetensors"].lfs.sha256) == (e.xet_hash, e.sha256)
+    assert tree["config.json"].xet_hash is None and tree["config.json"].lfs is None
+    info = api.get_paths_info(REPO, ["model.safetensors", "sub", "missing.txt"], revision=hub.c1)
+    assert [(type(i).__name__, i.path) for i in info] == [("RepoFile", "model.safetensors"), ("RepoFolder", "sub")]
+    assert info[0].xet_hash == e.xet_hash
+
+
+def test_tree_pages_and_many_files(tmp_path):
+    """1,200 files: the tree comes in pages (Link rel="next"), which huggingface_hub follows; many small Xet
+    files go up in one hf_xet commit."""
+    from huggingface_hub import HfApi
+
+    hub = XetHub(tmp_path / "h", token=TOKEN, xet_rule=lambda path, size: path.startswith("x/"))
+    try:
+        hub.start()
+        files = {f"f/{i:04d}.txt": f"{i}\n" for i in range(1100)} | {f"x/{i:03d}.bin": rnd(2000, i) for i in range(100)}
+        commit = hub.add_repo("org/many", files)
+        listed = list(HfApi(endpoint=hub.endpoint, token=TOKEN).list_repo_tree("org/many", recursive=True))
+        assert {f.path for f in listed} == set(files) | {"f", "x"}
+        assert len(hub.stats.paths("/tree/")) == 2
+        assert all(hub.xet_file("org/many", p, commit).xet_hash for p in files if p.startswith("x/"))
+    finally:
+        hub.stop()
+
+
+def test_big_file_helpers(tmp_path):
+    from tests.xethub import changed_copy, write_random
+
+    a = write_random(tmp_path / "a", 3 * 1024 * 1024 + 5, seed=7)
+    b = changed_copy(a, tmp_path / "b", 0.1)
+    da, db = a.read_bytes(), b.read_bytes()
+    diff = [i for i in range(len(da)) if da[i] != db[i]]
+    assert len(da) == len(db) and diff[0] >= len(da) // 2 and diff[-1] < len(da) // 2 + len(da) // 10
+    assert len(diff) > 0.099 * len(da)

@@ -386,6 +386,38 @@ class XetHub:
         self.stop()
 
 
+def write_random(path: Path, size: int, seed: int) -> Path:
+    """`size` incompressible deterministic bytes, written in 1 MiB blocks (a 1 GiB benchmark file never sits in
+    memory). Block i is `random.Random(seed * 1_000_003 + i).randbytes(MiB)`, so `changed_copy` can rebuild it."""
+    import random
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for i, off in enumerate(range(0, size, MiB)):
+            f.write(random.Random(seed * 1_000_003 + i).randbytes(min(MiB, size - off)))
+    return path
+
+
+def changed_copy(src: Path, dst: Path, fraction: float = 0.1, seed: int = 99) -> Path:
+    """`src` with one contiguous run of `fraction` of its bytes, starting in the middle, replaced by new random
+    bytes (same size): the "fine-tune changed 10%" revision, deduplicable against `src` but for that run."""
+    import random
+
+    size = src.stat().st_size
+    start, n = size // 2, int(size * fraction)
+    rng = random.Random(seed)
+    with open(src, "rb") as f, open(dst, "wb") as out:
+        off = 0
+        while off < size:
+            block = f.read(min(MiB, size - off))
+            lo, hi = max(start, off), min(start + n, off + len(block))
+            if lo < hi:
+                block = block[:lo - off] + rng.randbytes(hi - lo) + block[hi - off:]
+            out.write(block)
+            off += len(block)
+    return dst
+
+
 def hf_download(endpoint: str, cache_dir: Path, repo_id: str, filename: str | None = None, *,
                 revision: str = "main", repo_type: str = "model", token: str | None = None,
                 env: dict[str, str] | None = None, timeout: float = 180) -> Path:

@@ -186,6 +186,8 @@ class XetRoutes:
                               "disabled": False, "gated": False, "tags": [], "downloads": 0, "likes": 0,
                               "siblings": siblings, "lastModified": "2026-01-01T00:00:00.000Z",
                               "createdAt": "2026-01-01T00:00:00.000Z"})
+        if rest[0] == "paths-info" and len(rest) >= 2 and h.command == "POST":
+            return self.paths_info(h, repo, "/".join(rest[1:]))
         if rest[0] == "tree" and len(rest) >= 2:
             return self.tree(h, repo, rest[1], "/".join(rest[2:]), query)
         if rest[0] in ("xet-read-token", "xet-write-token") and len(rest) >= 2:
@@ -200,6 +202,26 @@ class XetRoutes:
                          "X-Xet-Token-Expiration": str(exp)})
         raise Reply(404, {"error": "no such route"})
 
+    def file_entry(self, path: str, e) -> dict:
+        entry = {"type": "file", "oid": e.blob_id, "size": e.size, "path": path}
+        if e.sha256:
+            entry["lfs"] = {"oid": e.sha256, "size": e.size, "pointerSize": len(lfs_ptr(e))}
+            if e.xet_hash and not self.hub.faults.no_xet:
+                entry["xetHash"] = e.xet_hash
+        return entry
+
+    def paths_info(self, h: Handler, repo, rev: str) -> None:
+        """`POST .../paths-info/{rev}` (form `paths=` repeated): entries for those paths that exist."""
+        files = repo.commits[self.commit_of(repo, rev)]
+        out = []
+        for p in parse_qs(h.request_body.decode("utf-8", "replace")).get("paths", []):
+            p = p.strip("/")
+            if p in files:
+                out.append(self.file_entry(p, files[p]))
+            elif any(f.startswith(p + "/") for f in files):
+                out.append({"type": "directory", "oid": "0" * 40, "path": p})
+        raise Reply(200, out)
+
     def tree(self, h: Handler, repo, rev: str, prefix: str, query: dict[str, str]) -> None:
         commit = self.commit_of(repo, rev)
         files = repo.commits[commit]
@@ -213,12 +235,7 @@ class XetRoutes:
             for i in range(1, len(rel) if recursive else min(2, len(rel))):
                 dirs.add(base + "/".join(rel[:i]))
             if recursive or len(rel) == 1:
-                entry = {"type": "file", "oid": e.blob_id, "size": e.size, "path": path}
-                if e.sha256:
-                    entry["lfs"] = {"oid": e.sha256, "size": e.size, "pointerSize": len(lfs_ptr(e))}
-                    if e.xet_hash and not self.hub.faults.no_xet:
-                        entry["xetHash"] = e.xet_hash
-                entries.append(entry)
+                entries.append(self.file_entry(path, e))
         if prefix and not entries and not dirs:
             raise Reply(404, {"error": f"{prefix} does not exist"}, {"X-Error-Code": "EntryNotFound"})
         entries += [{"type": "directory", "oid": "0" * 40, "path": d} for d in dirs]
