@@ -334,3 +334,43 @@ def test_big_file_helpers(tmp_path):
     diff = [i for i in range(len(da)) if da[i] != db[i]]
     assert len(da) == len(db) and diff[0] >= len(da) // 2 and diff[-1] < len(da) // 2 + len(da) // 10
     assert len(diff) > 0.099 * len(da)
+
+
+@pytest.mark.parametrize("multirange", [False, True])
+def test_reconstruction_v2(hub, tmp_path, multirange):
+    """With `reconstruction_v2`, hf_xet takes the v2 answer (one URL per xorb, several ranges). By default it
+    fetches each range apart; with HF_XET_CLIENT_ENABLE_MULTIRANGE_FETCHING it asks them in one multi-range GET,
+    answered as multipart/byteranges (here after a reset of the first xorb GET)."""
+    hub.reconstruction_v2 = True
+    env = {"HF_XET_CLIENT_ENABLE_MULTIRANGE_FETCHING": "true"} if multirange else {}
+    hub.faults.reset_next_xorb = int(multirange)
+    try:
+        path = hf_download(hub.endpoint, tmp_path / "c", REPO, "model.safetensors", revision=hub.c2, token=TOKEN,
+                           env=env)
+        assert path.read_bytes() == MAIN_V2
+    finally:
+        hub.reconstruction_v2 = False
+    x2 = hub.xet_file(REPO, "model.safetensors", hub.c2).xet_hash
+    assert ("GET", f"/cas/v2/reconstructions/{x2}", 200) in hub.stats.requests
+    assert not hub.stats.paths("/cas/v1/reconstructions")
+    assert hub.stats.xorb_bytes >= SIZE
+    assert (hub.stats.multirange_gets >= 1) if multirange else (hub.stats.multirange_gets == 0)
+
+
+def test_multirange_xorb_get(hub):
+    s, cas = cas_session(hub)
+    x2 = hub.xet_file(REPO, "model.safetensors", hub.c2).xet_hash
+    hub.reconstruction_v2 = True
+    try:
+        body = s.get(f"{cas}/v2/reconstructions/{x2}").json()
+    finally:
+        hub.reconstruction_v2 = False
+    multi = [(x, e) for x, entries in body["xorbs"].items() for e in entries if len(e["ranges"]) > 1]
+    assert multi, "the changed revision reuses two separate runs of the first xorb"
+    xorb, entry = multi[0]
+    spans = [(r["bytes"]["start"], r["bytes"]["end"]) for r in entry["ranges"]]
+    r = requests.get(entry["url"], headers={"Range": "bytes=" + ",".join(f"{a}-{b}" for a, b in spans)})
+    assert r.status_code == 206 and r.headers["Content-Type"].startswith("multipart/byteranges; boundary=")
+    raw = (hub.root / "xorbs" / xorb).read_bytes()
+    for a, b in spans:
+        assert f"Content-Range: bytes {a}-{b}/{len(raw)}\r\n\r\n".encode() + raw[a:b + 1] + b"\r\n" in r.content

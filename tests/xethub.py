@@ -112,6 +112,7 @@ class Stats:
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     xorb_bytes: int = 0  # xorb bytes served by signed-URL GETs (ranges summed)
     xorb_gets: int = 0
+    multirange_gets: int = 0  # xorb GETs asking several ranges at once (v2), answered multipart/byteranges
     bridge_bytes: int = 0  # bytes served by the plain-HTTP bridge
     git_bytes: int = 0  # bytes of plain (non-LFS) files served by resolve
     reconstructions: int = 0  # v1 reconstructions answered (the v2 probe, a 404, is only in `requests`)
@@ -160,8 +161,9 @@ class XetHub:
     so a second `XetHub(root)` serves the same repos (benchmarks upload once)."""
 
     def __init__(self, root: Path, token: str | None = None,
-                 xet_rule: Callable[[str, int], bool] = default_xet_rule) -> None:
+                 xet_rule: Callable[[str, int], bool] = default_xet_rule, reconstruction_v2: bool = False) -> None:
         self.root = Path(root)
+        self.reconstruction_v2 = reconstruction_v2  # answer /v2/reconstructions (multi-range xorb URLs) too
         self.token = token
         self.xet_rule = xet_rule
         self.stats = Stats()

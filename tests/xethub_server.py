@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import socket
 import struct
 import time
@@ -333,8 +334,9 @@ class XetRoutes:
         if parts == ["v1", "telemetry"]:
             raise Reply(200, {})
         self.cas_auth(h)
-        if parts[:2] == ["v1", "reconstructions"] and len(parts) == 3 and h.command == "GET":
-            return self.reconstruction(h, parts[2])
+        if parts[1:2] == ["reconstructions"] and len(parts) == 3 and h.command == "GET" and (
+                parts[0] == "v1" or (parts[0] == "v2" and hub.reconstruction_v2)):
+            return self.reconstruction(h, parts[2], parts[0])
         if parts[:2] == ["v1", "xorbs"] and len(parts) == 4 and HEX64.fullmatch(parts[3]):
             if h.command == "HEAD":
                 raise Reply(200 if (hub.root / "xorbs" / parts[3]).is_file() else 404)
@@ -357,7 +359,9 @@ class XetRoutes:
             raise Reply(200, (hub.root / "shards" / name).read_bytes(), {"Content-Type": "application/octet-stream"})
         raise Reply(404, {"error": "not implemented by the emulator"})
 
-    def reconstruction(self, h: Handler, file_hash: str) -> None:
+    def reconstruction(self, h: Handler, file_hash: str, version: str) -> None:
+        """v1: `fetch_info` {xorb: [{range, url, url_range}]}, one URL per merged range; v2: `xorbs` {xorb: [{url,
+        ranges: [{chunks, bytes}]}]}, one URL per xorb, fetched with a multi-range `Range` (multipart answer)."""
         hub = self.hub
         with hub.lock:
             hub.stats.reconstructions += 1
@@ -367,21 +371,26 @@ class XetRoutes:
         if segments is None:
             raise Reply(404, {"error": "file not found"})
         size = sum(s.unpacked for s in segments)
+        key = "fetch_info" if version == "v1" else "xorbs"
         if size == 0:
-            raise Reply(200, {"offset_into_first_range": 0, "terms": [], "fetch_info": {}})
+            raise Reply(200, {"offset_into_first_range": 0, "terms": [], key: {}})
         start, end = parse_range(h.headers.get("Range"), size) or (0, size - 1)
         offset, terms, fetches = reconstruct(segments, hub.chunks_of, start, end + 1)
         exp = int(time.time() + hub.faults.xorb_url_ttl)
         fetch_info: dict[str, list] = {}
         for f in fetches:
             url = f"{hub.cas_url}/xorb/{f.xorb}?exp={exp}&sig={hub.sign('xorb', f.xorb, exp)}"
-            fetch_info.setdefault(f.xorb, []).append({"range": {"start": f.chunk_start, "end": f.chunk_end},
-                                                      "url": url,
-                                                      "url_range": {"start": f.byte_start, "end": f.byte_end - 1}})
+            chunks, span = {"start": f.chunk_start, "end": f.chunk_end}, {"start": f.byte_start, "end": f.byte_end - 1}
+            if version == "v1":
+                fetch_info.setdefault(f.xorb, []).append({"range": chunks, "url": url, "url_range": span})
+            elif f.xorb in fetch_info:
+                fetch_info[f.xorb][0]["ranges"].append({"chunks": chunks, "bytes": span})
+            else:
+                fetch_info[f.xorb] = [{"url": url, "ranges": [{"chunks": chunks, "bytes": span}]}]
         raise Reply(200, {"offset_into_first_range": offset,
                           "terms": [{"hash": t.xorb, "unpacked_length": t.unpacked,
                                      "range": {"start": t.chunk_start, "end": t.chunk_end}} for t in terms],
-                          "fetch_info": fetch_info})
+                          key: fetch_info})
 
     def xorb_get(self, h: Handler, xorb_hash: str, query: dict[str, str]) -> None:
         hub = self.hub
@@ -395,7 +404,47 @@ class XetRoutes:
             raise Reply(404, b"not found")
         fault = "reset" if hub.faults.take("reset_next_xorb") else "corrupt" if hub.faults.take(
             "corrupt_next_xorb") else None
+        spec = h.headers.get("Range") or ""
+        if "," in spec:
+            return self.serve_ranges(h, path, spec, fault)
         return self.serve_file(h, path, path.stat().st_size, {}, "xorb_bytes", fault)
+
+    def serve_ranges(self, h: Handler, path, spec: str, fault: str | None) -> int:
+        """A multi-range GET (v2 fetches): a `multipart/byteranges` answer (RFC 7233), at most 256 parts."""
+        size = path.stat().st_size
+        with self.hub.lock:
+            self.hub.stats.multirange_gets += 1
+        specs = spec.removeprefix("bytes=").split(",")
+        if not spec.startswith("bytes=") or len(specs) > 256:
+            raise Reply(416, headers={"Content-Range": f"bytes */{size}"})
+        spans = [parse_range(f"bytes={p.strip()}", size) for p in specs]
+        boundary = "xethub" + secrets.token_hex(8)
+        body, middle = bytearray(), None
+        with open(path, "rb") as f:
+            for a, b in spans:
+                f.seek(a)
+                data = f.read(b - a + 1)
+                body += (f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
+                         f"Content-Range: bytes {a}-{b}/{size}\r\n\r\n").encode()
+                middle = middle if middle is not None else len(body) + len(data) // 2
+                body += data + b"\r\n"
+        body += f"--{boundary}--\r\n".encode()
+        if fault == "corrupt":
+            body[middle] ^= 0xFF
+        h.send_response(206)
+        h.send_header("Content-Type", f"multipart/byteranges; boundary={boundary}")
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        out = body[:len(body) // 2] if fault == "reset" else body
+        h.wfile.write(out)
+        with self.hub.lock:
+            self.hub.stats.xorb_bytes += sum(b - a + 1 for a, b in spans) // (2 if fault == "reset" else 1)
+        if fault == "reset":
+            h.wfile.flush()
+            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            h.connection.close()
+            raise ConnectionResetError("fault: reset mid-xorb")
+        return 206
 
 
 def lfs_ptr(e) -> bytes:
