@@ -374,3 +374,55 @@ def test_multirange_xorb_get(hub):
     raw = (hub.root / "xorbs" / xorb).read_bytes()
     for a, b in spans:
         assert f"Content-Range: bytes {a}-{b}/{len(raw)}\r\n\r\n".encode() + raw[a:b + 1] + b"\r\n" in r.content
+
+
+def test_ranged_reconstructions_through_hf_xet(hub):
+    """hf_xet's own range streams (it asks `Range` reconstructions, as it does in 256 MB segments for big files)
+    give the right bytes for ranges cut anywhere: first/last byte, chunk and xorb-run boundaries, across the
+    changed run of revision 2 (old xorb, new xorb, old xorb again)."""
+    from hf_xet import XetFileInfo, XetSession
+
+    x2 = hub.xet_file(REPO, "model.safetensors", hub.c2).xet_hash
+    token, exp = hub.issue_cas_token()
+    cuts = [0, 1, SIZE // 2 - 1, SIZE // 2, SIZE // 2 + 1, SIZE // 2 + SIZE // 10, SIZE - 1, SIZE]
+    bounds, at = [], 0  # file offsets where a segment (a run of one xorb) starts or ends
+    for seg in hub.segments(x2):
+        bounds += [at, at + seg.unpacked]
+        at += seg.unpacked
+    cuts += [b + d for b in bounds for d in (-1, 0, 1) if 0 <= b + d <= SIZE]
+    rng = random.Random(5)
+    spans = {(0, SIZE), (0, 1), (SIZE - 1, SIZE)} | {tuple(sorted(rng.sample(cuts, 2))) for _ in range(12)}
+    group = XetSession().new_download_stream_group(endpoint=hub.cas_url, token=token, token_expiry_unix_secs=exp)
+    with group:
+        for a, b in sorted(s for s in spans if s[0] < s[1]):
+            got = b"".join(group.download_stream(XetFileInfo(x2, SIZE), start=a, end=b))
+            assert got == MAIN_V2[a:b], (a, b)
+    asked = set(hub.stats.reconstruction_ranges)
+    assert {f"bytes={a}-{b - 1}" for a, b in spans if a < b} <= asked, asked
+
+
+def test_stall_then_kill_then_download_again(hub, tmp_path):
+    """`stall_next_xorb` holds a xorb response at half its body until released: the moment a test kills its
+    client mid-file. Nothing of the file is visible after the kill; the next run completes it."""
+    import subprocess
+
+    from tests.xethub import hf_download_command
+
+    hub.faults.stall_next_xorb = 1
+    cache = tmp_path / "c"
+    argv, env = hf_download_command(hub.endpoint, cache, REPO, "model.safetensors", revision=hub.c1, token=TOKEN)
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert hub.faults.stalled.wait(120), "the download never reached the stalled xorb"
+        proc.kill()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        hub.faults.release.set()
+    x1 = hub.xet_file(REPO, "model.safetensors", hub.c1).xet_hash
+    assert not (cache / "blobs" / x1[:2] / x1).exists()
+    assert not (cache / "models--org--xet" / "snapshots" / hub.c1 / "model.safetensors").exists()
+    path = hf_download(hub.endpoint, cache, REPO, "model.safetensors", revision=hub.c1, token=TOKEN)
+    assert path.read_bytes() == MAIN_V1

@@ -115,7 +115,8 @@ class Stats:
     multirange_gets: int = 0  # xorb GETs asking several ranges at once (v2), answered multipart/byteranges
     bridge_bytes: int = 0  # bytes served by the plain-HTTP bridge
     git_bytes: int = 0  # bytes of plain (non-LFS) files served by resolve
-    reconstructions: int = 0  # v1 reconstructions answered (the v2 probe, a 404, is only in `requests`)
+    reconstructions: int = 0  # reconstructions answered (a v2 probe answered 404 is only in `requests`)
+    reconstruction_ranges: list[str | None] = field(default_factory=list)  # their Range headers, in order
     token_calls: int = 0  # xet-read-token / xet-write-token
     xorb_bytes_uploaded: int = 0
     shards_uploaded: int = 0
@@ -138,6 +139,9 @@ class Faults:
     xorb_url_ttl: float = 3600.0  # signed xorb URLs issued from now on expire after this many seconds
     reset_next_xorb: int = 0  # next N xorb GETs send half the body, then reset the connection
     corrupt_next_xorb: int = 0  # next N xorb GETs flip one byte in the middle of the body
+    stall_next_xorb: int = 0  # next N xorb GETs send half the body, set `stalled`, wait for `release` (<= 120 s)
+    stalled: threading.Event = field(default_factory=threading.Event)  # a test kills its client on this
+    release: threading.Event = field(default_factory=threading.Event)
     no_xet: bool = False  # offer no Xet: no X-Xet-Hash / xet-auth Link / xetHash (plain HTTP bridge only)
     token_ttl: float = 3600.0  # lifetime of issued CAS tokens
 
@@ -150,6 +154,7 @@ class Faults:
             return False
 
     def clear(self) -> None:
+        self.release.set()  # a stalled response ends (its client is gone or gets the rest)
         self.__init__()
 
 
@@ -420,6 +425,24 @@ def changed_copy(src: Path, dst: Path, fraction: float = 0.1, seed: int = 99) ->
     return dst
 
 
+def hf_download_command(endpoint: str, cache_dir: Path, repo_id: str, filename: str | None = None, *,
+                        revision: str = "main", repo_type: str = "model", token: str | None = None,
+                        env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of a fresh process running huggingface_hub's `snapshot_download` (no filename) or
+    `hf_hub_download`, printing the path it returns (for `subprocess.Popen` when a test kills it midway)."""
+    import sys
+
+    call = (f"hf_hub_download({repo_id!r}, {filename!r}, " if filename else f"snapshot_download({repo_id!r}, ")
+    code = ("from huggingface_hub import hf_hub_download, snapshot_download\n"
+            f"print({call}revision={revision!r}, repo_type={repo_type!r}, cache_dir={str(cache_dir)!r}, "
+            f"endpoint={endpoint!r}, token={token!r}))\n")
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET", "HF_TOKEN"))}
+    full_env.update({"HF_XET_CLIENT_RETRY_BASE_DELAY": "100ms", "HF_XET_TELEMETRY_ENABLED": "false",
+                     "HF_HUB_DISABLE_PROGRESS_BARS": "1", **(env or {})})
+    return [sys.executable, "-c", code], full_env
+
+
 def hf_download(endpoint: str, cache_dir: Path, repo_id: str, filename: str | None = None, *,
                 revision: str = "main", repo_type: str = "model", token: str | None = None,
                 env: dict[str, str] | None = None, timeout: float = 180) -> Path:
@@ -427,17 +450,10 @@ def hf_download(endpoint: str, cache_dir: Path, repo_id: str, filename: str | No
     (so HF_HUB_DISABLE_XET & co, read at import, and hf_xet's per-process session start clean). Returns the path
     it printed; fails the test with its stderr when it fails. hf_xet retries after 100 ms here, not 3 s."""
     import subprocess
-    import sys
 
-    call = (f"hf_hub_download({repo_id!r}, {filename!r}, " if filename else f"snapshot_download({repo_id!r}, ")
-    code = ("import sys\nfrom huggingface_hub import hf_hub_download, snapshot_download\n"
-            f"print({call}revision={revision!r}, repo_type={repo_type!r}, cache_dir={str(cache_dir)!r}, "
-            f"endpoint={endpoint!r}, token={token!r}))\n")
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET", "HF_TOKEN"))}
-    full_env.update({"HF_XET_CLIENT_RETRY_BASE_DELAY": "100ms", "HF_XET_TELEMETRY_ENABLED": "false",
-                     "HF_HUB_DISABLE_PROGRESS_BARS": "1", **(env or {})})
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=timeout)
+    argv, full_env = hf_download_command(endpoint, cache_dir, repo_id, filename, revision=revision,
+                                         repo_type=repo_type, token=token, env=env)
+    p = subprocess.run(argv, capture_output=True, text=True, env=full_env, timeout=timeout)
     if p.returncode != 0:
         raise AssertionError(f"huggingface_hub failed ({p.returncode}):\n{p.stderr[-3000:]}")
     return Path(p.stdout.strip().splitlines()[-1])

@@ -305,7 +305,7 @@ class XetRoutes:
         h.end_headers()
         if h.command == "HEAD":
             return status
-        sent, cut = 0, length // 2 if fault == "reset" else None
+        sent, cut = 0, length // 2 if fault in ("reset", "stall") else None
         with open(path, "rb") as f:
             f.seek(start)
             while sent < length:
@@ -319,7 +319,13 @@ class XetRoutes:
                 sent += len(block)
                 with self.hub.lock:
                     setattr(self.hub.stats, counter, getattr(self.hub.stats, counter) + len(block))
-                if cut is not None and sent >= cut:
+                if fault == "stall" and sent >= cut:
+                    h.wfile.flush()
+                    faults = self.hub.faults
+                    faults.stalled.set()
+                    faults.release.wait(120)
+                    cut = None
+                elif cut is not None and sent >= cut:
                     h.wfile.flush()
                     h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     h.connection.close()  # RST: the client sees a reset mid-body
@@ -365,6 +371,7 @@ class XetRoutes:
         hub = self.hub
         with hub.lock:
             hub.stats.reconstructions += 1
+            hub.stats.reconstruction_ranges.append(h.headers.get("Range"))
             segments = hub.files.get(file_hash)
         if hub.faults.take("reconstruction_401"):
             raise Reply(401, {"error": "token expired (fault)"})
@@ -402,8 +409,7 @@ class XetRoutes:
         path = hub.root / "xorbs" / xorb_hash
         if not HEX64.fullmatch(xorb_hash) or not path.is_file():
             raise Reply(404, b"not found")
-        fault = "reset" if hub.faults.take("reset_next_xorb") else "corrupt" if hub.faults.take(
-            "corrupt_next_xorb") else None
+        fault = next((f for f in ("reset", "corrupt", "stall") if hub.faults.take(f"{f}_next_xorb")), None)
         spec = h.headers.get("Range") or ""
         if "," in spec:
             return self.serve_ranges(h, path, spec, fault)
