@@ -307,6 +307,15 @@ class XetRoutes:
             return status
         sent, cut = 0, length // 2 if fault in ("reset", "stall") else None
         with open(path, "rb") as f:
+            if fault is None:  # the common case, zero-copy: the emulator must not be what a benchmark measures
+                while sent < length:
+                    n = h.connection.sendfile(f, start + sent, min(8 * BLOCK, length - sent))
+                    if n == 0:
+                        break
+                    sent += n
+                    with self.hub.lock:
+                        setattr(self.hub.stats, counter, getattr(self.hub.stats, counter) + n)
+                return status
             f.seek(start)
             while sent < length:
                 block = f.read(min(BLOCK, length - sent, (cut - sent) if cut is not None else BLOCK))
