@@ -15,7 +15,7 @@ import pytest
 import requests
 
 from tests.xetcas_format import parse_shard, xorb_chunks
-from tests.xethub import XetHub, git_sha1, hf_download
+from tests.xethub import XetHub, git_sha1, hf_download, xet_hub  # noqa: F401 (the fixture, tested below)
 
 TOKEN = "hf_xet_emulator_token"
 SIZE = int(os.environ.get("XETHUB_TEST_MIB", "4")) * 1024 * 1024
@@ -42,6 +42,7 @@ def hub(tmp_path_factory):
     h.up1 = h.stats.xorb_bytes_uploaded
     h.c2 = h.add_repo(REPO, V2)
     h.up2 = h.stats.xorb_bytes_uploaded - h.up1
+    h.ccopy = h.add_repo("org/xet-copy", {"weights/same.safetensors": MAIN_V1})
     h.cds = h.add_repo("org/xds", {"data/train.bin": rnd(200_000, 4), "README.md": "---\n---\n"},
                        repo_type="dataset")
     yield h
@@ -426,3 +427,38 @@ def test_stall_then_kill_then_download_again(hub, tmp_path):
     assert not (cache / "models--org--xet" / "snapshots" / hub.c1 / "model.safetensors").exists()
     path = hf_download(hub.endpoint, cache, REPO, "model.safetensors", revision=hub.c1, token=TOKEN)
     assert path.read_bytes() == MAIN_V1
+
+
+def test_shared_store_links_a_second_repo_without_fetching(hub, tmp_path):
+    """Same bytes in another repo: huggingface_hub links the store entry it has (no HEAD-time fetch, no xorb),
+    appending a second line to `.refs`; with the tree cached, a download by commit sends no HEAD at all."""
+    cache = tmp_path / "c"
+    hf_download(hub.endpoint, cache, REPO, revision=hub.c1, token=TOKEN)
+    hub.stats.reset()
+    hf_download(hub.endpoint, cache, "org/xet-copy", "weights/same.safetensors", token=TOKEN)
+    assert hub.stats.xorb_gets == hub.stats.reconstructions == 0
+    e = hub.xet_file(REPO, "model.safetensors", hub.c1)
+    refs = cache / "blobs" / e.xet_hash[:2] / f"{e.xet_hash}.refs"
+    assert refs.read_text() == f"models--org--xet/blobs/{e.sha256}\nmodels--org--xet-copy/blobs/{e.sha256}\n"
+    hub.stats.reset()
+    hf_download(hub.endpoint, cache, REPO, "sub/dir/tok.bin", revision=hub.c1, token=TOKEN)
+    assert not [r for r in hub.stats.requests if r[0] == "HEAD"]  # trees/<commit>.json said all
+
+
+def test_disable_shared_blobs(hub, tmp_path):
+    """HF_HUB_DISABLE_SHARED_BLOBS=1: still fetched through hf_xet, but into an ordinary repo blob."""
+    cache = tmp_path / "c"
+    path = hf_download(hub.endpoint, cache, REPO, "model.safetensors", revision=hub.c1, token=TOKEN,
+                       env={"HF_HUB_DISABLE_SHARED_BLOBS": "1"})
+    assert path.read_bytes() == MAIN_V1
+    assert hub.stats.xorb_bytes >= SIZE and hub.stats.bridge_bytes == 0
+    assert not (cache / "blobs").exists()
+    e = hub.xet_file(REPO, "model.safetensors", hub.c1)
+    blob = cache / "models--org--xet" / "blobs" / e.sha256
+    assert stat.S_ISREG(blob.lstat().st_mode) and mode(blob) == 0o644
+
+
+def test_the_xet_hub_fixture(xet_hub, tmp_path):  # noqa: F811 (pytest passes the imported fixture)
+    commit = xet_hub.add_repo("a/b", {"w.bin": b"x" * 5000})
+    path = hf_download(xet_hub.endpoint, tmp_path / "c", "a/b", "w.bin", revision=commit, token=xet_hub.token)
+    assert path.read_bytes() == b"x" * 5000
