@@ -425,6 +425,21 @@ def changed_copy(src: Path, dst: Path, fraction: float = 0.1, seed: int = 99) ->
     return dst
 
 
+def sample_files(seed: int = 0, scale: int = 1) -> dict[str, bytes]:
+    """Files whose xorb chunks come out in each compression scheme hf_xet picks (compression_policy auto):
+    float32 weights -> 2 (byte-grouping-4 + LZ4), repetitive text -> 1 (LZ4), random -> 0 (none). ~3 MB each
+    `scale`."""
+    import random
+    import struct
+
+    rng = random.Random(seed)
+    n = 300_000 * scale
+    words = ["hello ", "world ", "tensor ", "weight ", "\n"]
+    return {"weights_f32.safetensors": struct.pack(f"<{n}f", *(rng.gauss(0, 0.02) for _ in range(n))),
+            "text.bin": "".join(rng.choice(words) for _ in range(200_000 * scale)).encode(),
+            "random.bin": rng.randbytes(1_000_000 * scale)}
+
+
 def hf_download_command(endpoint: str, cache_dir: Path, repo_id: str, filename: str | None = None, *,
                         revision: str = "main", repo_type: str = "model", token: str | None = None,
                         env: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
