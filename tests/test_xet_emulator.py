@@ -55,6 +55,7 @@ def _clean(hub):
     hub.stats.reset()
     yield
     hub.faults.clear()
+    assert not hub.stats.errors, hub.stats.errors  # the emulator never failed on its own
 
 
 def expected_tree(files: dict, hub: XetHub, commit: str) -> dict:

@@ -121,7 +121,7 @@ class Stats:
     xorb_bytes_uploaded: int = 0
     shards_uploaded: int = 0
     dedup_queries: int = 0
-    errors: list[str] = field(default_factory=list)  # malformed uploads refused (400), with the reason
+    errors: list[str] = field(default_factory=list)  # malformed uploads refused (400) and emulator errors (500)
 
     def reset(self) -> None:
         self.__init__()
@@ -377,6 +377,7 @@ class XetHub:
         server, self._server = self._server, None
         if server is None:
             return
+        self.faults.release.set()
         server.shutdown()
         for sock in list(server.open_sockets):  # keep-alive connections: wake their threads
             with contextlib.suppress(OSError):
