@@ -1,30 +1,38 @@
 """A Xet Hub + CAS emulator for tests: real fixtures (uploaded by hf_xet itself), served back as the Hub does.
 
-    hub = XetHub(tmp_path / "hub", token=TOKEN)
-    commit = hub.add_repo("org/name", {"model.safetensors": data, "config.json": "{}"})
-    endpoint = hub.start()          # Hub API, resolve, bridge (on http://localhost:PORT) and CAS (PORT/cas)
-    hub.stats.xorb_bytes, hub.faults.reconstruction_401 = 1, ...
+    hub = XetHub(tmp_path / "hub", token=TOKEN)      # or the `xet_hub` fixture (import it into the test module)
+    commit = hub.add_repo("org/name", {"model.safetensors": data, "config.json": "{}"})  # again: a new commit
+    endpoint = hub.start()   # Hub API + resolve + CAS (`{endpoint}/cas`) on 127.0.0.1:PORT, bridge on localhost:PORT
+    hub.stats.xorb_bytes; hub.faults.expire_next_xorb = 1; hub.xet_file("org/name", "model.safetensors")
+    hf_download(endpoint, cache, "org/name", token=TOKEN)   # the oracle, huggingface_hub in a fresh process
     hub.stop()
 
 Files for which `xet_rule(path, size)` holds (default: `.bin`/`.safetensors` or over 1 MiB) are uploaded with
-`hf_xet.XetSession().new_upload_commit(...)` into this CAS (`POST /cas/v1/xorbs/default/{h}`, `POST
-/cas/v1/shards`); hf_xet's own shard cache (under `root/xet-uploader`) dedups a later revision's chunks against
-earlier uploads, so a changed file reuses the old xorbs. Other files are plain git blobs.
+`hf_xet.XetSession().new_upload_commit(...)` into this CAS; hf_xet's own shard cache (under `root/xet-uploader`)
+dedups a later revision's chunks against earlier uploads, so a changed file reuses the old xorbs (the CAS also
+answers global-dedup queries). Other files are plain git blobs. The bridge serves the uploaded bytes (kept under
+`root/lfs/<sha256>`), not a decoding of the xorbs: hf_xet's downloads prove the xorbs.
 
 Wire (what huggingface_hub 2.4 + hf_xet 1.8 use; see tests/test_xet_emulator.py):
 - `GET /api/{type}s/{repo}[/revision/{rev}]`, `GET /api/{type}s/{repo}/tree/{rev}[/{path}]?recursive=true`
-  (entries carry `xetHash` for Xet files, `lfs: {oid, size, pointerSize}`; 1000 per page, `Link: rel="next"`).
+  (entries carry `xetHash` for Xet files, `lfs: {oid, size, pointerSize}`; 1000 per page, `Link: rel="next"`),
+  `POST /api/{type}s/{repo}/paths-info/{rev}` (form `paths=`).
 - `HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{path}`: plain files 200 (ETag = git sha1, Range). Xet files: 302 to
   the bridge (origin `http://localhost:PORT`, so clients treat it as a CDN) with `X-Repo-Commit`, `ETag`,
-  `X-Linked-Etag` (sha256), `X-Linked-Size`, `X-Xet-Hash`, `Link: <.../api/{type}s/{repo}/xet-read-token/{commit}>;
-  rel="xet-auth"`. `/bridge/{sha256}?exp=&sig=` serves the whole file with Range (HF_HUB_DISABLE_XET path).
+  `X-Linked-Etag` (sha256), `X-Linked-Size`, `X-Xet-Hash`, `Link: <{endpoint}/api/{type}s/{repo}/xet-read-token/
+  {commit}>; rel="xet-auth", <{cas}/v1/reconstructions/{xet_hash}>; rel="xet-reconstruction-info"`.
+  `/bridge/{sha256}?exp=&sig=` serves the whole file with Range (the HF_HUB_DISABLE_XET path).
 - `GET /api/{type}s/{repo}/xet-read-token/{rev}` (and `xet-write-token`): headers `X-Xet-Cas-Url`,
   `X-Xet-Access-Token`, `X-Xet-Token-Expiration` and JSON `{casUrl, accessToken, exp}`.
-- CAS (`casUrl` = `{endpoint}/cas`, Bearer token): `GET /v1/reconstructions/{file}` with `Range: bytes=a-b`
-  (terms, `fetch_info` with signed URLs `/cas/xorb/{h}?exp=&sig=` and inclusive `url_range`; 416 past the end),
-  `GET /cas/xorb/{h}` with Range (no auth; 403 once `exp` has passed), `GET /v1/chunks/{prefix}/{chunk}` (global
-  dedup: the shard holding that chunk, else 404), `HEAD|POST /v1/xorbs/...`, `POST /v1/shards`. Answered 404:
-  `/v2/reconstructions`, `/v2/shards` (hf_xet falls back to v1), batch reconstructions; `/v1/telemetry` 200.
+- CAS (Bearer token): `GET /v1/reconstructions/{file}` with `Range: bytes=a-b` (inclusive; 416 past the end):
+  `offset_into_first_range`, `terms` [{hash, unpacked_length, range {start, end excl.}}], `fetch_info` {xorb:
+  [{range, url, url_range {start, end incl.}}]}, URLs `/cas/xorb/{h}?exp=&sig=` signed, no auth, 403 once `exp`
+  passed (`faults.xorb_url_ttl`). With `reconstruction_v2=True` also `/v2/reconstructions` (`xorbs` {xorb: [{url,
+  ranges: [{chunks, bytes}]}]}; a multi-range GET is answered multipart/byteranges), else 404 and hf_xet falls
+  back to v1 for the rest of its session. Uploads: `GET /v1/chunks/default/{chunk}` (global dedup: the shard
+  holding that chunk, else 404), `POST /v1/xorb-grants/...` 404 (hf_xet then POSTs directly), `HEAD|POST
+  /v1/xorbs/default/{h}` -> `{"was_inserted"}`, `POST /v2/shards` 404 then `POST /v1/shards` -> `{"result": 1}`
+  (an uploaded shard has no footer: header `footer_size` 0); `POST /v1/telemetry` 200.
 
 What huggingface_hub 2.4 + hf_xet 1.8 wrote for `snapshot_download` of a Xet repo (cache root 0755, umask 022;
 test_xet_emulator.py::test_snapshot_download_writes_the_shared_store asserts every line):
@@ -42,10 +50,14 @@ test_xet_emulator.py::test_snapshot_download_writes_the_shared_store asserts eve
   paths sorted; `xet_hash` only when the tree listing had `xetHash`.
 - `HF_HUB_DISABLE_XET=1`, or a Hub offering no Xet: no `blobs/` store at all, ordinary `blobs/<sha256>` from the
   bridge; `trees/` still written (with `xet_hash` when the listing has it, i.e. under HF_HUB_DISABLE_XET).
+- Same bytes in a second repo: linked from the store without a fetch, a second `.refs` line appended. With
+  `trees/<commit>.json` cached, a download by commit sends no HEAD for Xet files.
+- `HF_HUB_DISABLE_SHARED_BLOBS=1`: fetched through hf_xet, into an ordinary `blobs/<sha256>` (0644), no store.
 - hf_xet (not huggingface_hub) refreshes the CAS token only by its expiry (30 s ahead), through the xet-auth
   route's JSON; a 401 from the CAS fails the download. It re-asks the reconstruction when a xorb URL answers
   403, retries a reset range, and checks no chunk hash: a flipped byte in an uncompressed chunk lands in the
   store (see test_corrupt_xorb_fault). Its downloads use no chunk cache: a new revision is fetched whole.
+  Files over 256 MB are reconstructed in ranged requests (`bytes=0-255999999`, ...).
 """
 
 from __future__ import annotations
