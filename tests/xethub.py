@@ -124,6 +124,7 @@ class Stats:
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     xorb_bytes: int = 0  # xorb bytes served by signed-URL GETs (ranges summed)
     xorb_gets: int = 0
+    xorb_requests: list[tuple[str, str | None]] = field(default_factory=list)  # (xorb hash, Range header) per GET
     multirange_gets: int = 0  # xorb GETs asking several ranges at once (v2), answered multipart/byteranges
     bridge_bytes: int = 0  # bytes served by the plain-HTTP bridge
     git_bytes: int = 0  # bytes of plain (non-LFS) files served by resolve

@@ -419,6 +419,7 @@ class XetRoutes:
         hub = self.hub
         with hub.lock:
             hub.stats.xorb_gets += 1
+            hub.stats.xorb_requests.append((xorb_hash, h.headers.get("Range")))
         if hub.faults.take("expire_next_xorb"):
             raise Reply(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
         self.check_signature("xorb", xorb_hash, query)
