@@ -482,3 +482,22 @@ def test_every_compression_scheme(tmp_path):
             assert (snap / path).read_bytes() == data
     finally:
         hub.stop()
+
+
+def test_malformed_uploads_are_refused(hub):
+    """Bounded parsers: a truncated or foreign shard or xorb is a 400 (reason in stats.errors), nothing kept."""
+    from tests.xetcas_format import SHARD_TAG
+
+    s, cas = cas_session(hub)
+    shards_before = sorted((hub.root / "shards").iterdir())
+    good = next(iter((hub.root / "shards").iterdir())).read_bytes()
+    for body in (b"", b"junk" * 100, SHARD_TAG + b"\0" * 16, good[:len(good) // 2], good[:48] + b"\xff" * 40):
+        assert s.post(f"{cas}/v1/shards", data=body).status_code == 400
+    xh = "ab" * 32
+    for body in (b"", b"\x00\xff\xff\xff\x00\x01\x00\x00" + b"x" * 10, b"\x07" + b"\0" * 7):
+        assert s.post(f"{cas}/v1/xorbs/default/{xh}", data=body).status_code == 400
+    assert not (hub.root / "xorbs" / xh).exists()
+    assert sorted((hub.root / "shards").iterdir()) == shards_before
+    assert len(hub.stats.errors) == 8
+    assert requests.post(f"{cas}/v1/shards", data=good).status_code == 401  # no CAS token
+    hub.stats.errors.clear()
