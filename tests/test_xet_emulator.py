@@ -73,6 +73,18 @@ def mode(p: Path) -> int:
     return stat.S_IMODE(p.lstat().st_mode)
 
 
+def umask() -> int:
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def shared_mode(cache: Path) -> int:
+    """huggingface_hub's `_shared_blob_mode`: read-only, readable by whoever can traverse the cache root."""
+    root = mode(cache)
+    return 0o400 | (0o040 if root & 0o010 else 0) | (0o004 if root & 0o001 else 0)
+
+
 def test_fixtures_are_real_hf_xet_uploads(hub, tmp_path):
     """The xet hashes are hf_xet's own; the stored shards and xorbs parse; a revision changing 10% of the file
     uploads about 10% new xorb bytes (hf_xet deduplicated against the first upload)."""
@@ -107,7 +119,7 @@ def test_snapshot_download_writes_the_shared_store(hub, tmp_path):
         assert (snap / path).read_bytes() == (data.encode() if isinstance(data, str) else data)
     store = cache / "blobs"
     assert (store / ".huggingface-shared-blobs").read_text() == "1\n"
-    assert mode(store / ".huggingface-shared-blobs") == 0o444
+    assert mode(store / ".huggingface-shared-blobs") == shared_mode(cache) == 0o777 & ~umask() & 0o444
     expected_names = {".huggingface-shared-blobs"}
     for path in V1:
         e = hub.xet_file(REPO, path, hub.c1)
@@ -115,13 +127,13 @@ def test_snapshot_download_writes_the_shared_store(hub, tmp_path):
         depth = "../" * path.count("/")
         assert os.readlink(snap / path) == f"{depth}../../blobs/{e.sha256 or e.blob_id}"
         if e.xet_hash is None:
-            assert stat.S_ISREG(repo_blob.lstat().st_mode) and mode(repo_blob) == 0o644
+            assert stat.S_ISREG(repo_blob.lstat().st_mode) and mode(repo_blob) == 0o666 & ~umask()
             continue
         xh = e.xet_hash
         expected_names.add(xh[:2])
         assert os.readlink(repo_blob) == f"../../blobs/{xh[:2]}/{xh}"
         payload = store / xh[:2] / xh
-        assert stat.S_ISREG(payload.lstat().st_mode) and mode(payload) == 0o444
+        assert stat.S_ISREG(payload.lstat().st_mode) and mode(payload) == shared_mode(cache)
         assert mode(store / xh[:2]) == mode(cache)
         assert (store / xh[:2] / f"{xh}.refs").read_text() == f"models--org--xet/blobs/{e.sha256}\n"
         assert mode(store / xh[:2] / f"{xh}.refs") == 0o666
@@ -455,7 +467,7 @@ def test_disable_shared_blobs(hub, tmp_path):
     assert not (cache / "blobs").exists()
     e = hub.xet_file(REPO, "model.safetensors", hub.c1)
     blob = cache / "models--org--xet" / "blobs" / e.sha256
-    assert stat.S_ISREG(blob.lstat().st_mode) and mode(blob) == 0o644
+    assert stat.S_ISREG(blob.lstat().st_mode) and mode(blob) == 0o666 & ~umask()
 
 
 def test_the_xet_hub_fixture(xet_hub, tmp_path):  # noqa: F811 (pytest passes the imported fixture)

@@ -44,7 +44,7 @@ test_xet_emulator.py::test_snapshot_download_writes_the_shared_store asserts eve
   empty, left behind). Nothing else under `blobs/` (no temp files left).
 - `models--org--name/blobs/<sha256>`: symlink to `../../blobs/<xx>/<xet_hash>`; `snapshots/<commit>/<path>` a
   symlink to `../../blobs/<sha256>` with one more `../` per sub-folder, as for any blob. Plain (git) files stay
-  ordinary blobs `blobs/<git sha1>` (0644). `.locks/models--org--name/<sha256|sha1>.lock` as for HTTP downloads.
+  ordinary blobs `blobs/<git sha1>` (0666 & ~umask). `.locks/models--org--name/<sha256|sha1>.lock` as for HTTP.
 - `models--org--name/trees/<commit>.json`: mode 0600 (mkstemp + os.replace), text = `json.dumps(obj, indent=1)`
   of `{"format_version": 1, "files": {path: {"size", "blob_id", ["lfs_sha256", "lfs_size", "xet_hash"]}}}`,
   paths sorted; `xet_hash` only when the tree listing had `xetHash`.
@@ -52,7 +52,8 @@ test_xet_emulator.py::test_snapshot_download_writes_the_shared_store asserts eve
   bridge; `trees/` still written (with `xet_hash` when the listing has it, i.e. under HF_HUB_DISABLE_XET).
 - Same bytes in a second repo: linked from the store without a fetch, a second `.refs` line appended. With
   `trees/<commit>.json` cached, a download by commit sends no HEAD for Xet files.
-- `HF_HUB_DISABLE_SHARED_BLOBS=1`: fetched through hf_xet, into an ordinary `blobs/<sha256>` (0644), no store.
+- `HF_HUB_DISABLE_SHARED_BLOBS=1`: fetched through hf_xet, into an ordinary `blobs/<sha256>` (0666 & ~umask), no
+  store.
 - hf_xet (not huggingface_hub) refreshes the CAS token only by its expiry (30 s ahead), through the xet-auth
   route's JSON; a 401 from the CAS fails the download. It re-asks the reconstruction when a xorb URL answers
   403, retries a reset range, and checks no chunk hash: a flipped byte in an uncompressed chunk lands in the
