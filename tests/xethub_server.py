@@ -1,98 +1,20 @@
-"""The HTTP side of tests/xethub.py: a threaded http.server handler and the Hub + CAS routes (see there)."""
+"""The Hub side of tests/xethub.py (API, tree, paths-info, resolve, bridge) and the dispatch of every request;
+the CAS routes are in tests/xethub_cas.py, the HTTP plumbing in tests/xethub_http.py."""
 
 from __future__ import annotations
 
 import contextlib
-import json
-import re
-import secrets
-import socket
-import struct
 import time
-from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from tests.xetcas_format import FormatError, reconstruct
+from tests.xetcas_format import FormatError
+from tests.xethub_cas import CasRoutes
+from tests.xethub_http import HEX64, PAGE, REPO_TYPES, Handler, Reply
 
-if TYPE_CHECKING:
-    from tests.xethub import XetHub
-
-REPO_TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
-MAX_BODY = 256 * 1024 * 1024  # a xorb is at most 64 MiB; a shard far less
-PAGE = 1000
-BLOCK = 1024 * 1024
-HEX64 = re.compile(r"[0-9a-f]{64}")
-RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+__all__ = ["Handler", "XetRoutes"]
 
 
-class Reply(Exception):
-    """Raised by a route to answer at once."""
-
-    def __init__(self, status: int, body: bytes | dict | list = b"", headers: dict | None = None) -> None:
-        self.status, self.body, self.headers = status, body, headers or {}
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """An inclusive (start, end) for one `bytes=` range, None for none; Reply(416) when unsatisfiable."""
-    if not header:
-        return None
-    m = RANGE.fullmatch(header.strip())
-    if not m or (not m[1] and not m[2]):
-        raise Reply(416, headers={"Content-Range": f"bytes */{size}"})
-    if not m[1]:
-        start, end = max(0, size - int(m[2])), size - 1
-    else:
-        start, end = int(m[1]), min(int(m[2]), size - 1) if m[2] else size - 1
-    if start >= size or end < start:
-        raise Reply(416, headers={"Content-Range": f"bytes */{size}"})
-    return start, end
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    timeout = 60  # an idle keep-alive connection ends its thread
-    server_version = "xethub/1"
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.open_sockets.add(self.connection)
-
-    def finish(self) -> None:
-        self.server.open_sockets.discard(self.connection)
-        super().finish()
-
-    def log_message(self, *args) -> None:  # quiet
-        pass
-
-    def do_GET(self) -> None:
-        self.server.routes.handle(self)
-
-    do_HEAD = do_POST = do_PUT = do_GET
-
-    def body(self) -> bytes:
-        n = int(self.headers.get("Content-Length") or 0)
-        if n > MAX_BODY:
-            raise Reply(413, b"too large")
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            out = bytearray()
-            while True:
-                size = int(self.rfile.readline(100).split(b";")[0], 16)
-                if size == 0:
-                    self.rfile.readline(100)
-                    return bytes(out)
-                out += self.rfile.read(size)
-                self.rfile.readline(10)
-                if len(out) > MAX_BODY:
-                    raise Reply(413, b"too large")
-        return self.rfile.read(n) if n else b""
-
-
-class XetRoutes:
-    def __init__(self, hub: XetHub) -> None:
-        self.hub = hub
-
-    # -- plumbing ----------------------------------------------------------------------------------------------
+class XetRoutes(CasRoutes):
     def handle(self, h: Handler) -> None:
         url = urlsplit(h.path)
         parts = [unquote(p) for p in url.path.split("/")[1:]]
@@ -122,31 +44,6 @@ class XetRoutes:
         finally:
             with self.hub.lock:
                 self.hub.stats.requests.append((h.command, url.path, status))
-
-    def send(self, h: Handler, status: int, body: bytes | dict | list = b"", headers: dict | None = None) -> None:
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-            headers = {"Content-Type": "application/json", **(headers or {})}
-        h.send_response(status)
-        for k, v in (headers or {}).items():
-            h.send_header(k, v)
-        if "Content-Length" not in (headers or {}):
-            h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        if h.command != "HEAD" and body:
-            h.wfile.write(body)
-
-    def user_auth(self, h: Handler) -> None:
-        if self.hub.token and h.headers.get("Authorization") != f"Bearer {self.hub.token}":
-            raise Reply(401, {"error": "Invalid credentials in Authorization header"},
-                        {"X-Error-Message": "Invalid credentials in Authorization header"})
-
-    def cas_auth(self, h: Handler) -> None:
-        token = (h.headers.get("Authorization") or "").removeprefix("Bearer ")
-        with self.hub.lock:
-            exp = self.hub.cas_tokens.get(token)
-        if exp is None or exp < time.time():
-            raise Reply(401, {"error": "invalid or expired CAS token"})
 
     def route(self, h: Handler, parts: list[str], query: dict[str, str]) -> int | None:
         if parts[:1] == ["cas"]:
@@ -178,7 +75,6 @@ class XetRoutes:
             raise Reply(404, {"error": f"Invalid rev id: {rev}"}, {"X-Error-Code": "RevisionNotFound"})
         return commit
 
-    # -- Hub ---------------------------------------------------------------------------------------------------
     def api(self, h: Handler, repo_type: str, parts: list[str], query: dict[str, str]) -> None:
         self.user_auth(h)
         repo, rest = self.find_repo(repo_type, parts)
@@ -288,186 +184,6 @@ class XetRoutes:
             raise Reply(404, b"not found")
         return self.serve_file(h, path, path.stat().st_size, {"ETag": f'"{sha256}"', "Accept-Ranges": "bytes"},
                         "bridge_bytes")
-
-    def check_signature(self, kind: str, name: str, query: dict[str, str]) -> None:
-        try:
-            exp = int(query.get("exp", "0"))
-        except ValueError:
-            exp = 0
-        good = self.hub.sign(kind, name, exp) == query.get("sig")
-        if not good or exp < time.time():
-            raise Reply(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
-
-    def serve_file(self, h: Handler, path, size: int, headers: dict, counter: str, fault: str | None = None) -> int:
-        span = parse_range(h.headers.get("Range"), size)
-        start, end = span if span else (0, size - 1)
-        status = 206 if span else 200
-        length = max(0, end - start + 1)
-        headers = {**headers, "Content-Length": str(length), "Content-Type": "application/octet-stream"}
-        if span:
-            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-        h.send_response(status)
-        for k, v in headers.items():
-            h.send_header(k, v)
-        h.end_headers()
-        if h.command == "HEAD":
-            return status
-        sent, cut = 0, length // 2 if fault in ("reset", "stall") else None
-        with open(path, "rb") as f:
-            if fault is None:  # the common case, zero-copy: the emulator must not be what a benchmark measures
-                while sent < length:
-                    n = h.connection.sendfile(f, start + sent, min(8 * BLOCK, length - sent))
-                    if n == 0:
-                        break
-                    sent += n
-                    with self.hub.lock:
-                        setattr(self.hub.stats, counter, getattr(self.hub.stats, counter) + n)
-                return status
-            f.seek(start)
-            while sent < length:
-                block = f.read(min(BLOCK, length - sent, (cut - sent) if cut is not None else BLOCK))
-                if not block:
-                    break
-                if fault == "corrupt" and sent <= length // 2 < sent + len(block):
-                    i = length // 2 - sent
-                    block = block[:i] + bytes([block[i] ^ 0xFF]) + block[i + 1:]
-                h.wfile.write(block)
-                sent += len(block)
-                with self.hub.lock:
-                    setattr(self.hub.stats, counter, getattr(self.hub.stats, counter) + len(block))
-                if fault == "stall" and sent >= cut:
-                    h.wfile.flush()
-                    faults = self.hub.faults
-                    faults.stalled.set()
-                    faults.release.wait(120)
-                    cut = None
-                elif cut is not None and sent >= cut:
-                    h.wfile.flush()
-                    h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    h.connection.close()  # RST: the client sees a reset mid-body
-                    raise ConnectionResetError("fault: reset mid-xorb")
-        return status
-
-    # -- CAS ---------------------------------------------------------------------------------------------------
-    def cas(self, h: Handler, parts: list[str], query: dict[str, str]) -> None:
-        hub = self.hub
-        if parts[:1] == ["xorb"] and len(parts) == 2 and h.command in ("GET", "HEAD"):
-            return self.xorb_get(h, parts[1], query)
-        if parts == ["v1", "telemetry"]:
-            raise Reply(200, {})
-        self.cas_auth(h)
-        if parts[1:2] == ["reconstructions"] and len(parts) == 3 and h.command == "GET" and (
-                parts[0] == "v1" or (parts[0] == "v2" and hub.reconstruction_v2)):
-            return self.reconstruction(h, parts[2], parts[0])
-        if parts[:2] == ["v1", "xorbs"] and len(parts) == 4 and HEX64.fullmatch(parts[3]):
-            if h.command == "HEAD":
-                raise Reply(200 if (hub.root / "xorbs" / parts[3]).is_file() else 404)
-            if h.command == "POST":
-                inserted = hub.store_xorb(parts[3], h.request_body)
-                with hub.lock:
-                    hub.stats.xorb_bytes_uploaded += len(h.request_body)
-                raise Reply(200, {"was_inserted": inserted})
-        if parts == ["v1", "shards"] and h.command == "POST":
-            hub.store_shard(h.request_body)
-            with hub.lock:
-                hub.stats.shards_uploaded += 1
-            raise Reply(200, {"result": 1})
-        if parts[:2] == ["v1", "chunks"] and len(parts) == 4 and h.command == "GET":
-            with hub.lock:
-                hub.stats.dedup_queries += 1
-                name = hub.chunk_shard.get(parts[3])
-            if name is None:
-                raise Reply(404, b"Shard not found")
-            raise Reply(200, (hub.root / "shards" / name).read_bytes(), {"Content-Type": "application/octet-stream"})
-        raise Reply(404, {"error": "not implemented by the emulator"})
-
-    def reconstruction(self, h: Handler, file_hash: str, version: str) -> None:
-        """v1: `fetch_info` {xorb: [{range, url, url_range}]}, one URL per merged range; v2: `xorbs` {xorb: [{url,
-        ranges: [{chunks, bytes}]}]}, one URL per xorb, fetched with a multi-range `Range` (multipart answer)."""
-        hub = self.hub
-        with hub.lock:
-            hub.stats.reconstructions += 1
-            hub.stats.reconstruction_ranges.append(h.headers.get("Range"))
-            segments = hub.files.get(file_hash)
-        if hub.faults.take("reconstruction_401"):
-            raise Reply(401, {"error": "token expired (fault)"})
-        if segments is None:
-            raise Reply(404, {"error": "file not found"})
-        size = sum(s.unpacked for s in segments)
-        key = "fetch_info" if version == "v1" else "xorbs"
-        if size == 0:
-            raise Reply(200, {"offset_into_first_range": 0, "terms": [], key: {}})
-        start, end = parse_range(h.headers.get("Range"), size) or (0, size - 1)
-        offset, terms, fetches = reconstruct(segments, hub.chunks_of, start, end + 1)
-        exp = int(time.time() + hub.faults.xorb_url_ttl)
-        fetch_info: dict[str, list] = {}
-        for f in fetches:
-            url = f"{hub.cas_url}/xorb/{f.xorb}?exp={exp}&sig={hub.sign('xorb', f.xorb, exp)}"
-            chunks, span = {"start": f.chunk_start, "end": f.chunk_end}, {"start": f.byte_start, "end": f.byte_end - 1}
-            if version == "v1":
-                fetch_info.setdefault(f.xorb, []).append({"range": chunks, "url": url, "url_range": span})
-            elif f.xorb in fetch_info:
-                fetch_info[f.xorb][0]["ranges"].append({"chunks": chunks, "bytes": span})
-            else:
-                fetch_info[f.xorb] = [{"url": url, "ranges": [{"chunks": chunks, "bytes": span}]}]
-        raise Reply(200, {"offset_into_first_range": offset,
-                          "terms": [{"hash": t.xorb, "unpacked_length": t.unpacked,
-                                     "range": {"start": t.chunk_start, "end": t.chunk_end}} for t in terms],
-                          key: fetch_info})
-
-    def xorb_get(self, h: Handler, xorb_hash: str, query: dict[str, str]) -> None:
-        hub = self.hub
-        with hub.lock:
-            hub.stats.xorb_gets += 1
-            hub.stats.xorb_requests.append((xorb_hash, h.headers.get("Range")))
-        if hub.faults.take("expire_next_xorb"):
-            raise Reply(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
-        self.check_signature("xorb", xorb_hash, query)
-        path = hub.root / "xorbs" / xorb_hash
-        if not HEX64.fullmatch(xorb_hash) or not path.is_file():
-            raise Reply(404, b"not found")
-        fault = next((f for f in ("reset", "corrupt", "stall") if hub.faults.take(f"{f}_next_xorb")), None)
-        spec = h.headers.get("Range") or ""
-        if "," in spec:
-            return self.serve_ranges(h, path, spec, fault)
-        return self.serve_file(h, path, path.stat().st_size, {}, "xorb_bytes", fault)
-
-    def serve_ranges(self, h: Handler, path, spec: str, fault: str | None) -> int:
-        """A multi-range GET (v2 fetches): a `multipart/byteranges` answer (RFC 7233), at most 256 parts."""
-        size = path.stat().st_size
-        with self.hub.lock:
-            self.hub.stats.multirange_gets += 1
-        specs = spec.removeprefix("bytes=").split(",")
-        if not spec.startswith("bytes=") or len(specs) > 256:
-            raise Reply(416, headers={"Content-Range": f"bytes */{size}"})
-        spans = [parse_range(f"bytes={p.strip()}", size) for p in specs]
-        boundary = "xethub" + secrets.token_hex(8)
-        body, middle = bytearray(), None
-        with open(path, "rb") as f:
-            for a, b in spans:
-                f.seek(a)
-                data = f.read(b - a + 1)
-                body += (f"--{boundary}\r\nContent-Type: application/octet-stream\r\n"
-                         f"Content-Range: bytes {a}-{b}/{size}\r\n\r\n").encode()
-                middle = middle if middle is not None else len(body) + len(data) // 2
-                body += data + b"\r\n"
-        body += f"--{boundary}--\r\n".encode()
-        if fault == "corrupt":
-            body[middle] ^= 0xFF
-        h.send_response(206)
-        h.send_header("Content-Type", f"multipart/byteranges; boundary={boundary}")
-        h.send_header("Content-Length", str(len(body)))
-        h.end_headers()
-        out = body[:len(body) // 2] if fault == "reset" else body
-        h.wfile.write(out)
-        with self.hub.lock:
-            self.hub.stats.xorb_bytes += sum(b - a + 1 for a, b in spans) // (2 if fault == "reset" else 1)
-        if fault == "reset":
-            h.wfile.flush()
-            h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            h.connection.close()
-            raise ConnectionResetError("fault: reset mid-xorb")
-        return 206
 
 
 def lfs_ptr(e) -> bytes:
