@@ -34,6 +34,10 @@ Wire (what huggingface_hub 2.4 + hf_xet 1.8 use; see tests/test_xet_emulator.py)
   /v1/xorbs/default/{h}` -> `{"was_inserted"}`, `POST /v2/shards` 404 then `POST /v1/shards` -> `{"result": 1}`
   (an uploaded shard has no footer: header `footer_size` 0); `POST /v1/telemetry` 200.
 
+Modules: this one (state, uploads, server life), xethub_server (Hub routes, dispatch), xethub_cas (CAS routes),
+xethub_http (handler, bodies, faults on the wire), xethub_tools (data helpers, the oracle), xetcas_format (xorb and
+shard parsing, reconstruction terms).
+
 What huggingface_hub 2.4 + hf_xet 1.8 wrote for `snapshot_download` of a Xet repo (cache root 0755, umask 022;
 test_xet_emulator.py::test_snapshot_download_writes_the_shared_store asserts every line):
 - `blobs/.huggingface-shared-blobs`: regular file, content `1\n`, mode 0444 (`_shared_blob_mode`: 0o400, plus
