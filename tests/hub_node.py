@@ -5,8 +5,9 @@ plus a control route a test uses to make it misbehave on cue.
 
 Control (from the test, never from clients): `POST /_lab/status?code=503&match=SUBSTR&times=N` answers N requests
 whose path holds SUBSTR (API routes included) with that status; `POST /_lab/body?kind=corrupt|reset|short|
-stall&match=SUBSTR&times=N[&after=BYTE]` makes bodies misbehave (see hfcache.server.faults); `POST /_lab/clear`
-ends every fault. Control requests are not logged, so the access log counts only what clients asked.
+stall|slow&match=SUBSTR&times=N[&after=BYTE][&rate=BYTES_PER_S]` makes bodies misbehave (see
+hfcache.server.faults); `POST /_lab/clear` ends every fault. Control requests are not logged, so the access
+log counts only what clients asked.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def control(hub: HubApp, rules: StatusRules, inner):
                 rules.rules.append([int(q["code"]), match, times])
         elif what == "body":
             after = int(q["after"]) if "after" in q else None
-            hub.faults.add(Fault(q["kind"], match, times, after=after, seconds=float(q.get("seconds", "30"))))
+            hub.faults.add(Fault(q["kind"], match, times, after=after, seconds=float(q.get("seconds", "30")),
+                                 rate=int(q.get("rate", "1000000"))))
         elif what == "clear":
             with rules.lock:
                 rules.rules.clear()
