@@ -41,7 +41,10 @@ def nginx_support() -> str | None:
 
 
 # -- upstream ---------------------------------------------------------------------------------------------------
-def build_upstream_cache(cache: Path, work: Path, repos: dict[tuple[str, str, str], dict[str, bytes | str]]
+RepoFiles = dict[str, bytes | str] | Path
+
+
+def build_upstream_cache(cache: Path, work: Path, repos: dict[tuple[str, str, str], RepoFiles]
                          ) -> dict[tuple[str, str], str]:
     """A hub cache holding `repos` ({(repo_id, repo_type, revision): files}), written by huggingface_hub's own
     snapshot_download from a Hub serving the folders: {(repo_id, revision): commit}."""
@@ -54,8 +57,8 @@ def build_upstream_cache(cache: Path, work: Path, repos: dict[tuple[str, str, st
 
     catalog = Catalog()
     for i, ((repo_id, repo_type, rev), files) in enumerate(repos.items()):
-        folder = work / f"src{i}"
-        for rel, data in files.items():
+        folder = files if isinstance(files, Path) else work / f"src{i}"  # a folder of files, or the files
+        for rel, data in ({} if isinstance(files, Path) else files).items():
             path = folder / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data.encode() if isinstance(data, str) else data)
