@@ -1,0 +1,158 @@
+"""What the upstream Hub says, remembered in the mirror's store.
+
+A branch or tag is asked upstream at most once per `revalidate` seconds (its answer kept as `refs/<name>`, as any
+client keeps it); a commit never changes, and its listing is kept as `trees/<commit>.json`, so both answer from
+the store for ever after. When upstream is in trouble (unreachable, 429, 5xx, a timeout) the last known answer is
+served (stale on error); with `HF_HUB_OFFLINE=1` upstream is never asked. What upstream really says is missing
+(a repo, a revision, a file) stays a 404; its failures become 502/503/504 (`gateway_status`), never a 404 (which
+makes clients record `.no_exist`) nor a 401 (which makes them give up).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from hfcache.cache.layout import HubCache, RepoRef, is_commit
+from hfcache.cache.meta import FileMeta
+from hfcache.errors import EndpointError, HfcacheError, OfflineCacheMiss
+from hfcache.fetch.hub import HubClient
+from hfcache.fetch.transfer import Transfer, TransferOptions
+
+RETRY_AFTER_FAILURE = 5.0  # after a failed revalidation, the stale answer is served this long before asking again
+CLIENTS_MAX = 256  # HubClients kept (one per client token); the oldest is dropped beyond
+# The mirror's own clients wait on it: a blob upstream refuses is reported after a few tries, not after minutes.
+MIRROR_TRANSFER = TransferOptions(connections=1, split_threshold=1 << 62, retries=2)
+
+
+def token_key(token: str | None) -> str:
+    """A token as a dictionary key: its hash, so no structure the mirror keeps holds the token itself."""
+    return "" if token is None else hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def gateway_status(error: BaseException) -> int:
+    """The status a client gets for an upstream failure: 503 when upstream throttles, is unavailable or the mirror
+    is offline, 504 for a timeout, 502 otherwise."""
+    if isinstance(error, OfflineCacheMiss):
+        return 503
+    seen: BaseException | None = error
+    for _ in range(8):  # the original exception hides in the context chain (`raise ... from None` keeps it)
+        if seen is None:
+            break
+        if "Timeout" in type(seen).__name__ or isinstance(seen, TimeoutError):
+            return 504
+        response = getattr(seen, "response", None)
+        if getattr(response, "status_code", None) in (429, 503):
+            return 503
+        seen = seen.__context__
+    text = str(error)
+    if "HTTP 429" in text or "HTTP 503" in text:
+        return 503
+    if "Timeout" in text:
+        return 504
+    return 502
+
+
+@dataclass
+class _Known:
+    commit: str
+    checked: float  # time.monotonic() of the last upstream answer (or of a failed try, shifted)
+
+
+class Upstream:
+    """The upstream endpoint as the mirror uses it: metadata with a time to live, clients and transfers per token.
+
+    `token=None` is the mirror's own identity upstream (HF_TOKEN or the stored token of the mirror's user); a
+    client's token is used where the mirror must act as that client (a gated or private repo).
+    """
+
+    def __init__(self, cache: HubCache, endpoint: str, revalidate: float = 60.0, offline: bool = False) -> None:
+        self.cache = cache
+        self.endpoint = endpoint.rstrip("/")
+        self.revalidate = revalidate
+        self.offline = offline
+        self._known: dict[tuple[RepoRef, str], _Known] = {}
+        self._clients: dict[str, tuple[HubClient, Transfer]] = {}
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple, threading.Lock] = {}
+
+    # -- clients -----------------------------------------------------------------------------------------------
+    def client(self, token: str | None = None, anonymous: bool = False) -> tuple[HubClient, Transfer]:
+        """The client (and its transfer engine, one connection pool) acting with `token`; `anonymous`: none."""
+        key = "anonymous" if anonymous else token_key(token)
+        with self._lock:
+            hit = self._clients.get(key)
+            if hit is None:
+                if len(self._clients) >= CLIENTS_MAX:
+                    self._clients.pop(next(iter(self._clients)))
+                client = HubClient(self.endpoint, token=False if anonymous else token)
+                hit = (client, Transfer(client, MIRROR_TRANSFER))
+                self._clients[key] = hit
+            return hit
+
+    @contextmanager
+    def _single(self, key: tuple) -> Iterator[None]:
+        """One thread of this process asks upstream a given question at a time; the others then read its answer."""
+        with self._lock:
+            lock = self._key_locks.setdefault(key, threading.Lock())
+        with lock:
+            yield
+
+    # -- metadata ----------------------------------------------------------------------------------------------
+    def commit(self, repo: RepoRef, revision: str, token: str | None = None) -> str:
+        """The commit `revision` names: a commit as is; a branch or tag from memory while fresh, else upstream;
+        on upstream trouble the last known answer (memory, then `refs/`)."""
+        if is_commit(revision):
+            return revision
+        key = (repo, revision)
+        known = self._known.get(key)
+        if known is not None and time.monotonic() - known.checked < self.revalidate:
+            return known.commit
+        if self.offline:
+            return self._stale(repo, revision, OfflineCacheMiss(f"{repo}@{revision} is not in the mirror's store "
+                                                                "(offline mode is on)"))
+        with self._single(("ref", *key)):
+            known = self._known.get(key)
+            if known is not None and time.monotonic() - known.checked < self.revalidate:
+                return known.commit  # another thread asked while this one waited
+            try:
+                commit = self.client(token)[0].resolve_revision(repo, revision)
+            except EndpointError as e:
+                return self._stale(repo, revision, e)
+            self._known[key] = _Known(commit, time.monotonic())
+            self.cache.write_ref(repo, revision, commit)
+            return commit
+
+    def _stale(self, repo: RepoRef, revision: str, error: HfcacheError) -> str:
+        known = self._known.get((repo, revision))
+        commit = known.commit if known is not None else self.cache.read_ref(repo, revision)
+        if commit is None:
+            raise error
+        retry_at = time.monotonic() - self.revalidate + min(RETRY_AFTER_FAILURE, self.revalidate)
+        self._known[(repo, revision)] = _Known(commit, retry_at)
+        return commit
+
+    def listing(self, repo: RepoRef, commit: str, token: str | None = None) -> dict[str, FileMeta]:
+        """Every file of a commit with its metadata, from `trees/` or (once) upstream."""
+        files = self.cache.read_tree(repo, commit)
+        if files is not None:
+            return files
+        if self.offline:
+            raise OfflineCacheMiss(f"the listing of {repo}@{commit[:12]} is not in the mirror's store "
+                                   "(offline mode is on)")
+        with self._single(("tree", repo, commit)):
+            files = self.cache.read_tree(repo, commit)
+            if files is None:
+                files = self.client(token)[0].list_files(repo, commit)
+                self.cache.write_tree(repo, commit, files)
+            return files
+
+    def close(self) -> None:
+        with self._lock:
+            for _, transfer in self._clients.values():
+                transfer.close()
+            self._clients.clear()
