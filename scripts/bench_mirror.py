@@ -98,7 +98,7 @@ class Bench:
         cdn = self.up_node.add_ip()
         self.upstream = mk.Upstream(self.up_node, self.cache, netlab.free_port() if loop else 8000,
                                     WORK / "upstream.log", cdn_host=cdn).start()
-        self.ports = {name: netlab.free_port() for name in ("nginx", "direct", "olah", "m1", "m2")}
+        self.ports = {name: netlab.free_port() for name in ("nginx", "direct", "olah", "m1", "m2", "m3")}
         self.host = self.srv.ip
 
     # -- servers ------------------------------------------------------------------------------------------------
@@ -106,10 +106,14 @@ class Bench:
         store = WORK / "store"
         if fresh:
             shutil.rmtree(store, ignore_errors=True)
-        if getattr(self, "mirror", None):
-            self.mirror.kill()
+        for old in (getattr(self, "mirror", None), getattr(self, "alone", None)):
+            if old is not None:
+                old.kill()
         self.mirror = mk.Mirror(self.srv, self.upstream.url, store, [self.ports["m1"], self.ports["m2"]], WORK,
-                                revalidate=3600, host=self.host if self.lab.loopback else "0.0.0.0").start()
+                                revalidate=3600).start()
+        # the mirror without nginx: no X-Accel-Redirect, it sends the bytes itself, on an address clients reach
+        self.alone = mk.Mirror(self.srv, self.upstream.url, store, [self.ports["m3"]], WORK, revalidate=3600,
+                               accel=False, host=self.host).start()
 
     def start_nginx(self, with_mirror: bool) -> None:
         if with_mirror:
@@ -145,7 +149,7 @@ class Bench:
         blob = f"/{mk.snapshot_files(self.cache, REPO, self.commit)['model.safetensors'][0]}"
         return {"nginx alone (static file)": f"http://{self.host}:{self.ports['direct']}/models--org--big/blobs{blob}",
                 "nginx + hfcache mirror": f"http://{self.host}:{self.ports['nginx']}{resolve}",
-                "hfcache mirror alone": f"http://{self.host}:{self.ports['m1']}{resolve}",
+                "hfcache mirror alone": f"http://{self.host}:{self.ports['m3']}{resolve}",
                 "olah": f"http://{self.host}:{self.ports['olah']}{resolve}"}
 
     def curl_all(self, url: str, nodes: list[netlab.Node]) -> float:
@@ -228,7 +232,8 @@ def run(args: argparse.Namespace, lab: netlab.Lab) -> str:
     gib = args.clients * b.size / 1e6
     lines = []
     # (b) uncached first: the store is empty anyway
-    cold: dict[str, list[float]] = {"one upstream fetch (curl)": []}
+    direct8 = f"{args.clients} clients straight from upstream"
+    cold: dict[str, list[float]] = {"one upstream fetch (curl)": [], direct8: []}
     if mirror:
         cold[f"{args.clients} clients, nginx + mirror"] = []
     if olah:
@@ -239,6 +244,8 @@ def run(args: argparse.Namespace, lab: netlab.Lab) -> str:
         for name in list(cold)[r % len(cold):] + list(cold)[:r % len(cold)]:
             if name.startswith("one"):
                 cold[name].append(b.curl_all(blob_url, b.clients[:1]))
+            elif name == direct8:
+                cold[name].append(b.curl_all(blob_url, b.clients))
             elif name.endswith("olah"):
                 b.start_olah(olah, fresh=True)
                 cold[name].append(b.curl_all(urls["olah"], b.clients))
