@@ -177,6 +177,9 @@ class MirrorApp:
             if not os.path.lexists(self.cache.pointer_path(repo, commit, path)):
                 self.flights.get(repo, commit, path, meta, token)  # links it into this commit's snapshot
             return self._stored(request, repo, blob, headers)
+        if self.upstream.offline:
+            return error_response(503, "OfflineCacheMiss", f"{path} at {revision} is not in the mirror's store "
+                                                           "(offline mode is on)")
         flight = self.flights.get(repo, commit, path, meta, token)
         ranged = parse_range(request.headers.get("range"), meta.size) is not None
         try:  # headers wait for the first bytes: an upstream failure can still be a 502, not a cut body
