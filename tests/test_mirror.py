@@ -332,8 +332,9 @@ def test_accel_redirect_answers_stored_blobs_with_the_path_in_the_store(tmp_path
         commit = upstream.commit("org/tiny")
         url = f"{mirror.url}/org/tiny/resolve/{commit}/big.bin"
         assert _get(url).content == MODEL_MAIN["big.bin"]  # not stored yet: streamed by the mirror
-        r = _get(url)
         blob = blob_of(store, "big.bin", upstream)
+        wait_for(blob.exists, "the blob in the store")
+        r = _get(url)
         assert r.content == b"" and r.headers["X-Accel-Redirect"] == "/_hfcache/" + blob.relative_to(store).as_posix()
         assert r.headers["X-Repo-Commit"] == commit and r.headers["ETag"] == f'"{blob.name}"'
     finally:

@@ -64,6 +64,22 @@ class Access:
         token = bearer_token(authorization)
         return token is not None and self.upstream_token(authorization) is None
 
+    def known(self, repo: RepoRef, authorization: str | None) -> tuple[Denial | None, bool] | None:
+        """`check`'s answer when it needs no upstream question (decisions fresh in memory), else None."""
+        if self.upstream.offline:
+            return self.check(repo, authorization)
+        public = self._fresh(repo, None)
+        if public is None:
+            return None
+        if public == _ALLOWED or self.upstream_token(authorization) is None:
+            return self.check(repo, authorization)
+        mine = self._fresh(repo, self.upstream_token(authorization))
+        return None if mine is None else self.check(repo, authorization)
+
+    def _fresh(self, repo: RepoRef, token: str | None) -> str | Denial | None:
+        hit = self._decisions.get((repo, token_key(token)))
+        return hit[0] if hit is not None and time.monotonic() - hit[1] < self.remember else None
+
     def check(self, repo: RepoRef, authorization: str | None) -> tuple[Denial | None, bool]:
         """(refusal or None, whether the repo is public). Blocking (it may ask upstream): run in a thread."""
         admitted = self.admitted(authorization)

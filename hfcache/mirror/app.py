@@ -27,6 +27,7 @@ from starlette.types import Receive, Scope, Send
 
 from hfcache.cache.layout import HubCache, RepoRef
 from hfcache.cache.meta import FileMeta
+from hfcache.cache.names import RefName
 from hfcache.errors import HfcacheError, RepoNotFound, RevisionNotFound
 from hfcache.mirror.access import Access
 from hfcache.mirror.flight import DONE, FAILED, Flights
@@ -121,13 +122,21 @@ class MirrorApp:
     async def _open(self, request: Request, repo: RepoRef,
                     revision: str) -> tuple[str, dict[str, FileMeta], str | None]:
         """(commit, its listing, the token to act with upstream) once the client may read the repo."""
+        if not RefName.check(revision):
+            raise _Refused(400, "BadRequest", f"invalid revision {revision!r}")
         authorization = request.headers.get("authorization")
-        denial, public = await run_in_threadpool(self.access.check, repo, authorization)
+        # what memory holds answers in the event loop; a question for upstream or the disk goes to a thread
+        known = self.access.known(repo, authorization)
+        denial, public = known if known is not None else \
+            await run_in_threadpool(self.access.check, repo, authorization)
         if denial is not None:
             raise _Refused(denial.status, denial.code, denial.message)
         token = None if public else self.access.upstream_token(authorization)
-        commit = await run_in_threadpool(self.upstream.commit, repo, revision, token)
-        files = await run_in_threadpool(self.upstream.listing, repo, commit, token)
+        commit = self.upstream.known_commit(repo, revision) or \
+            await run_in_threadpool(self.upstream.commit, repo, revision, token)
+        files = self.upstream.known_listing(repo, commit)
+        if files is None:
+            files = await run_in_threadpool(self.upstream.listing, repo, commit, token)
         return commit, files, token
 
     # -- API ---------------------------------------------------------------------------------------------------

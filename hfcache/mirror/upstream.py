@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from hfcache.fetch.transfer import Transfer, TransferOptions
 
 RETRY_AFTER_FAILURE = 5.0  # after a failed revalidation, the stale answer is served this long before asking again
 CLIENTS_MAX = 256  # HubClients kept (one per client token); the oldest is dropped beyond
+TREES_KEPT = 256  # commit listings kept in memory (they never change; trees/ keeps them all on disk)
 # The mirror's own clients wait on it: a blob upstream refuses is reported after a few tries, not after minutes.
 MIRROR_TRANSFER = TransferOptions(connections=1, split_threshold=1 << 62, retries=2)
 
@@ -79,6 +81,7 @@ class Upstream:
         self._clients: dict[str, tuple[HubClient, Transfer]] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[tuple, threading.Lock] = {}
+        self._trees: OrderedDict[tuple[RepoRef, str], dict[str, FileMeta]] = OrderedDict()
 
     # -- clients -----------------------------------------------------------------------------------------------
     def client(self, token: str | None = None, anonymous: bool = False) -> tuple[HubClient, Transfer]:
@@ -103,6 +106,26 @@ class Upstream:
             yield
 
     # -- metadata ----------------------------------------------------------------------------------------------
+    def known_commit(self, repo: RepoRef, revision: str) -> str | None:
+        """The commit when it is known and fresh (no I/O: the event loop may call it), else None."""
+        if is_commit(revision):
+            return revision
+        known = self._known.get((repo, revision))
+        if known is not None and time.monotonic() - known.checked < self.revalidate:
+            return known.commit
+        return None
+
+    def known_listing(self, repo: RepoRef, commit: str) -> dict[str, FileMeta] | None:
+        """A commit's listing when this process holds it in memory (no I/O), else None."""
+        return self._trees.get((repo, commit))
+
+    def _remember(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]) -> dict[str, FileMeta]:
+        with self._lock:
+            self._trees[(repo, commit)] = files
+            while len(self._trees) > TREES_KEPT:
+                self._trees.popitem(last=False)
+        return files
+
     def commit(self, repo: RepoRef, revision: str, token: str | None = None) -> str:
         """The commit `revision` names: a commit as is; a branch or tag from memory while fresh, else upstream;
         on upstream trouble the last known answer (memory, then `refs/`)."""
@@ -138,9 +161,12 @@ class Upstream:
 
     def listing(self, repo: RepoRef, commit: str, token: str | None = None) -> dict[str, FileMeta]:
         """Every file of a commit with its metadata, from `trees/` or (once) upstream."""
-        files = self.cache.read_tree(repo, commit)
+        files = self.known_listing(repo, commit)
         if files is not None:
             return files
+        files = self.cache.read_tree(repo, commit)
+        if files is not None:
+            return self._remember(repo, commit, files)
         if self.offline:
             raise OfflineCacheMiss(f"the listing of {repo}@{commit[:12]} is not in the mirror's store "
                                    "(offline mode is on)")
@@ -149,7 +175,7 @@ class Upstream:
             if files is None:
                 files = self.client(token)[0].list_files(repo, commit)
                 self.cache.write_tree(repo, commit, files)
-            return files
+            return self._remember(repo, commit, files)
 
     def close(self) -> None:
         with self._lock:
