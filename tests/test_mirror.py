@@ -217,7 +217,10 @@ def test_wrong_bytes_upstream_never_reach_a_client_whole_and_nothing_is_publishe
     assert len(upstream_gets(upstream, "huge.bin")) == 1  # its retry goes to the same CDN link
     assert not blob.exists()
     assert not any(p.name.startswith(blob.name) for p in blob.parent.iterdir())  # the partial is gone too
+    assert _get(url).status_code == 502  # retried at once: the failure is remembered, upstream not asked again
+    assert len(upstream_gets(upstream, "huge.bin")) == 1
     upstream.app.faults.clear()
+    mirror.app.flights.failure_kept = 0
     assert _get(url).content == BIG  # once upstream behaves, the blob comes
 
 

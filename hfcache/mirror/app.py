@@ -35,6 +35,7 @@ from hfcache.mirror.follow import Aborted, follow, wait_until
 from hfcache.mirror.upstream import Upstream, gateway_status
 from hfcache.server.accesslog import AccessLog
 from hfcache.server.app import (
+    _dir_entry,
     _HeadAwareResponse,
     _tree_entry,
     error_response,
@@ -165,7 +166,7 @@ class MirrorApp:
                 if p in files:
                     out.append(_tree_entry(p, files[p]))
                 elif p and any(f.startswith(p + "/") for f in files):
-                    out.append({"type": "directory", "oid": "", "path": p})
+                    out.append(_dir_entry(p, [m.blob_id for f, m in files.items() if f.startswith(p + "/")]))
             return JSONResponse(out)
         return error_response(404, "NotFound", "no such route")
 
