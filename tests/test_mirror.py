@@ -340,6 +340,9 @@ def test_accel_redirect_answers_stored_blobs_with_the_path_in_the_store(tmp_path
         r = _get(url)
         assert r.content == b"" and r.headers["X-Accel-Redirect"] == "/_hfcache/" + blob.relative_to(store).as_posix()
         assert r.headers["X-Repo-Commit"] == commit and r.headers["ETag"] == f'"{blob.name}"'
+        head = requests.head(url, timeout=60)
+        assert head.headers["Content-Length"] == str(len(MODEL_MAIN["big.bin"]))
+        assert not [h for h in (*r.headers, *head.headers) if h.lower().startswith("x-xet") or h.lower() == "link"]
     finally:
         mirror.stop()
 

@@ -4,7 +4,8 @@
   token upstream accepts for that repo admits it (a client has one token; for such a repo it is its own).
 - A repo upstream serves anonymously is public: any admitted client reads it, from the store or upstream.
 - A gated or private repo is served (from the store too) only to a client whose own token upstream accepts for it.
-  Upstream is asked (`/api/{type}s/{repo}/auth-check`, with the client's token) and the answer remembered for
+  Upstream is asked (the repo's info anonymously: public, gated or private; `/api/{type}s/{repo}/auth-check` with
+  the client's token) and the answer remembered for
   `remember` seconds per repo and token (keyed by the token's hash; tokens are never logged nor kept).
   While upstream is in trouble, the last decision stands, however old; with none, the answer is 502/503/504.
 - Offline (`HF_HUB_OFFLINE=1`) nothing can be asked: only `--token` applies.
@@ -99,8 +100,8 @@ class Access:
         hit = self._decisions.get(key)
         if hit is not None and time.monotonic() - hit[1] < self.remember:
             return hit[0]
-        try:
-            decision = self._ask(repo, token)
+        try:  # anonymous: the repo's info says public, gated or private; a token: auth-check says yes or no
+            decision = self._ask_info(repo, None) if token is None else self._ask(repo, token)
         except EndpointError as e:
             if hit is not None:
                 return hit[0]  # upstream in trouble: the last decision stands
@@ -146,12 +147,15 @@ class Access:
                 try:
                     info = resp.json()
                     gated = bool(info.get("gated"))  # a gated repo's info is public; its files are not
-                except ValueError:
+                except (ValueError, AttributeError):
                     raise EndpointError(f"{client.endpoint} sent unreadable info for {repo}") from None
         if status == 200 and not gated:
             return _ALLOWED
-        if status in (200, 401, 403, 404):
-            return Denial(401, "RepoNotFound", f"Repository {repo} not found, or private and your token was refused")
+        if status == 200:
+            return Denial(403, "GatedRepo", f"Access to {repo} is restricted: send a token upstream accepts for it")
+        if status in (401, 403, 404):
+            return Denial(404 if status == 404 else 401, "RepoNotFound",
+                          f"Repository {repo} not found, or private and your token was refused")
         raise EndpointError(f"{client.endpoint} answered HTTP {status} for {repo}")
 
 
