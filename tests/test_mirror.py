@@ -365,3 +365,40 @@ def test_hfcache_itself_fetches_through_the_mirror(tmp_path, upstream, mirror):
     assert r.returncode == 0, r.stderr
     assert Path(r.stdout.strip().splitlines()[-1]).read_bytes() == BIG
     assert os.path.isfile(blob_of(tmp_path / "store", "huge.bin", upstream))
+
+
+def test_clients_of_both_kinds_snapshot_at_once_and_each_blob_comes_once(tmp_path, upstream):
+    """The loopback variant of the cluster case: huggingface_hub and hfcache processes snapshot the same repo at
+    once through a mirror process; each blob is fetched upstream once and every client cache is the Hub's layout."""
+    import subprocess
+    import sys
+
+    upstream.app.faults.add(Fault("slow", "huge.bin", times=-1, rate=3_000_000))
+    mirror = start_mirror(tmp_path / "store", upstream.url)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_ENDPOINT", "HF_HUB_OFFLINE"))}
+    env.update(HF_ENDPOINT=mirror.url, HFCACHE_NO_FSYNC="1")
+    hf = "import sys; from huggingface_hub import snapshot_download; print(snapshot_download('org/tiny', " \
+         "cache_dir=sys.argv[1]))"
+    try:
+        procs = []
+        for i in range(4):
+            cache = tmp_path / f"client{i}"
+            args = [sys.executable, "-c", hf, str(cache)] if i % 2 == 0 else \
+                [sys.executable, "-m", "hfcache", "snapshot", "org/tiny", "--cache-dir", str(cache)]
+            procs.append(subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        for p in procs:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err[-2000:]
+    finally:
+        mirror.stop()
+    for name in {*MODEL_MAIN, "huge.bin"}:
+        assert len(upstream_gets(upstream, name.rsplit("/", 1)[-1])) == 1, name
+    layouts = [cache_tree(tmp_path / f"client{i}") for i in range(4)]
+    assert layouts[0] == layouts[2]
+    for i in range(4):
+        r = run_cli("verify", "--cache-dir", str(tmp_path / f"client{i}"))
+        assert r.returncode == 0, r.stdout + r.stderr
+    hub_files = {k for k in layouts[0] if "/snapshots/" in k or "/blobs/" in k or "/refs/" in k}
+    assert {k for k in layouts[1] if k in hub_files or "/snapshots/" in k or "/blobs/" in k or "/refs/" in k} \
+        == hub_files
+    assert all(layouts[1][k] == layouts[0][k] for k in hub_files)

@@ -98,6 +98,8 @@ class MirrorApp:
                 response = await self.dispatch(request)
             except HfcacheError as e:
                 response = _failure(e)
+            except OSError as e:  # the store cannot be written (a full disk, say): the client tries again later
+                response = error_response(503, "StoreUnavailable", f"the mirror's store: {e.strerror or e}")
         else:
             response = Response("Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD, POST"})
         await response(scope, receive, send)
