@@ -402,3 +402,20 @@ def test_clients_of_both_kinds_snapshot_at_once_and_each_blob_comes_once(tmp_pat
     assert {k for k in layouts[1] if k in hub_files or "/snapshots/" in k or "/blobs/" in k or "/refs/" in k} \
         == hub_files
     assert all(layouts[1][k] == layouts[0][k] for k in hub_files)
+
+
+def test_a_ranged_request_for_a_blob_on_its_way_gets_the_whole_checked_body(tmp_path, upstream, mirror):
+    """A far range of an uncached blob would wait, silent, for the fetch to reach it (clients time out): the mirror
+    answers 200 with the whole body instead, and hfcache's own parallel ranged download copes with that."""
+
+    upstream.app.faults.add(Fault("slow", "huge.bin", times=-1, rate=3_000_000))
+    commit = upstream.commit("org/tiny")
+    url = f"{mirror.url}/org/tiny/resolve/{commit}/huge.bin"
+    first = requests.get(url, stream=True, timeout=60)  # the fetch is under way
+    r = _get(url, headers={"Range": "bytes=2000000-2999999"})
+    assert r.status_code == 200 and r.content == BIG
+    assert first.content == BIG
+    wait_for(blob_of(tmp_path / "store", "huge.bin", upstream).exists, "the blob in the store")
+    r = _get(url, headers={"Range": "bytes=2000000-2999999"})  # stored: ranges are honoured
+    assert r.status_code == 206 and r.content == BIG[2_000_000:]
+    assert len(upstream_gets(upstream, "huge.bin")) == 1

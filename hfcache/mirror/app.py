@@ -43,7 +43,6 @@ from hfcache.server.app import (
     info_response,
     tree_response,
 )
-from hfcache.server.wire import parse_range
 
 _TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 _API_WORDS = ("revision", "tree", "paths-info", "auth-check", "resolve")
@@ -193,15 +192,17 @@ class MirrorApp:
             return error_response(503, "OfflineCacheMiss", f"{path} at {revision} is not in the mirror's store "
                                                            "(offline mode is on)")
         flight = self.flights.get(repo, commit, path, meta, token)
-        ranged = parse_range(request.headers.get("range"), meta.size) is not None
         try:  # headers wait for the first bytes: an upstream failure can still be a 502, not a cut body
-            await wait_until(flight, lambda: not ranged and flight.available() > 0)
+            await wait_until(flight, lambda: flight.available() > 0)
         except Aborted as e:
             return error_response(504, "UpstreamTimeout", str(e))
         if flight.state == FAILED:
             return _failure(flight.error)
         if flight.state == DONE:
             return self._stored(request, repo, blob, headers)
+        # A Range is ignored while the blob is on its way (a server may): the whole body follows the fetch from
+        # its start, hash-checked, where a far range would wait, silent, until the fetch reached it (clients time
+        # out). huggingface_hub and hfcache both take a 200 to a ranged request and start over.
         return StreamingResponse(follow(flight), headers={**headers, "Content-Length": str(meta.size)},
                                  media_type="application/octet-stream")
 
