@@ -263,6 +263,13 @@ def test_a_private_repo_is_served_only_to_clients_whose_token_upstream_accepts(t
         assert _get(url).status_code == 401
         assert _get(url, headers={"Authorization": "Bearer hf_wrong"}).status_code == 401
         assert _get(f"{mirror.url}/api/models/org/tiny/revision/main").status_code == 401
+        # upstream gone: the decisions made stand (the right token is served from the store, no token is refused);
+        # a token never checked cannot be, so it is a gateway error, not a refusal
+        hub.server.stop()
+        mirror.app.access.remember = 0  # decisions are old now: only upstream could renew them
+        assert _get(url, headers={"Authorization": f"Bearer {TOKEN}"}).content == MODEL_MAIN["config.json"].encode()
+        assert _get(url).status_code == 401
+        assert _get(url, headers={"Authorization": "Bearer hf_never_seen"}).status_code in (502, 503, 504)
         assert TOKEN not in "\n".join(mirror.lines)
     finally:
         mirror.stop()
