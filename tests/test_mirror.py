@@ -324,12 +324,15 @@ def test_genuine_absences_stay_404(upstream, mirror):
     assert r.status_code == 404 and r.headers["X-Error-Code"] == "RevisionNotFound"
 
 
-def test_tree_listing_pages_and_paths_info(upstream, mirror):
+def test_tree_listing_pages_and_paths_info(upstream, mirror, monkeypatch):
     from huggingface_hub import HfApi
 
+    monkeypatch.setattr("hfcache.server.app.PAGE_SIZE", 2)  # upstream and mirror both answer in pages of 2
     api = HfApi(endpoint=mirror.url)
     files = {f.path for f in api.list_repo_tree("org/tiny", recursive=True) if hasattr(f, "size")}
     assert files == set(MODEL_MAIN) | {"huge.bin"}
+    r = _get(f"{mirror.url}/api/models/org/tiny/tree/main?recursive=true")
+    assert len(r.json()) == 2 and 'rel="next"' in r.headers["Link"] and mirror.url in r.headers["Link"]
     info = api.get_paths_info("org/tiny", ["config.json", "tokenizer", "missing"])
     assert {i.path for i in info} == {"config.json", "tokenizer"}
     assert api.model_info("org/tiny", revision="refs/pr/1").sha == upstream.commit("org/tiny", "refs/pr/1")
