@@ -429,3 +429,19 @@ def test_a_ranged_request_for_a_blob_on_its_way_gets_the_whole_checked_body(tmp_
     r = _get(url, headers={"Range": "bytes=2000000-2999999"})  # stored: ranges are honoured
     assert r.status_code == 206 and r.content == BIG[2_000_000:]
     assert len(upstream_gets(upstream, "huge.bin")) == 1
+
+
+def test_datasets_loads_through_the_mirror(tmp_path, upstream, mirror):
+    import subprocess
+    import sys
+
+    from hfcache.cache.layout import RepoRef
+    from tests.conftest import write_files
+
+    upstream.app.catalog.add_folder(RepoRef("org/csvds", "dataset"), write_files(tmp_path / "csv", {
+        "data/train.csv": "a,b\n1,2\n3,4\n", "README.md": "# csv\n"}), "main")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_ENDPOINT", "HF_HUB_OFFLINE"))}
+    env.update(HF_ENDPOINT=mirror.url, HF_HOME=str(tmp_path / "home"), HF_DATASETS_OFFLINE="0")
+    code = "import datasets; print(datasets.load_dataset('org/csvds')['train'].num_rows)"
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "2", r.stderr[-2000:]
