@@ -209,7 +209,8 @@ class MirrorApp:
     def _stored(self, request: Request, repo: RepoRef, blob: Path, headers: dict[str, str]) -> Response:
         if self.accel_redirect is not None:
             rel = blob.relative_to(self.cache.root).as_posix()
-            return Response(b"", headers={**headers, "X-Accel-Redirect": self.accel_redirect + quote(rel)},
+            kept = {k: v for k, v in headers.items() if k != "Accept-Ranges"}  # nginx says it for the file it sends
+            return Response(b"", headers={**kept, "X-Accel-Redirect": self.accel_redirect + quote(rel)},
                             media_type="application/octet-stream")
         try:
             return file_response(request, blob, headers)
