@@ -445,3 +445,20 @@ def test_datasets_loads_through_the_mirror(tmp_path, upstream, mirror):
     code = "import datasets; print(datasets.load_dataset('org/csvds')['train'].num_rows)"
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().splitlines()[-1] == "2", r.stderr[-2000:]
+
+
+def test_a_silent_upstream_does_not_hold_clients_when_a_last_answer_exists(tmp_path, upstream):
+    """A partition (upstream accepts, then says nothing) must not cost clients their own timeout: after a short
+    wait the mirror serves the last known commit and access decision."""
+    mirror = _mirror(tmp_path / "store", upstream.url, revalidate=0)
+    try:
+        mirror.app.access.remember = 0  # the access decision must be renewed too
+        commit = upstream.commit("org/tiny")
+        assert _get(f"{mirror.url}/org/tiny/resolve/main/config.json").status_code == 200
+        upstream.app.latency = 30.0  # every upstream answer now takes longer than any client waits
+        for _ in range(3):
+            r = requests.get(f"{mirror.url}/org/tiny/resolve/main/config.json", timeout=8)
+            assert r.status_code == 200 and r.headers["X-Repo-Commit"] == commit
+    finally:
+        upstream.app.latency = 0.0
+        mirror.stop()

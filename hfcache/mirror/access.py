@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from hfcache.cache.layout import RepoRef
 from hfcache.errors import EndpointError
-from hfcache.mirror.upstream import Upstream, gateway_status, token_key
+from hfcache.mirror.upstream import RETRY_AFTER_FAILURE, STALE_WAIT, Upstream, gateway_status, token_key
 
 
 @dataclass(frozen=True)
@@ -100,18 +100,31 @@ class Access:
         hit = self._decisions.get(key)
         if hit is not None and time.monotonic() - hit[1] < self.remember:
             return hit[0]
-        try:  # anonymous: the repo's info says public, gated or private; a token: auth-check says yes or no
+        # anonymous: the repo's info says public, gated or private; a token: auth-check says yes or no. With a
+        # last decision to stand on, a silent upstream gets STALE_WAIT seconds, not the clients' whole patience
+        # (its answer, when it comes, is kept for the next request).
+        def ask() -> str | Denial:
             decision = self._ask_info(repo, None) if token is None else self._ask(repo, token)
-        except EndpointError as e:
-            if hit is not None:
-                return hit[0]  # upstream in trouble: the last decision stands
-            return Denial(gateway_status(e), "UpstreamUnavailable",
-                          f"cannot check access to {repo} upstream: {e}")
+            self._keep(key, decision, time.monotonic())
+            return decision
+
+        done, decision = self.upstream.ask_once(("access", *key), ask, STALE_WAIT if hit is not None else None)
+        if not done or isinstance(decision, EndpointError):
+            if hit is None:
+                return Denial(gateway_status(decision), "UpstreamUnavailable",
+                              f"cannot check access to {repo} upstream: {decision}")
+            # upstream in trouble: the last decision stands, and is not asked again for a while
+            self._keep(key, hit[0], time.monotonic() - self.remember + min(RETRY_AFTER_FAILURE, self.remember))
+            return hit[0]
+        if isinstance(decision, BaseException):
+            raise decision
+        return decision
+
+    def _keep(self, key: tuple[RepoRef, str], decision: str | Denial, at: float) -> None:
         with self._lock:
             if len(self._decisions) > 100_000:
                 self._decisions.clear()
-            self._decisions[key] = (decision, time.monotonic())
-        return decision
+            self._decisions[key] = (decision, at)
 
     def _ask(self, repo: RepoRef, token: str | None) -> str | Denial:
         client, transfer = self.upstream.client(token, anonymous=token is None)

@@ -14,9 +14,10 @@ import hashlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from hfcache.cache.layout import HubCache, RepoRef, is_commit
 from hfcache.cache.meta import FileMeta
@@ -24,6 +25,8 @@ from hfcache.errors import EndpointError, HfcacheError, OfflineCacheMiss
 from hfcache.fetch.hub import HubClient
 from hfcache.fetch.transfer import Transfer, TransferOptions
 
+STALE_WAIT = 2.0  # seconds upstream gets to revalidate when a last answer can be served instead
+T = TypeVar("T")
 RETRY_AFTER_FAILURE = 5.0  # after a failed revalidation, the stale answer is served this long before asking again
 CLIENTS_MAX = 256  # HubClients kept (one per client token); the oldest is dropped beyond
 TREES_KEPT = 256  # commit listings kept in memory (they never change; trees/ keeps them all on disk)
@@ -59,6 +62,14 @@ def gateway_status(error: BaseException) -> int:
     return 502
 
 
+class _Pending:
+    """One question to upstream in flight: its answer (a value or an exception) once `event` is set."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.result: object = None
+
+
 @dataclass
 class _Known:
     commit: str
@@ -81,6 +92,7 @@ class Upstream:
         self._clients: dict[str, tuple[HubClient, Transfer]] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[tuple, threading.Lock] = {}
+        self._pending: dict[tuple, _Pending] = {}
         self._trees: OrderedDict[tuple[RepoRef, str], dict[str, FileMeta]] = OrderedDict()
 
     # -- clients -----------------------------------------------------------------------------------------------
@@ -128,7 +140,9 @@ class Upstream:
 
     def commit(self, repo: RepoRef, revision: str, token: str | None = None) -> str:
         """The commit `revision` names: a commit as is; a branch or tag from memory while fresh, else upstream;
-        on upstream trouble the last known answer (memory, then `refs/`)."""
+        on upstream trouble the last known answer (memory, then `refs/`). With a last answer to fall back on,
+        upstream gets `STALE_WAIT` seconds: a silent upstream (a partition) must not hold clients until their own
+        timeout; its answer, when it comes, is kept for the next request."""
         if is_commit(revision):
             return revision
         key = (repo, revision)
@@ -138,17 +152,46 @@ class Upstream:
         if self.offline:
             return self._stale(repo, revision, OfflineCacheMiss(f"{repo}@{revision} is not in the mirror's store "
                                                                 "(offline mode is on)"))
-        with self._single(("ref", *key)):
-            known = self._known.get(key)
-            if known is not None and time.monotonic() - known.checked < self.revalidate:
-                return known.commit  # another thread asked while this one waited
-            try:
-                commit = self.client(token)[0].resolve_revision(repo, revision)
-            except EndpointError as e:
-                return self._stale(repo, revision, e)
+        fallback = known.commit if known is not None else self.cache.read_ref(repo, revision)
+
+        def ask() -> str:
+            commit = self.client(token)[0].resolve_revision(repo, revision)
             self._known[key] = _Known(commit, time.monotonic())
             self.cache.write_ref(repo, revision, commit)
             return commit
+
+        done, result = self.ask_once(("ref", *key), ask, STALE_WAIT if fallback is not None else None)
+        if not done:  # upstream silent: the last answer, and no new wait for a while
+            return self._stale(repo, revision, EndpointError(f"{self.endpoint} did not answer in time"))
+        if isinstance(result, EndpointError):
+            return self._stale(repo, revision, result)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def ask_once(self, key: tuple, ask: Callable[[], T], wait: float | None) -> tuple[bool, T | BaseException]:
+        """Run `ask` in a thread, once per `key` at a time (callers asking meanwhile share its answer); wait for
+        it at most `wait` seconds (None: until it ends). (done, its value or exception); done is False when the
+        wait ran out, the question still running."""
+        with self._lock:
+            pending = self._pending.get(key)
+            if pending is None:
+                pending = self._pending[key] = _Pending()
+                threading.Thread(target=self._answer, args=(key, pending, ask), daemon=True,
+                                 name="hfcache-upstream-ask").start()
+        if not pending.event.wait(wait):
+            return False, EndpointError("no answer yet")
+        return True, pending.result
+
+    def _answer(self, key: tuple, pending: _Pending, ask: Callable[[], object]) -> None:
+        try:
+            pending.result = ask()
+        except BaseException as e:  # handed to every caller waiting
+            pending.result = e
+        finally:
+            with self._lock:
+                self._pending.pop(key, None)
+            pending.event.set()
 
     def _stale(self, repo: RepoRef, revision: str, error: HfcacheError) -> str:
         known = self._known.get((repo, revision))
