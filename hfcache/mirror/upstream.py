@@ -3,7 +3,8 @@
 A branch or tag is asked upstream at most once per `revalidate` seconds (its answer kept as `refs/<name>`, as any
 client keeps it); a commit never changes, and its listing is kept as `trees/<commit>.json`, so both answer from
 the store for ever after. When upstream is in trouble (unreachable, 429, 5xx, a timeout) the last known answer is
-served (stale on error); with `HF_HUB_OFFLINE=1` upstream is never asked. What upstream really says is missing
+served (stale on error), after at most `STALE_WAIT` seconds when upstream is silent; with `HF_HUB_OFFLINE=1`
+upstream is never asked. What upstream really says is missing
 (a repo, a revision, a file) stays a 404; its failures become 502/503/504 (`gateway_status`), never a 404 (which
 makes clients record `.no_exist`) nor a 401 (which makes them give up).
 """
