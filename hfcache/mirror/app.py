@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 from hfcache.cache.layout import HubCache, RepoRef
 from hfcache.cache.meta import FileMeta
 from hfcache.cache.names import RefName
-from hfcache.errors import HfcacheError, RepoNotFound, RevisionNotFound
+from hfcache.errors import DiskFull, HfcacheError, RepoNotFound, RevisionNotFound
 from hfcache.mirror.access import Access
 from hfcache.mirror.flight import DONE, FAILED, Flights
 from hfcache.mirror.follow import Aborted, follow, wait_until
@@ -239,5 +239,7 @@ def _failure(error: BaseException | None) -> Response:
         return error_response(404, "RepoNotFound", str(error))
     if isinstance(error, RevisionNotFound):
         return error_response(404, "RevisionNotFound", str(error))
+    if isinstance(error, DiskFull):  # the mirror's trouble, not upstream's: the client may try again later
+        return error_response(503, "StoreFull", str(error))
     status = gateway_status(error) if error is not None else 502
     return error_response(status, "UpstreamUnavailable", f"upstream: {error}")
