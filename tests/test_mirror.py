@@ -224,6 +224,30 @@ def test_wrong_bytes_upstream_never_reach_a_client_whole_and_nothing_is_publishe
     assert _get(url).content == BIG  # once upstream behaves, the blob comes
 
 
+def test_a_fetch_that_starts_over_never_hands_its_followers_mixed_bytes(tmp_path, upstream, mirror):
+    """The first upstream body is wrong, the retry right: the blob is published, and a client that followed the
+    first attempt gets a cut body (it read bytes that are not the blob's), never a whole wrong one."""
+    upstream.app.faults.add(Fault("corrupt", "huge.bin", times=1, after=2_500_000),
+                            Fault("slow", "huge.bin", times=-1, rate=3_000_000))
+    commit = upstream.commit("org/tiny")
+    url = f"{mirror.url}/org/tiny/resolve/{commit}/huge.bin"
+
+    def fetch() -> bytes | None:
+        try:
+            r = _get(url)
+        except requests.RequestException:
+            return None
+        return r.content if r.status_code == 200 else None
+
+    with ThreadPoolExecutor(3) as pool:
+        bodies = list(pool.map(lambda _: fetch(), range(3)))
+    assert all(b is None or len(b) < len(BIG) or b == BIG for b in bodies)
+    blob = blob_of(tmp_path / "store", "huge.bin", upstream)
+    wait_for(blob.exists, "the second attempt to publish the blob")
+    assert blob.read_bytes() == BIG
+    assert _get(url).content == BIG
+
+
 def test_main_moving_upstream_is_seen_once_its_time_to_live_is_over(tmp_path, upstream):
     from hfcache.cache.layout import RepoRef
     from tests.conftest import write_files

@@ -64,6 +64,12 @@ class Flight:
             return self.meta.size
         return written_prefix(self.paths, self.meta.etag, self.meta.size)
 
+    @property
+    def clean(self) -> bool:
+        """This flight fetched the blob writing each byte once (no restart under a reader): what followers read
+        while it wrote is what its hash check passed."""
+        return self.fetched and self._advanced == self.meta.size - self._base
+
     def source(self) -> Path:
         """The file to read: the blob once published, else the partial being written."""
         return self.blob if self.state == DONE or self.blob.exists() else self.paths.path
