@@ -114,6 +114,8 @@ class Upstream:
     def _single(self, key: tuple) -> Iterator[None]:
         """One thread of this process asks upstream a given question at a time; the others then read its answer."""
         with self._lock:
+            if len(self._key_locks) > 10_000:  # bounded: a lock dropped while held only lets one question repeat
+                self._key_locks.clear()
             lock = self._key_locks.setdefault(key, threading.Lock())
         with lock:
             yield
@@ -157,6 +159,8 @@ class Upstream:
 
         def ask() -> str:
             commit = self.client(token)[0].resolve_revision(repo, revision)
+            if len(self._known) > 100_000:  # bounded; refs/ still holds every last answer
+                self._known.clear()
             self._known[key] = _Known(commit, time.monotonic())
             self.cache.write_ref(repo, revision, commit)
             return commit
