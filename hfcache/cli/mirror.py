@@ -24,6 +24,9 @@ def mirror_or_conf(cache_dir: Path | None, host: str, port: int, token: str | No
         print(render(root, servers, listen), end="")
         return
     assert upstream is not None
+    if accel_redirect is not None and (not accel_redirect.startswith("/") or
+                                       any(c in accel_redirect for c in " ;{}\"'\n\\$#?%")):
+        raise UsageError(f"--accel-redirect {accel_redirect!r}: expected a URL path such as /_hfcache/")
     if not upstream.startswith(("http://", "https://")):
         raise UsageError(f"--upstream {upstream!r}: expected an http:// or https:// URL")
     root.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ def serve(
     cdn_host: Annotated[str | None, typer.Option(
         "--cdn-host", help="Redirect LFS downloads to this host name (another origin, like the Hub's CDN).")] = None,
     token: Annotated[str | None, typer.Option(
-        "--token", envvar="HFCACHE_SERVE_TOKEN", help="Make every repo private: clients must send this token.")] = None,
+        "--token", envvar="HFCACHE_SERVE_TOKEN",
+        help="Clients must send this token (every repo private; a mirror's gated repos: docs/mirror.md).")] = None,
     latency_ms: Annotated[float, typer.Option(
         "--latency-ms", min=0, help="Delay every answer (emulates a WAN round trip, for benchmarks).")] = 0.0,
     quiet: Annotated[bool, typer.Option(
@@ -44,7 +45,8 @@ def serve(
     upstream_servers: Annotated[str | None, typer.Option(
         "--upstream-servers", help="--nginx-conf: the mirror processes, HOST:PORT,HOST:PORT.")] = None,
 ) -> None:
-    """Serve a cache (and folders) as a Hub: point HF_ENDPOINT at the printed URL."""
+    """Serve a cache (and folders) as a Hub, or mirror a Hub into a cache (--upstream): point HF_ENDPOINT at the
+    printed URL."""
     if nginx_conf or upstream is not None:
         from hfcache.cli.mirror import mirror_or_conf
 

@@ -4,7 +4,8 @@
   token upstream accepts for that repo admits it (a client has one token; for such a repo it is its own).
 - A repo upstream serves anonymously is public: any admitted client reads it, from the store or upstream.
 - A gated or private repo is served (from the store too) only to a client whose own token upstream accepts for it.
-  Upstream is asked (`/api/{type}s/{repo}/auth-check`, with the client's token) and the answer remembered for
+  Upstream is asked (the repo's info anonymously: public, gated or private; `/api/{type}s/{repo}/auth-check` with
+  the client's token) and the answer remembered for
   `remember` seconds per repo and token (keyed by the token's hash; tokens are never logged nor kept).
   While upstream is in trouble, the last decision stands, however old; with none, the answer is 502/503/504.
 - Offline (`HF_HUB_OFFLINE=1`) nothing can be asked: only `--token` applies.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from hfcache.cache.layout import RepoRef
 from hfcache.errors import EndpointError
-from hfcache.mirror.upstream import Upstream, gateway_status, token_key
+from hfcache.mirror.upstream import RETRY_AFTER_FAILURE, STALE_WAIT, Upstream, gateway_status, token_key
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,22 @@ class Access:
         token = bearer_token(authorization)
         return token is not None and self.upstream_token(authorization) is None
 
+    def known(self, repo: RepoRef, authorization: str | None) -> tuple[Denial | None, bool] | None:
+        """`check`'s answer when it needs no upstream question (decisions fresh in memory), else None."""
+        if self.upstream.offline:
+            return self.check(repo, authorization)
+        public = self._fresh(repo, None)
+        if public is None:
+            return None
+        if public == _ALLOWED or self.upstream_token(authorization) is None:
+            return self.check(repo, authorization)
+        mine = self._fresh(repo, self.upstream_token(authorization))
+        return None if mine is None else self.check(repo, authorization)
+
+    def _fresh(self, repo: RepoRef, token: str | None) -> str | Denial | None:
+        hit = self._decisions.get((repo, token_key(token)))
+        return hit[0] if hit is not None and time.monotonic() - hit[1] < self.remember else None
+
     def check(self, repo: RepoRef, authorization: str | None) -> tuple[Denial | None, bool]:
         """(refusal or None, whether the repo is public). Blocking (it may ask upstream): run in a thread."""
         admitted = self.admitted(authorization)
@@ -83,18 +100,31 @@ class Access:
         hit = self._decisions.get(key)
         if hit is not None and time.monotonic() - hit[1] < self.remember:
             return hit[0]
-        try:
-            decision = self._ask(repo, token)
-        except EndpointError as e:
-            if hit is not None:
-                return hit[0]  # upstream in trouble: the last decision stands
-            return Denial(gateway_status(e), "UpstreamUnavailable",
-                          f"cannot check access to {repo} upstream: {e}")
+        # anonymous: the repo's info says public, gated or private; a token: auth-check says yes or no. With a
+        # last decision to stand on, a silent upstream gets STALE_WAIT seconds, not the clients' whole patience
+        # (its answer, when it comes, is kept for the next request).
+        def ask() -> str | Denial:
+            decision = self._ask_info(repo, None) if token is None else self._ask(repo, token)
+            self._keep(key, decision, time.monotonic())
+            return decision
+
+        done, decision = self.upstream.ask_once(("access", *key), ask, STALE_WAIT if hit is not None else None)
+        if not done or isinstance(decision, EndpointError):
+            if hit is None:
+                return Denial(gateway_status(decision), "UpstreamUnavailable",
+                              f"cannot check access to {repo} upstream: {decision}")
+            # upstream in trouble: the last decision stands, and is not asked again for a while
+            self._keep(key, hit[0], time.monotonic() - self.remember + min(RETRY_AFTER_FAILURE, self.remember))
+            return hit[0]
+        if isinstance(decision, BaseException):
+            raise decision
+        return decision
+
+    def _keep(self, key: tuple[RepoRef, str], decision: str | Denial, at: float) -> None:
         with self._lock:
             if len(self._decisions) > 100_000:
                 self._decisions.clear()
-            self._decisions[key] = (decision, time.monotonic())
-        return decision
+            self._decisions[key] = (decision, at)
 
     def _ask(self, repo: RepoRef, token: str | None) -> str | Denial:
         client, transfer = self.upstream.client(token, anonymous=token is None)
@@ -130,12 +160,15 @@ class Access:
                 try:
                     info = resp.json()
                     gated = bool(info.get("gated"))  # a gated repo's info is public; its files are not
-                except ValueError:
+                except (ValueError, AttributeError):
                     raise EndpointError(f"{client.endpoint} sent unreadable info for {repo}") from None
         if status == 200 and not gated:
             return _ALLOWED
-        if status in (200, 401, 403, 404):
-            return Denial(401, "RepoNotFound", f"Repository {repo} not found, or private and your token was refused")
+        if status == 200:
+            return Denial(403, "GatedRepo", f"Access to {repo} is restricted: send a token upstream accepts for it")
+        if status in (401, 403, 404):
+            return Denial(404 if status == 404 else 401, "RepoNotFound",
+                          f"Repository {repo} not found, or private and your token was refused")
         raise EndpointError(f"{client.endpoint} answered HTTP {status} for {repo}")
 
 

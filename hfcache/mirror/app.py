@@ -27,13 +27,15 @@ from starlette.types import Receive, Scope, Send
 
 from hfcache.cache.layout import HubCache, RepoRef
 from hfcache.cache.meta import FileMeta
-from hfcache.errors import HfcacheError, RepoNotFound, RevisionNotFound
+from hfcache.cache.names import RefName
+from hfcache.errors import DiskFull, HfcacheError, RepoNotFound, RevisionNotFound
 from hfcache.mirror.access import Access
 from hfcache.mirror.flight import DONE, FAILED, Flights
 from hfcache.mirror.follow import Aborted, follow, wait_until
 from hfcache.mirror.upstream import Upstream, gateway_status
 from hfcache.server.accesslog import AccessLog
 from hfcache.server.app import (
+    _dir_entry,
     _HeadAwareResponse,
     _tree_entry,
     error_response,
@@ -41,7 +43,6 @@ from hfcache.server.app import (
     info_response,
     tree_response,
 )
-from hfcache.server.wire import parse_range
 
 _TYPES = {"models": "model", "datasets": "dataset", "spaces": "space", "kernels": "kernel"}
 _API_WORDS = ("revision", "tree", "paths-info", "auth-check", "resolve")
@@ -96,6 +97,8 @@ class MirrorApp:
                 response = await self.dispatch(request)
             except HfcacheError as e:
                 response = _failure(e)
+            except OSError as e:  # the store cannot be written (a full disk, say): the client tries again later
+                response = error_response(503, "StoreUnavailable", f"the mirror's store: {e.strerror or e}")
         else:
             response = Response("Method Not Allowed", status_code=405, headers={"Allow": "GET, HEAD, POST"})
         await response(scope, receive, send)
@@ -121,13 +124,21 @@ class MirrorApp:
     async def _open(self, request: Request, repo: RepoRef,
                     revision: str) -> tuple[str, dict[str, FileMeta], str | None]:
         """(commit, its listing, the token to act with upstream) once the client may read the repo."""
+        if not RefName.check(revision):
+            raise _Refused(400, "BadRequest", f"invalid revision {revision!r}")
         authorization = request.headers.get("authorization")
-        denial, public = await run_in_threadpool(self.access.check, repo, authorization)
+        # what memory holds answers in the event loop; a question for upstream or the disk goes to a thread
+        known = self.access.known(repo, authorization)
+        denial, public = known if known is not None else \
+            await run_in_threadpool(self.access.check, repo, authorization)
         if denial is not None:
             raise _Refused(denial.status, denial.code, denial.message)
         token = None if public else self.access.upstream_token(authorization)
-        commit = await run_in_threadpool(self.upstream.commit, repo, revision, token)
-        files = await run_in_threadpool(self.upstream.listing, repo, commit, token)
+        commit = self.upstream.known_commit(repo, revision) or \
+            await run_in_threadpool(self.upstream.commit, repo, revision, token)
+        files = self.upstream.known_listing(repo, commit)
+        if files is None:
+            files = await run_in_threadpool(self.upstream.listing, repo, commit, token)
         return commit, files, token
 
     # -- API ---------------------------------------------------------------------------------------------------
@@ -156,7 +167,7 @@ class MirrorApp:
                 if p in files:
                     out.append(_tree_entry(p, files[p]))
                 elif p and any(f.startswith(p + "/") for f in files):
-                    out.append({"type": "directory", "oid": "", "path": p})
+                    out.append(_dir_entry(p, [m.blob_id for f, m in files.items() if f.startswith(p + "/")]))
             return JSONResponse(out)
         return error_response(404, "NotFound", "no such route")
 
@@ -177,23 +188,29 @@ class MirrorApp:
             if not os.path.lexists(self.cache.pointer_path(repo, commit, path)):
                 self.flights.get(repo, commit, path, meta, token)  # links it into this commit's snapshot
             return self._stored(request, repo, blob, headers)
+        if self.upstream.offline:
+            return error_response(503, "OfflineCacheMiss", f"{path} at {revision} is not in the mirror's store "
+                                                           "(offline mode is on)")
         flight = self.flights.get(repo, commit, path, meta, token)
-        ranged = parse_range(request.headers.get("range"), meta.size) is not None
         try:  # headers wait for the first bytes: an upstream failure can still be a 502, not a cut body
-            await wait_until(flight, lambda: not ranged and flight.available() > 0)
+            await wait_until(flight, lambda: flight.available() > 0)
         except Aborted as e:
             return error_response(504, "UpstreamTimeout", str(e))
         if flight.state == FAILED:
             return _failure(flight.error)
         if flight.state == DONE:
             return self._stored(request, repo, blob, headers)
+        # A Range is ignored while the blob is on its way (a server may): the whole body follows the fetch from
+        # its start, hash-checked, where a far range would wait, silent, until the fetch reached it (clients time
+        # out). huggingface_hub and hfcache both take a 200 to a ranged request and start over.
         return StreamingResponse(follow(flight), headers={**headers, "Content-Length": str(meta.size)},
                                  media_type="application/octet-stream")
 
     def _stored(self, request: Request, repo: RepoRef, blob: Path, headers: dict[str, str]) -> Response:
         if self.accel_redirect is not None:
             rel = blob.relative_to(self.cache.root).as_posix()
-            return Response(b"", headers={**headers, "X-Accel-Redirect": self.accel_redirect + quote(rel)},
+            kept = {k: v for k, v in headers.items() if k != "Accept-Ranges"}  # nginx says it for the file it sends
+            return Response(b"", headers={**kept, "X-Accel-Redirect": self.accel_redirect + quote(rel)},
                             media_type="application/octet-stream")
         try:
             return file_response(request, blob, headers)
@@ -222,5 +239,7 @@ def _failure(error: BaseException | None) -> Response:
         return error_response(404, "RepoNotFound", str(error))
     if isinstance(error, RevisionNotFound):
         return error_response(404, "RevisionNotFound", str(error))
+    if isinstance(error, DiskFull):  # the mirror's trouble, not upstream's: the client may try again later
+        return error_response(503, "StoreFull", str(error))
     status = gateway_status(error) if error is not None else 502
     return error_response(status, "UpstreamUnavailable", f"upstream: {error}")

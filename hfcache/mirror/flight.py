@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from hfcache.fetch.fetcher import Fetcher
 from hfcache.mirror.upstream import Upstream
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
+FAILURE_KEPT = 2.0  # seconds a failed fetch stays the answer, so a burst of retries is not a burst upstream
 
 
 class Flight:
@@ -58,7 +60,15 @@ class Flight:
             return self.meta.size
         if self.fetching:
             return min(self.meta.size, self._base + self._advanced)
+        if self.blob.exists():  # published (hash-checked) by another process, while this flight still runs
+            return self.meta.size
         return written_prefix(self.paths, self.meta.etag, self.meta.size)
+
+    @property
+    def clean(self) -> bool:
+        """This flight fetched the blob writing each byte once (no restart under a reader): what followers read
+        while it wrote is what its hash check passed."""
+        return self.fetched and self._advanced == self.meta.size - self._base
 
     def source(self) -> Path:
         """The file to read: the blob once published, else the partial being written."""
@@ -134,6 +144,8 @@ class Flights:
     def __init__(self, cache: HubCache, upstream: Upstream) -> None:
         self.cache, self.upstream = cache, upstream
         self._flights: dict[tuple[RepoRef, str], Flight] = {}
+        self._failed: dict[tuple[RepoRef, str], tuple[Flight, float]] = {}
+        self.failure_kept = FAILURE_KEPT
         self._lock = threading.Lock()
         self.started = 0  # flights begun (tests and the bench read it)
 
@@ -141,6 +153,9 @@ class Flights:
         key = (repo, meta.etag)
         with self._lock:
             flight = self._flights.get(key)
+            failed = self._failed.get(key)
+            if flight is None and failed is not None and time.monotonic() - failed[1] < self.failure_kept:
+                return failed[0]  # clients retrying at once do not each send upstream another request
             if flight is None:
                 flight = Flight(self.cache, self.upstream, repo, commit, filename, meta, token, self._ended)
                 self._flights[key] = flight
@@ -149,9 +164,16 @@ class Flights:
             return flight
 
     def _ended(self, flight: Flight) -> None:
+        key = (flight.repo, flight.meta.etag)
         with self._lock:
-            if self._flights.get((flight.repo, flight.meta.etag)) is flight:
-                del self._flights[(flight.repo, flight.meta.etag)]
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            if flight.state == FAILED:
+                if len(self._failed) > 10_000:
+                    self._failed.clear()
+                self._failed[key] = (flight, time.monotonic())
+            else:
+                self._failed.pop(key, None)
 
     def running(self) -> int:
         with self._lock:

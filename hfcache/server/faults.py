@@ -41,10 +41,13 @@ class FaultPlan:
         with self._lock:
             self._faults.clear()
 
-    def take(self, path: str, kinds: set[str] | None = None) -> Fault | None:
-        """The first matching fault, with one use consumed."""
+    def take(self, path: str, kinds: set[str] | None = None, api: bool = False) -> Fault | None:
+        """The first matching fault, with one use consumed. An API request (`api`) matches only faults whose
+        `match` names an API path (starts with `api/`): a file-name match never turns metadata calls faulty."""
         with self._lock:
             for f in self._faults:
+                if api and not f.match.startswith("api/"):
+                    continue
                 if f.match in path and (kinds is None or f.kind in kinds) and f.times != 0:
                     if f.times > 0:
                         f.times -= 1
