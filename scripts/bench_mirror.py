@@ -235,6 +235,7 @@ def run(args: argparse.Namespace, lab: netlab.Lab) -> str:
     direct8 = f"{args.clients} clients straight from upstream"
     cold: dict[str, list[float]] = {"one upstream fetch (curl)": [], direct8: []}
     if mirror:
+        cold["1 client, nginx + mirror"] = []
         cold[f"{args.clients} clients, nginx + mirror"] = []
     if olah:
         cold[f"{args.clients} clients, olah"] = []
@@ -252,7 +253,8 @@ def run(args: argparse.Namespace, lab: netlab.Lab) -> str:
             else:
                 b.start_mirror(fresh=True)
                 seen = b.upstream.sent(REPO, "model.safetensors", b.sha)[1]
-                cold[name].append(b.curl_all(urls["nginx + hfcache mirror"], b.clients))
+                nodes = b.clients[:1] if name.startswith("1 ") else b.clients
+                cold[name].append(b.curl_all(urls["nginx + hfcache mirror"], nodes))
                 sent.append(b.upstream.sent(REPO, "model.safetensors", b.sha)[1] - seen)
         print(f"bench: uncached run {r + 1}/{args.runs} done", flush=True)
     # (a) cache hits: every server has the blob now (the last cold runs filled the store and olah's cache)

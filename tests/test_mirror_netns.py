@@ -56,6 +56,7 @@ class World:
 
     def __init__(self, work: Path) -> None:
         self.work = work
+        netlab.sweep_stale()  # namespaces an earlier run lost when it was killed
         self.commits = mk.build_upstream_cache(work / "upstream", work / "src", REPOS)
         self.lab = netlab.Lab("mirror", loopback=LOOPBACK)
         try:
