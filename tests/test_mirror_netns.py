@@ -149,8 +149,8 @@ def test_lab_is_removed_even_when_the_body_fails():
     assert not [p for p in netlab.NETNS_DIR.iterdir() if p.name.startswith(lab.tag)]
 
 
-def test_eight_clients_through_nginx_in_front_of_a_plain_server(world):
-    """The harness itself: nginx proxying `hfcache serve --cache-dir` over a copy of the upstream store, eight
+def test_clients_through_nginx_in_front_of_a_plain_server(world):
+    """The harness itself: nginx proxying `hfcache serve --cache-dir` over a copy of the upstream store, four
     clients in their own nodes at once; huggingface_hub's and hfcache's caches are the same."""
     store = world.work / "plain-store"
     if not store.exists():
@@ -168,11 +168,11 @@ def test_eight_clients_through_nginx_in_front_of_a_plain_server(world):
     nginx = mk.start_nginx(node, world.work / "nginx-plain", mk.write_nginx(world.work / "nginx-plain", conf), front)
     try:
         clients = [mk.Client(world.client_nodes[i], kind, world.work / f"plain{i}" / "hub")
-                   for i, kind in enumerate(["hf", "hfcache"] * 4)]
+                   for i, kind in enumerate(["hf", "hfcache"] * 2)]
         for c in clients:
             c.start(f"http://{node.ip}:{front}", "org/tiny")
         codes = mk.run_all(clients)
-        assert codes == [0] * 8, [c.err[-2000:] for c in clients]
+        assert codes == [0] * 4, [c.err[-2000:] for c in clients]
         oracle = cache_tree(clients[0].cache)
         assert all(cache_tree(c.cache) == oracle for c in clients[1:])
         assert_verifies(*(c.cache for c in clients))
@@ -233,12 +233,7 @@ def test_client_cut_off_mid_stream_harms_nobody(mirror):
     assert_verifies(stays.cache, *(c.cache for c in late), mirror.mirror.cache)
 
 
-PARTITION_BUG = ("the mirror waits its full upstream timeout (HF_HUB_ETAG_TIMEOUT, 10 s) before serving the stale "
-                 "answer, per process, which is as long as clients wait for it: they time out first")
-
-
-@pytest.mark.parametrize("outage", ["429", "500", "503", "gone",
-                                    pytest.param("unreachable", marks=pytest.mark.xfail(reason=PARTITION_BUG))])
+@pytest.mark.parametrize("outage", ["429", "500", "503", "gone", "unreachable"])
 def test_upstream_trouble_serves_cached_commits(mirror, outage):
     commit = mirror.commits[("org/stale", "main")]
     mirror.fetch("org/stale", ["hfcache"])  # cached (a no-op after the first case)
