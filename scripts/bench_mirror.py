@@ -286,7 +286,7 @@ def run(args: argparse.Namespace, lab: netlab.Lab) -> str:
         med, best = stats(xs)
         lines.append(f"| {name} | {med:.2f} | {best:.2f} | {med / one[0]:.2f}x |")
     if sent:
-        lines.append(f"\nUpstream bytes sent per uncached nginx + mirror run: "
+        lines.append(f"\nUpstream bytes sent per uncached mirror run (1 and N clients alike): "
                      f"{', '.join(f'{s / b.size:.2f}x' for s in sent)} the blob's size.")
     lines.append(f"\n### (c) resolve requests per second (wrk -t2 -c16, {args.wrk_seconds} s)\n")
     lines.append("wrk cannot time HEAD (it waits for the body a HEAD answer's Content-Length announces), so the blob's "
