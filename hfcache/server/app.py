@@ -255,7 +255,8 @@ class HubApp:
                                request.headers.get("authorization"), request.headers.get("range"))
         self.log.append(record)
         CURRENT_REQUEST.set(record)  # this request's record, wherever its handling goes (awaits, threads)
-        if fault := self.faults.take(path, {"429", "500", "503"}, api=segs[:1] == ["api"]):
+        statuses = {"429", "500", "503"}
+        if fault := (self.faults.take_api if segs[:1] == ["api"] else self.faults.take)(path, statuses):
             headers = {"Retry-After": str(int(fault.seconds))} if fault.kind == "429" else {}
             return Response(f"fault injection: HTTP {fault.kind}", status_code=int(fault.kind), headers=headers)
         if segs and segs[-1] == "":
