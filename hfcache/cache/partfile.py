@@ -279,3 +279,18 @@ class PartFile:
         os.replace(self.path, dest)
         if self.resumable:
             self.record.unlink(missing_ok=True)
+
+
+# -- followers (mirror) --------------------------------------------------------------------------------------------
+def written_prefix(paths: PartialPaths, etag: str, size: int) -> int:
+    """How many bytes from the start of a partial its record vouches for (0 when there is none, or it is unusable):
+    a reader may stream them while the writer, another process perhaps, goes on, since the record never runs ahead
+    of the data. (Only resumable partials have a shared name and a record; a small file's partial is private.)"""
+    pf = PartFile(paths, etag, size)
+    parts = pf._load() if pf.resumable else None
+    end = 0
+    for p in parts or ():
+        end = p.start + p.done
+        if not p.complete:
+            break
+    return end

@@ -22,14 +22,37 @@ def serve(
     cdn_host: Annotated[str | None, typer.Option(
         "--cdn-host", help="Redirect LFS downloads to this host name (another origin, like the Hub's CDN).")] = None,
     token: Annotated[str | None, typer.Option(
-        "--token", envvar="HFCACHE_SERVE_TOKEN", help="Make every repo private: clients must send this token.")] = None,
+        "--token", envvar="HFCACHE_SERVE_TOKEN",
+        help="Clients must send this token (every repo private; a mirror's gated repos: docs/mirror.md).")] = None,
     latency_ms: Annotated[float, typer.Option(
         "--latency-ms", min=0, help="Delay every answer (emulates a WAN round trip, for benchmarks).")] = 0.0,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", metavar=FLAG,
         help="No line per request on stderr (client, method, path, status, bytes sent).")] = False,
+    upstream: Annotated[str | None, typer.Option(
+        "--upstream", help="Be a pull-through mirror of this Hub (e.g. https://huggingface.co); the store is "
+                           "--cache-dir, a standard hub cache.")] = None,
+    revalidate: Annotated[float, typer.Option(
+        "--revalidate", min=0, help="Mirror: seconds a branch or tag is trusted before asking upstream again.")] = 60.0,
+    accel_redirect: Annotated[str | None, typer.Option(
+        "--accel-redirect", help="Mirror: answer a stored blob with X-Accel-Redirect PREFIX<path in the store>, "
+                                 "for nginx to send (see --nginx-conf).")] = None,
+    nginx_conf: Annotated[bool, typer.Option(
+        "--nginx-conf", metavar=FLAG, help="Print an nginx.conf for nginx in front of mirrors on --port (or "
+                                           "--upstream-servers) over --cache-dir, and exit.")] = False,
+    listen: Annotated[str, typer.Option("--listen", help="--nginx-conf: where nginx listens, [ADDR:]PORT.")] = \
+        "127.0.0.1:8080",
+    upstream_servers: Annotated[str | None, typer.Option(
+        "--upstream-servers", help="--nginx-conf: the mirror processes, HOST:PORT,HOST:PORT.")] = None,
 ) -> None:
-    """Serve a cache (and folders) as a Hub: point HF_ENDPOINT at the printed URL."""
+    """Serve a cache (and folders) as a Hub, or mirror a Hub into a cache (--upstream): point HF_ENDPOINT at the
+    printed URL."""
+    if nginx_conf or upstream is not None:
+        from hfcache.cli.mirror import mirror_or_conf
+
+        mirror_or_conf(cache_dir, host, port, token, quiet, upstream, revalidate, accel_redirect, nginx_conf,
+                       listen, upstream_servers, bool(repo or cdn_host or latency_ms))
+        return
     from hfcache.server.accesslog import LineWriter
     from hfcache.server.app import HubApp
     from hfcache.server.catalog import Catalog

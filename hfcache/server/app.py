@@ -1,6 +1,7 @@
 """The Hub's HTTP surface, as `huggingface_hub` and hfcache use it, without Xet (plain HTTP clients work).
 
     GET  /api/{type}s/{repo}[/revision/{rev}]          repo info: id, sha, siblings (?blobs=True for sizes)
+    GET  /api/{type}s/{repo}/auth-check                200 when the token may read the repo
     GET  /api/{type}s/{repo}/tree/{rev}[/{path}]       listing (?recursive=true), paginated with Link: rel="next"
     POST /api/{type}s/{repo}/paths-info/{rev}          metadata for a few paths
     HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{path}    bytes, with X-Repo-Commit, ETag, X-Linked-*, Range
@@ -17,9 +18,10 @@ import hmac
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
@@ -32,8 +34,8 @@ from hfcache.cache.hashing import hash_bytes
 from hfcache.cache.layout import RepoRef
 from hfcache.cache.meta import FileMeta
 from hfcache.server.accesslog import AccessLog
-from hfcache.server.catalog import Catalog, ServedRepo
-from hfcache.server.faults import BODY_FAULTS, FaultPlan, faulty_body
+from hfcache.server.catalog import Catalog, ServedFile, ServedRepo
+from hfcache.server.faults import BODY_FAULTS, Fault, FaultPlan, faulty_body
 from hfcache.server.wire import bearer_matches, header_text, parse_cursor, parse_range
 
 PAGE_SIZE = 1000
@@ -110,6 +112,103 @@ def _dir_entry(path: str, children: list[str]) -> dict:
     return {"type": "directory", "oid": oid, "path": path}
 
 
+def error_response(status: int, code: str, message: str, commit: str | None = None) -> Response:
+    """The Hub's error shape (see `_error`), for other apps answering like the Hub (the mirror)."""
+    return _error(status, code, message, commit)
+
+
+def _metas(files: Mapping[str, ServedFile]) -> dict[str, FileMeta]:
+    return {p: f.meta for p, f in files.items()}
+
+
+def info_response(request: Request, repo: RepoRef, commit: str, files: Mapping[str, FileMeta]) -> Response:
+    """`/api/{type}s/{repo}/revision/{rev}`: the repo info `snapshot_download` reads (sha, siblings)."""
+    blobs = request.query_params.get("blobs", "").lower() == "true"
+    siblings = []
+    for path in sorted(files):
+        sib: dict = {"rfilename": path}
+        if blobs:
+            meta = files[path]
+            sib.update(size=meta.size, blobId=meta.blob_id)
+            if meta.lfs_sha256:
+                sib["lfs"] = {k if k != "oid" else "sha256": v for k, v in _tree_entry(path, meta)["lfs"].items()}
+        siblings.append(sib)
+    return JSONResponse({
+        "_id": hashlib.sha1(str(repo).encode(), usedforsecurity=False).hexdigest()[:24],
+        "id": repo.repo_id, "sha": commit, "private": False, "disabled": False, "gated": False,
+        "tags": [], "downloads": 0, "likes": 0, "siblings": siblings,
+        "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z",
+    })
+
+
+def tree_response(request: Request, commit: str, revision: str, files: Mapping[str, FileMeta],
+                  path: str) -> Response:
+    """`/api/{type}s/{repo}/tree/{rev}[/{path}]`: one page of the listing, `Link: rel="next"` to the next."""
+    recursive = request.query_params.get("recursive", "").lower() in ("true", "1")
+    prefix = f"{path}/" if path else ""
+    if path and path in files:
+        entries = [_tree_entry(path, files[path])]
+    else:
+        below = [p for p in sorted(files) if p.startswith(prefix)]
+        if path and not below:
+            return _error(404, "EntryNotFound", f"{path} does not exist at {revision}", commit)
+        dirs: dict[str, list[str]] = {}
+        entries = []
+        for p in below:
+            parts = p[len(prefix):].split("/")
+            for i in range(1, len(parts)):
+                d = prefix + "/".join(parts[:i])
+                dirs.setdefault(d, []).append(files[p].blob_id)
+            if recursive or len(parts) == 1:
+                entries.append(_tree_entry(p, files[p]))
+        shown = [d for d in dirs if recursive or "/" not in d[len(prefix):]]
+        entries = [_dir_entry(d, dirs[d]) for d in shown] + entries
+        entries.sort(key=lambda e: e["path"])
+    cursor = parse_cursor(request.query_params.get("cursor"))
+    if cursor is None:
+        return _error(400, "BadRequest", "Invalid cursor")
+    page = entries[cursor:cursor + PAGE_SIZE]
+    headers = {}
+    if cursor + PAGE_SIZE < len(entries):
+        raw = (request.scope.get("raw_path") or b"").decode("latin-1").split("?")[0]
+        path = "/".join(quote(unquote(seg), safe="") for seg in raw.split("/"))  # ASCII, as a header must be
+        nxt = request.url.replace(path=path).include_query_params(cursor=cursor + PAGE_SIZE)
+        headers["Link"] = f'<{nxt}>; rel="next"'
+    return JSONResponse(page, headers=headers)
+
+
+def file_response(request: Request, local: str | os.PathLike[str], headers: dict[str, str],
+                  fault: Fault | None = None) -> Response:
+    """The bytes of a file with `headers` (Range and If-Range honoured; a body fault, for tests, if given).
+
+    Small files are answered from memory in the event loop: for them a thread hop per request costs more
+    than the read.
+    """
+    size = os.stat(local).st_size
+    if_range = request.headers.get("if-range")
+    span = None if if_range is not None and if_range != headers.get("ETag") else \
+        parse_range(request.headers.get("range"), size)
+    if span == "unsatisfiable":
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+    if fault is None and size > SMALL_FILE:
+        return _BlobResponse(local, span, headers)
+    start, end, status = 0, size - 1, 200
+    if span is not None:
+        (start, end), status = span, 206
+        headers = {**headers, "Content-Range": f"bytes {start}-{end}/{size}"}
+    length = max(0, end - start + 1)
+    headers = {**headers, "Content-Length": str(length)}
+    if fault is not None:
+        return StreamingResponse(faulty_body(Path(local), start, length, fault), status_code=status,
+                                 headers=headers, media_type="application/octet-stream")
+    body = b""
+    if request.method != "HEAD":
+        with open(local, "rb") as f:
+            f.seek(start)
+            body = f.read(length)
+    return _HeadAwareResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")
+
+
 class HubApp:
     """Routes requests over a `Catalog`.
 
@@ -156,7 +255,8 @@ class HubApp:
                                request.headers.get("authorization"), request.headers.get("range"))
         self.log.append(record)
         CURRENT_REQUEST.set(record)  # this request's record, wherever its handling goes (awaits, threads)
-        if segs[:1] != ["api"] and (fault := self.faults.take(path, {"429", "500", "503"})):
+        statuses = {"429", "500", "503"}
+        if fault := (self.faults.take_api if segs[:1] == ["api"] else self.faults.take)(path, statuses):
             headers = {"Retry-After": str(int(fault.seconds))} if fault.kind == "429" else {}
             return Response(f"fault injection: HTTP {fault.kind}", status_code=int(fault.kind), headers=headers)
         if segs and segs[-1] == "":
@@ -209,6 +309,8 @@ class HubApp:
         if not rest or rest[0] == "revision":
             revision = "/".join(rest[1:]) or "main"
             return self._info(request, served, revision)
+        if rest == ["auth-check"]:  # the token (if this server wants one) was checked above
+            return JSONResponse({})
         if rest[0] == "tree" and len(rest) >= 2:
             revision, path = self._split_rev(served, rest[1:])
             return self._tree(request, served, revision, path)
@@ -229,61 +331,13 @@ class HubApp:
         commit = served.resolve(revision)
         if commit is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        files = served.commits[commit]
-        blobs = request.query_params.get("blobs", "").lower() == "true"
-        siblings = []
-        for path in sorted(files):
-            sib: dict = {"rfilename": path}
-            if blobs:
-                meta = files[path].meta
-                sib.update(size=meta.size, blobId=meta.blob_id)
-                if meta.lfs_sha256:
-                    sib["lfs"] = {k if k != "oid" else "sha256": v for k, v in _tree_entry(path, meta)["lfs"].items()}
-            siblings.append(sib)
-        repo = served.repo
-        return JSONResponse({
-            "_id": hashlib.sha1(str(repo).encode(), usedforsecurity=False).hexdigest()[:24],
-            "id": repo.repo_id, "sha": commit, "private": False, "disabled": False, "gated": False,
-            "tags": [], "downloads": 0, "likes": 0, "siblings": siblings,
-            "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z",
-        })
+        return info_response(request, served.repo, commit, _metas(served.commits[commit]))
 
     def _tree(self, request: Request, served: ServedRepo, revision: str, path: str) -> Response:
         commit = served.resolve(revision)
         if commit is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        files = served.commits[commit]
-        recursive = request.query_params.get("recursive", "").lower() in ("true", "1")
-        prefix = f"{path}/" if path else ""
-        if path and path in files:
-            entries = [_tree_entry(path, files[path].meta)]
-        else:
-            below = [p for p in sorted(files) if p.startswith(prefix)]
-            if path and not below:
-                return _error(404, "EntryNotFound", f"{path} does not exist at {revision}", commit)
-            dirs: dict[str, list[str]] = {}
-            entries = []
-            for p in below:
-                parts = p[len(prefix):].split("/")
-                for i in range(1, len(parts)):
-                    d = prefix + "/".join(parts[:i])
-                    dirs.setdefault(d, []).append(files[p].meta.blob_id)
-                if recursive or len(parts) == 1:
-                    entries.append(_tree_entry(p, files[p].meta))
-            shown = [d for d in dirs if recursive or "/" not in d[len(prefix):]]
-            entries = [_dir_entry(d, dirs[d]) for d in shown] + entries
-            entries.sort(key=lambda e: e["path"])
-        cursor = parse_cursor(request.query_params.get("cursor"))
-        if cursor is None:
-            return _error(400, "BadRequest", "Invalid cursor")
-        page = entries[cursor:cursor + PAGE_SIZE]
-        headers = {}
-        if cursor + PAGE_SIZE < len(entries):
-            raw = (request.scope.get("raw_path") or b"").decode("latin-1").split("?")[0]
-            path = "/".join(quote(unquote(seg), safe="") for seg in raw.split("/"))  # ASCII, as a header must be
-            nxt = request.url.replace(path=path).include_query_params(cursor=cursor + PAGE_SIZE)
-            headers["Link"] = f'<{nxt}>; rel="next"'
-        return JSONResponse(page, headers=headers)
+        return tree_response(request, commit, revision, _metas(served.commits[commit]), path)
 
     async def _paths_info(self, served: ServedRepo, revision: str, paths: list[str]) -> Response:
         commit = served.resolve(revision)
@@ -345,29 +399,7 @@ class HubApp:
         than the read.
         """
         fault = self.faults.take(path, BODY_FAULTS) if request.method == "GET" else None
-        size = os.stat(local).st_size
-        if_range = request.headers.get("if-range")
-        span = None if if_range is not None and if_range != headers.get("ETag") else \
-            parse_range(request.headers.get("range"), size)
-        if span == "unsatisfiable":
-            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
-        if fault is None and size > SMALL_FILE:
-            return _BlobResponse(local, span, headers)
-        start, end, status = 0, size - 1, 200
-        if span is not None:
-            (start, end), status = span, 206
-            headers = {**headers, "Content-Range": f"bytes {start}-{end}/{size}"}
-        length = max(0, end - start + 1)
-        headers = {**headers, "Content-Length": str(length)}
-        if fault is not None:
-            return StreamingResponse(faulty_body(local, start, length, fault), status_code=status, headers=headers,
-                                     media_type="application/octet-stream")
-        body = b""
-        if request.method != "HEAD":
-            with open(local, "rb") as f:
-                f.seek(start)
-                body = f.read(length)
-        return _HeadAwareResponse(body, status_code=status, headers=headers, media_type="application/octet-stream")
+        return file_response(request, local, headers, fault)
 
     def cdn_url(self, base: str, sha256: str, name: str, expires: float | None = None) -> str:
         expires = int(expires if expires is not None else time.time() + self.cdn_ttl)

@@ -43,8 +43,18 @@ class FaultPlan:
 
     def take(self, path: str, kinds: set[str] | None = None) -> Fault | None:
         """The first matching fault, with one use consumed."""
+        return self._take(path, kinds, api=False)
+
+    def take_api(self, path: str, kinds: set[str] | None = None) -> Fault | None:
+        """For an API request: only faults whose `match` names an API path (starts with `api/`), so that a
+        file-name match never turns metadata calls faulty."""
+        return self._take(path, kinds, api=True)
+
+    def _take(self, path: str, kinds: set[str] | None, api: bool) -> Fault | None:
         with self._lock:
             for f in self._faults:
+                if api and not f.match.startswith("api/"):
+                    continue
                 if f.match in path and (kinds is None or f.kind in kinds) and f.times != 0:
                     if f.times > 0:
                         f.times -= 1
