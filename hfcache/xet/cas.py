@@ -117,8 +117,8 @@ class CasSession:
         def locate(fresh: bool) -> tuple[str, dict[str, str]]:
             if fresh:
                 again = self.reconstruction(file_hash)
-                match = [e for e in again.fetch.get(entry.xorb, ()) if e.key == entry.key
-                         and (e.url_start, e.url_end) == (entry.url_start, entry.url_end)]
+                match = [e for e in again.fetch.get(entry.xorb, ())
+                         if e.start <= entry.start and entry.end <= e.end and e.url_end == entry.url_end]
                 if not match:
                     raise IntegrityError(f"the CAS no longer serves chunks {entry.start}-{entry.end} of xorb "
                                          f"{entry.xorb[:12]} at the same bytes")

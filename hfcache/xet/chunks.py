@@ -23,6 +23,7 @@ SCHEMES = {NONE: "none", LZ4: "lz4", BG4_LZ4: "bg4-lz4"}
 class Chunk:
     data: bytes
     hash: bytes  # keyed BLAKE3 of `data`, computed here
+    end: int = 0  # where the chunk ends in the buffer it was decoded from (header and payload)
 
 
 def bg4_regroup(grouped: bytes) -> bytes:
@@ -103,8 +104,8 @@ def decode_chunks(buf: bytes | memoryview, count: int | None = None) -> list[Chu
         if start + clen > len(view):
             raise IntegrityError("truncated xorb: a chunk's payload is cut short")
         data = decode_payload(scheme, bytes(view[start:start + clen]), ulen)
-        chunks.append(Chunk(data, chunk_hash(data)))
         pos = start + clen
+        chunks.append(Chunk(data, chunk_hash(data), pos))
     if count is not None and len(chunks) != count:
         raise IntegrityError(f"xorb range holds {len(chunks)} chunks, the reconstruction said {count}")
     return chunks

@@ -42,6 +42,7 @@ class _Position:
     chunk: int = 0  # chunks of `term` already written
     offset: int = 0
     rows: int = 0
+    xorb_end: int = 0  # where the last chunk written ends in its xorb (0: unknown)
 
 
 def _xorb_key(t: Term) -> bytes:
@@ -69,6 +70,7 @@ def _resume(paths: XetPartialPaths, terms: list[Term], sha, fh: FileHasher) -> _
                 pos.offset += row.length
                 pos.rows += 1
                 pos.chunk += 1
+                pos.xorb_end = row.xorb_end
                 if pos.chunk == t.chunks:
                     pos.term, pos.chunk = pos.term + 1, 0
     except OSError:
@@ -153,6 +155,9 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
                 t = terms[i]
                 first = t.start + (pos.chunk if i == pos.term else 0)
                 entry = None if index.covers(_xorb_key(t), first, t.end) else rec.entry_for(t)
+                if entry is not None and first > entry.start and i == pos.term and pos.xorb_end:
+                    # a resumed term: fetch from the chunk after the last one written, not the whole range again
+                    entry = FetchEntry(entry.xorb, first, entry.end, entry.url, pos.xorb_end, entry.url_end)
                 if entry is None and not index.covers(_xorb_key(t), first, t.end):
                     raise IntegrityError(f"the reconstruction of {xet_hash[:12]} gives no URL for chunks "
                                          f"{t.start}-{t.end} of xorb {t.xorb[:12]}")
@@ -163,27 +168,29 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
                     raise Stopped("download stopped")
                 got = None
                 if entry is None:
-                    got = index.read_term(_xorb_key(t), first, t.end)
-                    if got is not None:
-                        local += sum(len(d) for d, _ in got)
+                    on_disk = index.read_term(_xorb_key(t), first, t.end)
+                    if on_disk is not None:
+                        got = [(d, h, 0) for d, h in on_disk]
+                        local += sum(len(d) for d, _ in on_disk)
                 if got is None:
                     entry = entry or rec.entry_for(t)
                     if entry is None:
                         raise IntegrityError(f"no URL for chunks {t.start}-{t.end} of xorb {t.xorb[:12]}")
                     chunks = fetches.take(entry)
-                    got = [(c.data, c.hash) for c in chunks[first - entry.start:t.end - entry.start]]
-                rows = []
-                for k, (data, h) in enumerate(got):
+                    got = [(c.data, c.hash, entry.url_start + c.end)
+                           for c in chunks[first - entry.start:t.end - entry.start]]
+                for k, (data, h, xorb_end) in enumerate(got):
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view):]
                     sha.update(data)
                     fh.update(h, len(data))
-                    rows.append(Row(_xorb_key(t), first + k, pos.offset, len(data), h).pack())
+                    recf.write(Row(_xorb_key(t), first + k, pos.offset, len(data), h, xorb_end).pack())
                     pos.offset += len(data)
+                    if k % 16 == 15:
+                        recf.flush()  # a killed run loses at most 16 chunks' record (the bytes are re-checked)
                     if on_bytes is not None:
                         on_bytes(len(data))
-                recf.write(b"".join(rows))
                 recf.flush()
         if pos.offset != meta.size or sha.hexdigest() != meta.etag or fh.hexdigest() != xet_hash:
             _discard(paths)

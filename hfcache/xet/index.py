@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hfcache.xet.hashes import chunk_hash
 
-ROW = struct.Struct("<32sIQI32s")  # xorb, chunk index, offset in the file, length, chunk hash: the record's rows
+ROW = struct.Struct("<32sIQI32sQ")  # xorb, chunk index, offset in the file, length, chunk hash, end in the xorb
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL, xet_hash TEXT NOT NULL,
                                   size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL);
@@ -36,9 +36,10 @@ class Row:
     offset: int
     length: int
     hash: bytes
+    xorb_end: int = 0  # the byte after the chunk in its xorb (0: unknown, read from disk): where a resume fetches
 
     def pack(self) -> bytes:
-        return ROW.pack(self.xorb, self.idx, self.offset, self.length, self.hash)
+        return ROW.pack(self.xorb, self.idx, self.offset, self.length, self.hash, self.xorb_end)
 
 
 def read_rows(path: Path) -> Iterator[Row]:
