@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import random
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -176,15 +178,12 @@ def test_snapshot_is_the_cache_huggingface_hub_writes_and_each_reads_the_other(x
     xh = xet_hub.xet_file("org/m", "model.safetensors").xet_hash
     assert (store / xh[:2] / f"{xh}.refs").read_text().startswith("models--org--m/blobs/")
     # each reads the other's cache offline: huggingface_hub reads ours, hfcache reads and verifies the oracle's
-    for cache, other in ((ours, oracle), (oracle, ours)):
+    for cache in (ours, oracle):
         env = {"HF_HUB_OFFLINE": "1"}
         code = ("from huggingface_hub import hf_hub_download, try_to_load_from_cache\n"
                 f"p = hf_hub_download('org/m', 'model.safetensors', cache_dir={str(cache)!r})\n"
                 f"q = try_to_load_from_cache('org/m', 'sub/weights.bin', cache_dir={str(cache)!r})\n"
                 "print(open(p, 'rb').read() == open(q, 'rb').read() or 'x', len(open(p,'rb').read()))\n")
-        import subprocess
-        import sys
-
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env={**os.environ, **env}, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
@@ -305,3 +304,32 @@ def test_shared_blobs_disabled_gives_plain_blobs_from_xet(xet_hub, tmp_path):
     hf_download(xet_hub.endpoint, tmp_path / "oracle", "org/m", token=TOKEN, env={"HF_HUB_DISABLE_SHARED_BLOBS": "1"})
     assert cache_tree(tmp_path / "c") == cache_tree(tmp_path / "oracle")
     assert not (tmp_path / "c" / "blobs").exists()
+
+
+@needs_hub
+def test_verify_and_scan_understand_the_shared_store(xet_hub, tmp_path):
+    data = _model(2 * MiB, 10)
+    xet_hub.add_repo("org/m", {"model.safetensors": data})
+    xet_hub.add_repo("org/n", {"model.safetensors": data})
+    cache = tmp_path / "c"
+    _snapshot(cache, xet_hub.endpoint, repo="org/m")
+    xet_hub.stats.reset()
+    r = _snapshot(cache, xet_hub.endpoint, repo="org/n")
+    assert xet_hub.stats.xorb_bytes == 0 and r.stats.files_reused == 1  # linked from the store, nothing fetched
+    xh = xet_hub.xet_file("org/m", "model.safetensors").xet_hash
+    entry = cache / "blobs" / xh[:2] / xh
+    assert len(Path(f"{entry}.refs").read_text().splitlines()) == 2
+    ok = run_cli("verify", "--cache-dir", str(cache))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    scan = run_cli("scan", "--cache-dir", str(cache))
+    assert scan.returncode == 0 and "shared store 1 file" in scan.stdout.replace("\n", " "), scan.stdout
+    refs = Path(f"{entry}.refs")
+    refs.write_text(refs.read_text().splitlines()[0] + "\n")  # one link unlisted: huggingface_hub's GC may drop it
+    warned = run_cli("verify", "--cache-dir", str(cache))
+    assert "store-ref-missing: models--org--n/blobs/" in warned.stdout + warned.stderr, warned.stdout + warned.stderr
+    os.chmod(entry, 0o644)
+    with open(entry, "r+b") as f:
+        f.seek(1000)
+        f.write(b"\xff" if data[1000] != 0xFF else b"\x00")
+    bad = run_cli("verify", "--cache-dir", str(cache))
+    assert bad.returncode == 1 and "hash-mismatch" in bad.stdout + bad.stderr
