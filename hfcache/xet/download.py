@@ -26,7 +26,8 @@ from hfcache.xet.hashes import FileHasher, chunk_hash
 from hfcache.xet.index import ROW, ChunkIndex, Row, read_rows
 from hfcache.xet.recon import FetchEntry, Reconstruction, Term
 
-WINDOW = 4  # xorb ranges fetched ahead (each at most 64 MiB decoded): the memory bound
+WINDOW = 4  # xorb ranges fetched at once, ahead of the writer
+BUDGET = 192 * 1024 * 1024  # bytes of xorb ranges held (fetched or in flight) beyond the one being written
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class _Fetches:
         for e in order:
             self.uses[e.key] = self.uses.get(e.key, 0) + 1
         self.queue = list(OrderedDict((e.key, e) for e in order).values())
+        self.sizes = {e.key: e.url_end - e.url_start + 1 for e in order}
         self.next = 0
         self.live: OrderedDict[tuple, Future] = OrderedDict()
         self.fetched = 0
@@ -104,9 +106,14 @@ class _Fetches:
         raise AssertionError("unreachable")
 
     def _top_up(self) -> None:
-        while self.next < len(self.queue) and sum(1 for f in self.live.values() if not f.done()) < WINDOW \
-                and len(self.live) < 2 * WINDOW:
+        """Fetch ahead while fewer than `WINDOW` are in flight and what is held stays within `BUDGET` (xorb ranges
+        are at most 64 MiB, so memory stays bounded whatever the file size)."""
+        while self.next < len(self.queue):
             e = self.queue[self.next]
+            held = sum(self.sizes[k] for k in self.live)
+            busy = sum(1 for f in self.live.values() if not f.done())
+            if self.live and (busy >= WINDOW or held + self.sizes[e.key] > BUDGET):
+                return
             self.next += 1
             if e.key not in self.live:
                 self.live[e.key] = self.pool.submit(self._load, e)
