@@ -26,12 +26,14 @@ Locate = Callable[[bool], tuple[str, dict[str, str]]]  # fresh? -> (url, headers
 
 
 def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int | None, limit: int,
-                on_bytes: OnBytes | None = None, what: str = "") -> bytes:
+                on_bytes: OnBytes | None = None, what: str = "") -> bytes | bytearray:
     """GET bytes [start, end] (inclusive; the whole body when None) into memory, over the same pool with the
     same retries, backoff and stall timeout as blobs; a connection lost midway resumes from the last byte
     received. `locate(fresh)` gives (url, headers); it is asked with `fresh=True` after a 401, 403 or 410
     (an expired token or signed URL) to refresh what expired. `limit` caps what a server may send."""
-    buf = bytearray()
+    size = None if start is None or end is None else end - start + 1
+    buf = bytearray(size) if size is not None else bytearray()  # filled in place: no regrowth, no final copy
+    have = 0
     attempts = refreshes = 0
     fresh = False
     while True:
@@ -40,8 +42,8 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
         url, headers = locate(fresh)
         fresh = False
         headers = {**headers, "Accept-Encoding": "identity"}
-        offset = (start or 0) + len(buf)
-        if start is not None or buf:
+        offset = (start or 0) + have
+        if start is not None or have:
             headers["Range"] = f"bytes={offset}-{'' if end is None else end}"
         got = 0
         try:
@@ -73,15 +75,22 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
                 for chunk in _chunks(resp):
                     if transfer._stop.is_set():
                         raise Stopped("download stopped")
-                    buf += chunk
-                    got += len(chunk)
-                    if len(buf) > limit:
-                        raise IntegrityError(f"{what or url}: the server sent more than {limit} bytes")
+                    n = len(chunk)
+                    if have + n > (size if size is not None else limit):
+                        raise IntegrityError(f"{what or url}: the server sent more than the bytes asked for")
+                    if size is not None:
+                        buf[have:have + n] = chunk
+                    else:
+                        buf += chunk
+                    have += n
+                    got += n
                     if on_bytes is not None:
-                        on_bytes(len(chunk))
-            if end is None or (start or 0) + len(buf) > end:
+                        on_bytes(n)
+            if size is None:
                 return bytes(buf)
-            raise _Retryable(f"connection closed after {len(buf)} bytes")
+            if have == size:
+                return buf
+            raise _Retryable(f"connection closed after {have} of {size} bytes")
         except (_Retryable, *_network_errors()) as e:
             attempts = 1 if got >= PROGRESS_RESET else attempts + 1
             reason = str(e) if isinstance(e, _Retryable) else type(e).__name__
@@ -89,4 +98,5 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
                 tries = counted(transfer.options.retries, "retry", many="retries")
                 raise EndpointError(f"giving up on {what or url} after {tries}: {reason}") from None
             wait = getattr(e, "wait", None)
-            time.sleep(wait if wait is not None else min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5))
+            backoff = min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
+            time.sleep(wait if wait is not None else backoff)

@@ -109,7 +109,7 @@ class CasSession:
         result = recon.parse(data, f"the CAS ({current[-1].cas_url})")
         return result
 
-    def fetch_xorb(self, file_hash: str, entry: FetchEntry, on_bytes=None) -> bytes:
+    def fetch_xorb(self, file_hash: str, entry: FetchEntry, on_bytes=None) -> bytes | bytearray:
         """A fetch entry's bytes. Its URL is signed: when it has expired, a new reconstruction gives a fresh one
         for the same chunks."""
         url = [entry.url]

@@ -27,7 +27,7 @@ from hfcache.xet.index import ROW, ChunkIndex, Row, read_rows
 from hfcache.xet.recon import FetchEntry, Reconstruction, Term
 
 WINDOW = 4  # xorb ranges fetched at once, ahead of the writer
-BUDGET = 192 * 1024 * 1024  # bytes of xorb ranges held (fetched or in flight) beyond the one being written
+BUDGET = 128 * 1024 * 1024  # bytes of xorb ranges held (fetched or in flight) beyond the one being written
 
 
 @dataclass(frozen=True)
