@@ -333,3 +333,28 @@ def test_verify_and_scan_understand_the_shared_store(xet_hub, tmp_path):
         f.write(b"\xff" if data[1000] != 0xFF else b"\x00")
     bad = run_cli("verify", "--cache-dir", str(cache))
     assert bad.returncode == 1 and "hash-mismatch" in bad.stdout + bad.stderr
+
+
+@needs_hub
+def test_download_export_import_and_rm_of_a_xet_cache(xet_hub, tmp_path):
+    data = _model(2 * MiB, 11)
+    xet_hub.add_repo("org/m", {"model.safetensors": data, "config.json": "{}"})
+    cache, oracle = tmp_path / "c", tmp_path / "oracle"
+    env = {"HF_TOKEN": TOKEN}
+    r = run_cli("download", "org/m", "model.safetensors", "--cache-dir", str(cache), endpoint=xet_hub.endpoint,
+                env=env)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip().splitlines()[-1]).read_bytes() == data
+    hf_download(xet_hub.endpoint, oracle, "org/m", "model.safetensors", token=TOKEN)
+    assert cache_tree(cache) == cache_tree(oracle)
+    bundle = tmp_path / "b.tar"
+    assert run_cli("export", "org/m", "-o", str(bundle), "--cache-dir", str(cache)).returncode == 0
+    imported = tmp_path / "imported"
+    r = run_cli("import", str(bundle), "--cache-dir", str(imported))
+    assert r.returncode == 0, r.stderr
+    assert cache_tree(imported) == cache_tree(cache)
+    assert run_cli("verify", "--cache-dir", str(imported)).returncode == 0
+    r = run_cli("rm", "org/m", "--yes", "--cache-dir", str(cache))
+    assert r.returncode == 0, r.stderr
+    xh = xet_hub.xet_file("org/m", "model.safetensors").xet_hash
+    assert not (cache / "blobs" / xh[:2] / xh).exists()  # the store entry went with its last link
