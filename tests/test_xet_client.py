@@ -358,3 +358,40 @@ def test_download_export_import_and_rm_of_a_xet_cache(xet_hub, tmp_path):
     assert r.returncode == 0, r.stderr
     xh = xet_hub.xet_file("org/m", "model.safetensors").xet_hash
     assert not (cache / "blobs" / xh[:2] / xh).exists()  # the store entry went with its last link
+
+
+@needs_hub
+def test_a_killed_download_resumes(xet_hub, tmp_path):
+    """SIGKILL in the middle of a file (no cleanup, no buffered write flushed): the next run keeps what the record
+    proves and fetches the rest."""
+    import signal
+
+    size = 12 * MiB
+    data = _model(size, 12)
+    xet_hub.add_repo("org/m", {"model.safetensors": data})
+    cache = tmp_path / "c"
+    code = f"""
+import os, signal
+from hfcache.cache.layout import HubCache, RepoRef
+from hfcache.fetch.fetcher import Fetcher
+from hfcache.fetch.hub import HubClient
+from hfcache.progress import Progress
+
+class Kill(Progress):
+    n = 0
+    def advance(self, k):
+        self.n += k
+        if self.n > {size * 2 // 3}:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+Fetcher(HubCache({str(cache)!r}), HubClient({xet_hub.endpoint!r}, token={TOKEN!r}), offline=False,
+        progress=Kill()).snapshot(RepoRef("org/m"))
+"""
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    assert _visible(cache) == []
+    xet_hub.stats.reset()
+    r = _snapshot(cache, xet_hub.endpoint)
+    assert (r.path / "model.safetensors").read_bytes() == data
+    assert xet_hub.stats.xorb_bytes < 0.5 * size, xet_hub.stats.xorb_bytes
+    assert not list(cache.rglob("*.incomplete*"))

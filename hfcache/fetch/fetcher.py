@@ -221,10 +221,13 @@ class Fetcher:
             helpers = self._fan_out(repo, commit, files)
             mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
             results = _run_all(work, mine, workers)
+            ran = list(mine)
             if helpers is not None:
                 theirs, unfinished = helpers.results()
                 if unfinished:  # a worker died without a word: its share is fetched here
-                    results += _run_all(work, [i for i in items if i[0] in unfinished], workers)
+                    extra = [i for i in items if i[0] in unfinished]
+                    results += _run_all(work, extra, workers)
+                    ran += extra
             if partials or unfinished:
                 self._sweep(repo, blobs)
         except BaseException as e:
@@ -243,10 +246,10 @@ class Fetcher:
             files_reused=len(files) - fetched,
             bytes_fetched=sum(n for _, n in results) + sum(s["bytes_fetched"] for s in theirs),
             bytes_total=sum(m.size for m in files.values()),
-            xet_files=len(self._xet_stats),
-            bytes_local=sum(local for _, local in self._xet_stats.values()),
-            fetched_by_file={f: n for f, (was, n) in zip((i[0] for i in mine), results, strict=True) if was}
-            if helpers is None or not unfinished else {},
+            xet_files=len(self._xet_stats) + sum(s.get("xet_files", 0) for s in theirs),
+            bytes_local=sum(local for _, local in self._xet_stats.values()) + sum(s.get("bytes_local", 0)
+                                                                                 for s in theirs),
+            fetched_by_file=_per_file(ran, results, theirs),
         )
 
     def _fan_out(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]):
@@ -381,6 +384,14 @@ def _run_all(work, items: list, workers: int) -> list[tuple[bool, int]]:
         raise
     pool.shutdown()
     return results
+
+
+def _per_file(ran: list, results: list, theirs: list[dict]) -> dict[str, int]:
+    """Bytes received per file fetched, this process's and its workers'."""
+    out = {name: n for (name, _), (was, n) in zip(ran, results, strict=True) if was}
+    for s in theirs:
+        out.update(s.get("fetched_by_file", {}))
+    return out
 
 
 def _auto_workers(files: dict[str, FileMeta]) -> int:

@@ -174,6 +174,7 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
                 if session.transfer._stop.is_set():
                     raise Stopped("download stopped")
                 got = None
+                expected = t.length if first == t.start else None
                 if entry is None:
                     on_disk = index.read_term(_xorb_key(t), first, t.end)
                     if on_disk is not None:
@@ -186,6 +187,9 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
                     chunks = fetches.take(entry)
                     got = [(c.data, c.hash, entry.url_start + c.end)
                            for c in chunks[first - entry.start:t.end - entry.start]]
+                if expected is not None and sum(len(d) for d, _, _ in got) != expected:
+                    raise IntegrityError(f"chunks {t.start}-{t.end} of xorb {t.xorb[:12]} decode to "
+                                         f"{sum(len(d) for d, _, _ in got)} bytes, the reconstruction says {expected}")
                 for k, (data, h, xorb_end) in enumerate(got):
                     view = memoryview(data)
                     while view:
