@@ -37,7 +37,7 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
     attempts = refreshes = 0
     fresh = False
     while True:
-        if transfer._stop.is_set():
+        if transfer.stopping:
             raise Stopped("download stopped")
         url, headers = locate(fresh)
         fresh = False
@@ -73,7 +73,7 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
                     raise IntegrityError(f"{what or url}: answered {resp.headers.get('Content-Range')!r} "
                                          f"for bytes={offset}-")
                 for chunk in _chunks(resp):
-                    if transfer._stop.is_set():
+                    if transfer.stopping:
                         raise Stopped("download stopped")
                     n = len(chunk)
                     if have + n > (size if size is not None else limit):

@@ -22,6 +22,7 @@ from hfcache.xet.recon import FetchEntry, Reconstruction
 
 TOKEN_MARGIN = 60  # seconds: huggingface_hub's XET_CONNECTION_INFO_SAFETY_PERIOD
 NO_XET_STATUS = {404, 405, 501}
+TOKEN_TRIES = 4
 
 
 class NoXet(Exception):
@@ -57,14 +58,27 @@ class CasSession:
             return self._token
 
     def _request_token(self) -> Token:
-        from hfcache.fetch.transfer import _network_errors
+        from hfcache.fetch.transfer import RETRY_STATUS, _network_errors
 
         client = self.transfer.client
-        self.token_requests += 1
-        try:
-            resp = self.transfer.get(self.token_url, client.headers_for(self.token_url))
-        except _network_errors() as e:
-            raise EndpointError(f"cannot reach {self.token_url}: {type(e).__name__}") from None
+        for attempt in range(TOKEN_TRIES):  # huggingface_hub's http_backoff retries these too
+            self.token_requests += 1
+            try:
+                resp = self.transfer.get(self.token_url, client.headers_for(self.token_url))
+            except _network_errors() as e:
+                if attempt + 1 == TOKEN_TRIES:
+                    raise EndpointError(f"cannot reach {self.token_url}: {type(e).__name__}") from None
+                time.sleep(0.5 * 2 ** attempt)
+                continue
+            if resp.status_code in RETRY_STATUS and attempt + 1 < TOKEN_TRIES:
+                resp.close()
+                time.sleep(0.5 * 2 ** attempt)
+                continue
+            return self._read_token(resp)
+        raise AssertionError("unreachable")
+
+    def _read_token(self, resp) -> Token:
+        client = self.transfer.client
         with resp:
             status = resp.status_code
             if status in NO_XET_STATUS:

@@ -171,7 +171,7 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
                 plan.append((t, first, entry))
             fetches = _Fetches(session, xet_hash, [e for _, _, e in plan if e is not None], pool)
             for t, first, entry in plan:
-                if session.transfer._stop.is_set():
+                if session.transfer.stopping:
                     raise Stopped("download stopped")
                 got = None
                 expected = t.length if first == t.start else None
