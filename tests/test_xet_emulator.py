@@ -1,74 +1,35 @@
 """The Xet Hub + CAS emulator (tests/xethub.py) proven against the oracle: fixtures uploaded by hf_xet itself,
 downloaded by huggingface_hub 2.4 + hf_xet into the shared blob store it writes, and over the plain-HTTP bridge.
+Faults and the CAS wire are in test_xet_emulator_faults.py."""
 
-XETHUB_TEST_MIB sets the main file's size (default 4 MiB) for a bigger run by hand."""
-
+# ruff: noqa: F811 (test arguments are named after the fixtures imported below)
 from __future__ import annotations
 
 import json
 import os
-import random
 import stat
-from pathlib import Path
 
 import pytest
-import requests
 
+from tests.xet_emulator_data import (  # noqa: F401 (fixtures: pytest finds them by name)
+    MAIN_V1,
+    MAIN_V2,
+    REPO,
+    SIZE,
+    TOKEN,
+    V1,
+    _clean,
+    cas_session,
+    expected_tree,
+    hashlib_sha256,
+    hub,
+    mode,
+    rnd,
+    shared_mode,
+    umask,
+)
 from tests.xetcas_format import parse_shard, xorb_chunks
-from tests.xethub import XetHub, git_sha1, hf_download
-
-TOKEN = "hf_xet_emulator_token"
-SIZE = int(os.environ.get("XETHUB_TEST_MIB", "4")) * 1024 * 1024
-REPO = "org/xet"
-
-
-def rnd(n: int, seed: int) -> bytes:
-    """Incompressible, deterministic bytes (so xorb bytes fetched measure file bytes)."""
-    return random.Random(seed).randbytes(n)
-
-
-MAIN_V1 = rnd(SIZE, 1)
-MAIN_V2 = MAIN_V1[:SIZE // 2] + rnd(SIZE // 10, 2) + MAIN_V1[SIZE // 2 + SIZE // 10:]  # 10% changed
-V1 = {"model.safetensors": MAIN_V1, "sub/dir/tok.bin": rnd(300_000, 3), "config.json": '{"a": 1}\n',
-      "README.md": "# xet\n"}
-V2 = {"model.safetensors": MAIN_V2, "config.json": '{"a": 2}\n'}
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory):
-    h = XetHub(tmp_path_factory.mktemp("xethub"), token=TOKEN)
-    h.start()
-    h.c1 = h.add_repo(REPO, V1)
-    h.up1 = h.stats.xorb_bytes_uploaded
-    h.c2 = h.add_repo(REPO, V2)
-    h.up2 = h.stats.xorb_bytes_uploaded - h.up1
-    h.cds = h.add_repo("org/xds", {"data/train.bin": rnd(200_000, 4), "README.md": "---\n---\n"},
-                       repo_type="dataset")
-    yield h
-    h.stop()
-
-
-@pytest.fixture(autouse=True)
-def _clean(hub):
-    hub.faults.clear()
-    hub.stats.reset()
-    yield
-    hub.faults.clear()
-
-
-def expected_tree(files: dict, hub: XetHub, commit: str) -> dict:
-    out = {}
-    for path in sorted(files):
-        e = hub.xet_file(REPO, path, commit)
-        entry = {"size": e.size, "blob_id": e.blob_id}
-        if e.sha256:
-            entry.update(lfs_sha256=e.sha256, lfs_size=e.size, xet_hash=e.xet_hash)
-        out[path] = entry
-    return {"format_version": 1, "files": out}
-
-
-def mode(p: Path) -> int:
-    return stat.S_IMODE(p.lstat().st_mode)
+from tests.xethub import XetHub, git_sha1, hf_download, xet_hub  # noqa: F401 (the fixture, tested below)
 
 
 def test_fixtures_are_real_hf_xet_uploads(hub, tmp_path):
@@ -82,10 +43,9 @@ def test_fixtures_are_real_hf_xet_uploads(hub, tmp_path):
     assert e1.blob_id == git_sha1(f"version https://git-lfs.github.com/spec/v1\noid sha256:{e1.sha256}\n"
                                   f"size {SIZE}\n".encode())
     assert hub.xet_file(REPO, "config.json", hub.c1).xet_hash is None  # small files are git blobs
-    shards = list((hub.root / "shards").glob("*.shard"))
+    shards = [parse_shard(s.read_bytes()) for s in (hub.root / "shards").glob("*.shard")]
     assert len(shards) >= 2
-    assert e1.xet_hash in parse_shard(shards[0].read_bytes()).files or any(
-        e1.xet_hash in parse_shard(s.read_bytes()).files for s in shards)
+    assert {s.file_sha256[e1.xet_hash] for s in shards if e1.xet_hash in s.files} == {e1.sha256}
     for xorb in (hub.root / "xorbs").iterdir():
         assert xorb_chunks(xorb.read_bytes())
     assert sum(s.unpacked for s in hub.segments(e1.xet_hash)) == SIZE
@@ -106,7 +66,7 @@ def test_snapshot_download_writes_the_shared_store(hub, tmp_path):
         assert (snap / path).read_bytes() == (data.encode() if isinstance(data, str) else data)
     store = cache / "blobs"
     assert (store / ".huggingface-shared-blobs").read_text() == "1\n"
-    assert mode(store / ".huggingface-shared-blobs") == 0o444
+    assert mode(store / ".huggingface-shared-blobs") == shared_mode(cache) == 0o777 & ~umask() & 0o444
     expected_names = {".huggingface-shared-blobs"}
     for path in V1:
         e = hub.xet_file(REPO, path, hub.c1)
@@ -114,13 +74,13 @@ def test_snapshot_download_writes_the_shared_store(hub, tmp_path):
         depth = "../" * path.count("/")
         assert os.readlink(snap / path) == f"{depth}../../blobs/{e.sha256 or e.blob_id}"
         if e.xet_hash is None:
-            assert stat.S_ISREG(repo_blob.lstat().st_mode) and mode(repo_blob) == 0o644
+            assert stat.S_ISREG(repo_blob.lstat().st_mode) and mode(repo_blob) == 0o666 & ~umask()
             continue
         xh = e.xet_hash
         expected_names.add(xh[:2])
         assert os.readlink(repo_blob) == f"../../blobs/{xh[:2]}/{xh}"
         payload = store / xh[:2] / xh
-        assert stat.S_ISREG(payload.lstat().st_mode) and mode(payload) == 0o444
+        assert stat.S_ISREG(payload.lstat().st_mode) and mode(payload) == shared_mode(cache)
         assert mode(store / xh[:2]) == mode(cache)
         assert (store / xh[:2] / f"{xh}.refs").read_text() == f"models--org--xet/blobs/{e.sha256}\n"
         assert mode(store / xh[:2] / f"{xh}.refs") == 0o666
@@ -155,12 +115,6 @@ def test_dataset_repo(hub, tmp_path):
                        ).startswith("../../blobs/")
 
 
-def hashlib_sha256(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
-
-
 @pytest.mark.parametrize("how", ["HF_HUB_DISABLE_XET", "no_xet_offered"])
 def test_plain_http_bridge(hub, tmp_path, how):
     """HF_HUB_DISABLE_XET=1, or a Hub that offers no Xet: whole files over the bridge, ordinary blobs, no store."""
@@ -178,16 +132,6 @@ def test_plain_http_bridge(hub, tmp_path, how):
     assert hub.stats.xorb_gets == hub.stats.reconstructions == hub.stats.token_calls == 0
     tree = json.loads((cache / "models--org--xet" / "trees" / f"{hub.c1}.json").read_text())
     assert ("xet_hash" in tree["files"]["model.safetensors"]) == (how == "HF_HUB_DISABLE_XET")
-
-
-def cas_session(hub) -> tuple[requests.Session, str]:
-    s = requests.Session()
-    r = s.get(f"{hub.endpoint}/api/models/{REPO}/xet-read-token/main", headers={"Authorization": f"Bearer {TOKEN}"})
-    r.raise_for_status()
-    assert r.json()["casUrl"] == r.headers["X-Xet-Cas-Url"] == hub.cas_url
-    assert int(r.headers["X-Xet-Token-Expiration"]) == r.json()["exp"]
-    s.headers["Authorization"] = f"Bearer {r.json()['accessToken']}"
-    return s, r.json()["casUrl"]
 
 
 def test_second_revision_needs_only_its_new_xorb_ranges(hub, tmp_path):
@@ -214,68 +158,6 @@ def test_second_revision_needs_only_its_new_xorb_ranges(hub, tmp_path):
     hf_xet_bytes = hub.stats.xorb_bytes - before
     assert hf_xet_bytes >= new_bytes
     assert sorted(p.name for p in (cache / "blobs").glob("*/*") if len(p.name) == 64) == sorted([x1, x2])
-
-
-def test_reconstruction_api_and_signed_urls(hub):
-    s, cas = cas_session(hub)
-    xh = hub.xet_file(REPO, "model.safetensors", hub.c1).xet_hash
-    r = s.get(f"{cas}/v1/reconstructions/{xh}", headers={"Range": "bytes=1000000-1000999"})
-    assert r.status_code == 200
-    body = r.json()
-    chunks_len = sum(t["unpacked_length"] for t in body["terms"])
-    assert body["offset_into_first_range"] + 1000 <= chunks_len
-    assert body["offset_into_first_range"] < body["terms"][0]["unpacked_length"]
-    (xorb, [info]), = body["fetch_info"].items()
-    a, b = info["url_range"]["start"], info["url_range"]["end"]
-    got = requests.get(info["url"], headers={"Range": f"bytes={a}-{b}"})  # no auth: the URL is signed
-    assert got.status_code == 206 and got.content == (hub.root / "xorbs" / xorb).read_bytes()[a:b + 1]
-    assert requests.get(info["url"].replace("sig=", "sig=0")).status_code == 403
-    assert s.get(f"{cas}/v1/reconstructions/{xh}", headers={"Range": f"bytes={SIZE}-{SIZE + 10}"}).status_code == 416
-    assert requests.get(f"{cas}/v1/reconstructions/{xh}").status_code == 401
-    assert s.get(f"{cas}/v1/reconstructions/{'0' * 64}").status_code == 404
-    hub.faults.xorb_url_ttl = -1
-    expired = s.get(f"{cas}/v1/reconstructions/{xh}").json()["fetch_info"]
-    assert requests.get(next(iter(expired.values()))[0]["url"]).status_code == 403
-
-
-@pytest.mark.parametrize("fault", ["expire_next_xorb", "reset_next_xorb"])
-def test_hf_xet_recovers_from_faults(hub, tmp_path, fault):
-    """Each fault is seen by hf_xet and recovered from: an expired URL makes it ask for the reconstruction again,
-    a reset makes it retry the range."""
-    setattr(hub.faults, fault, 1)
-    path = hf_download(hub.endpoint, tmp_path / "c", REPO, "sub/dir/tok.bin", revision=hub.c1, token=TOKEN)
-    assert path.read_bytes() == V1["sub/dir/tok.bin"]
-    assert getattr(hub.faults, fault) == 0  # the fault fired
-    if fault == "expire_next_xorb":
-        assert hub.stats.reconstructions == 2  # asked again (v1 at once: hf_xet remembers v2 is absent)
-        assert [r[2] for r in hub.stats.paths("/cas/xorb/")] == [403, 206]
-    if fault == "reset_next_xorb":
-        assert hub.stats.xorb_gets >= 2
-
-
-def test_hf_xet_token_refresh(hub, tmp_path):
-    """hf_xet refreshes its CAS token by its expiry (30 s ahead), through the `xet-auth` route's JSON body; it
-    does NOT refresh on a 401 from the CAS: the download fails (hfcache may do better)."""
-    hub.faults.token_ttl = 20
-    path = hf_download(hub.endpoint, tmp_path / "c", REPO, "sub/dir/tok.bin", revision=hub.c1, token=TOKEN)
-    assert path.read_bytes() == V1["sub/dir/tok.bin"]
-    assert hub.stats.token_calls >= 2  # huggingface_hub's header read, then hf_xet's JSON refresh(es)
-    hub.faults.clear()
-    hub.faults.reconstruction_401 = 1
-    with pytest.raises(AssertionError, match="401 Unauthorized"):
-        hf_download(hub.endpoint, tmp_path / "d", REPO, "sub/dir/tok.bin", revision=hub.c1, token=TOKEN)
-    assert not list((tmp_path / "d").glob("blobs/*/*"))
-
-
-def test_corrupt_xorb_fault(hub, tmp_path):
-    """The fault flips one byte in the middle of the next xorb response. Fact: hf_xet 1.8 checks no chunk hash
-    and huggingface_hub 2.4 no sha256 on a Xet download, so for an uncompressed chunk the flipped byte lands
-    in the shared store unnoticed (a compressed one would fail to decode). hfcache must check both."""
-    hub.faults.corrupt_next_xorb = 1
-    path = hf_download(hub.endpoint, tmp_path / "c", REPO, "sub/dir/tok.bin", revision=hub.c1, token=TOKEN)
-    got, want = path.read_bytes(), V1["sub/dir/tok.bin"]
-    assert hub.faults.corrupt_next_xorb == 0
-    assert len(got) == len(want) and sum(a != b for a, b in zip(got, want, strict=True)) == 1
 
 
 def test_state_survives_a_new_hub(hub, tmp_path):
@@ -307,30 +189,56 @@ def test_api_listings_through_huggingface_hub(hub):
     assert info[0].xet_hash == e.xet_hash
 
 
-def test_tree_pages_and_many_files(tmp_path):
-    """1,200 files: the tree comes in pages (Link rel="next"), which huggingface_hub follows; many small Xet
-    files go up in one hf_xet commit."""
-    from huggingface_hub import HfApi
+def test_shared_store_links_a_second_repo_without_fetching(hub, tmp_path):
+    """Same bytes in another repo: huggingface_hub links the store entry it has (no HEAD-time fetch, no xorb),
+    appending a second line to `.refs`; with the tree cached, a download by commit sends no HEAD at all."""
+    cache = tmp_path / "c"
+    hf_download(hub.endpoint, cache, REPO, revision=hub.c1, token=TOKEN)
+    hub.stats.reset()
+    hf_download(hub.endpoint, cache, "org/xet-copy", "weights/same.safetensors", token=TOKEN)
+    assert hub.stats.xorb_gets == hub.stats.reconstructions == 0
+    e = hub.xet_file(REPO, "model.safetensors", hub.c1)
+    refs = cache / "blobs" / e.xet_hash[:2] / f"{e.xet_hash}.refs"
+    assert refs.read_text() == f"models--org--xet/blobs/{e.sha256}\nmodels--org--xet-copy/blobs/{e.sha256}\n"
+    hub.stats.reset()
+    hf_download(hub.endpoint, cache, REPO, "sub/dir/tok.bin", revision=hub.c1, token=TOKEN)
+    assert not [r for r in hub.stats.requests if r[0] == "HEAD"]  # trees/<commit>.json said all
 
-    hub = XetHub(tmp_path / "h", token=TOKEN, xet_rule=lambda path, size: path.startswith("x/"))
+
+def test_disable_shared_blobs(hub, tmp_path):
+    """HF_HUB_DISABLE_SHARED_BLOBS=1: still fetched through hf_xet, but into an ordinary repo blob."""
+    cache = tmp_path / "c"
+    path = hf_download(hub.endpoint, cache, REPO, "model.safetensors", revision=hub.c1, token=TOKEN,
+                       env={"HF_HUB_DISABLE_SHARED_BLOBS": "1"})
+    assert path.read_bytes() == MAIN_V1
+    assert hub.stats.xorb_bytes >= SIZE and hub.stats.bridge_bytes == 0
+    assert not (cache / "blobs").exists()
+    e = hub.xet_file(REPO, "model.safetensors", hub.c1)
+    blob = cache / "models--org--xet" / "blobs" / e.sha256
+    assert stat.S_ISREG(blob.lstat().st_mode) and mode(blob) == 0o666 & ~umask()
+
+
+def test_the_xet_hub_fixture(xet_hub, tmp_path):  # noqa: F811 (pytest passes the imported fixture)
+    commit = xet_hub.add_repo("a/b", {"w.bin": b"x" * 5000})
+    path = hf_download(xet_hub.endpoint, tmp_path / "c", "a/b", "w.bin", revision=commit, token=xet_hub.token)
+    assert path.read_bytes() == b"x" * 5000
+
+
+def test_every_compression_scheme(tmp_path):
+    """`sample_files` gives chunks in all three schemes (none, LZ4, byte-grouping-4 + LZ4); hf_xet reads each
+    back through the emulator (and a client's decoder has a fixture for each)."""
+    from collections import Counter
+
+    from tests.xethub import sample_files
+
+    hub = XetHub(tmp_path / "h", token=TOKEN)
     try:
-        hub.start()
-        files = {f"f/{i:04d}.txt": f"{i}\n" for i in range(1100)} | {f"x/{i:03d}.bin": rnd(2000, i) for i in range(100)}
-        commit = hub.add_repo("org/many", files)
-        listed = list(HfApi(endpoint=hub.endpoint, token=TOKEN).list_repo_tree("org/many", recursive=True))
-        assert {f.path for f in listed} == set(files) | {"f", "x"}
-        assert len(hub.stats.paths("/tree/")) == 2
-        assert all(hub.xet_file("org/many", p, commit).xet_hash for p in files if p.startswith("x/"))
+        files = sample_files(seed=1)
+        commit = hub.add_repo("org/schemes", files)
+        schemes = Counter(c.scheme for x in (hub.root / "xorbs").iterdir() for c in xorb_chunks(x.read_bytes()))
+        assert set(schemes) == {0, 1, 2}, schemes
+        snap = hf_download(hub.start(), tmp_path / "c", "org/schemes", revision=commit, token=TOKEN)
+        for path, data in files.items():
+            assert (snap / path).read_bytes() == data
     finally:
         hub.stop()
-
-
-def test_big_file_helpers(tmp_path):
-    from tests.xethub import changed_copy, write_random
-
-    a = write_random(tmp_path / "a", 3 * 1024 * 1024 + 5, seed=7)
-    b = changed_copy(a, tmp_path / "b", 0.1)
-    da, db = a.read_bytes(), b.read_bytes()
-    diff = [i for i in range(len(da)) if da[i] != db[i]]
-    assert len(da) == len(db) and diff[0] >= len(da) // 2 and diff[-1] < len(da) // 2 + len(da) // 10
-    assert len(diff) > 0.099 * len(da)

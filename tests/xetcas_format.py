@@ -127,7 +127,7 @@ def parse_shard(data: bytes, max_records: int = 10_000_000) -> ShardInfo:
         info.files[file_hash] = segs
         if flags & FLAG_METADATA_EXT:
             ext = pos + (following - 1) * ENTRY
-            info.file_sha256[file_hash] = data[ext:ext + 32].hex()
+            info.file_sha256[file_hash] = hash_hex(data[ext:ext + 32])  # stored as a MerkleHash is: LE words
         pos += following * ENTRY
     while True:
         if pos + ENTRY > limit:

@@ -1,30 +1,42 @@
 """A Xet Hub + CAS emulator for tests: real fixtures (uploaded by hf_xet itself), served back as the Hub does.
 
-    hub = XetHub(tmp_path / "hub", token=TOKEN)
-    commit = hub.add_repo("org/name", {"model.safetensors": data, "config.json": "{}"})
-    endpoint = hub.start()          # Hub API, resolve, bridge (on http://localhost:PORT) and CAS (PORT/cas)
-    hub.stats.xorb_bytes, hub.faults.reconstruction_401 = 1, ...
+    hub = XetHub(tmp_path / "hub", token=TOKEN)      # or the `xet_hub` fixture (import it into the test module)
+    commit = hub.add_repo("org/name", {"model.safetensors": data, "config.json": "{}"})  # again: a new commit
+    endpoint = hub.start()   # Hub API + resolve + CAS (`{endpoint}/cas`) on 127.0.0.1:PORT, bridge on localhost:PORT
+    hub.stats.xorb_bytes; hub.faults.expire_next_xorb = 1; hub.xet_file("org/name", "model.safetensors")
+    hf_download(endpoint, cache, "org/name", token=TOKEN)   # the oracle, huggingface_hub in a fresh process
     hub.stop()
 
 Files for which `xet_rule(path, size)` holds (default: `.bin`/`.safetensors` or over 1 MiB) are uploaded with
-`hf_xet.XetSession().new_upload_commit(...)` into this CAS (`POST /cas/v1/xorbs/default/{h}`, `POST
-/cas/v1/shards`); hf_xet's own shard cache (under `root/xet-uploader`) dedups a later revision's chunks against
-earlier uploads, so a changed file reuses the old xorbs. Other files are plain git blobs.
+`hf_xet.XetSession().new_upload_commit(...)` into this CAS; hf_xet's own shard cache (under `root/xet-uploader`)
+dedups a later revision's chunks against earlier uploads, so a changed file reuses the old xorbs (the CAS also
+answers global-dedup queries). Other files are plain git blobs. The bridge serves the uploaded bytes (kept under
+`root/lfs/<sha256>`), not a decoding of the xorbs: hf_xet's downloads prove the xorbs.
 
 Wire (what huggingface_hub 2.4 + hf_xet 1.8 use; see tests/test_xet_emulator.py):
 - `GET /api/{type}s/{repo}[/revision/{rev}]`, `GET /api/{type}s/{repo}/tree/{rev}[/{path}]?recursive=true`
-  (entries carry `xetHash` for Xet files, `lfs: {oid, size, pointerSize}`; 1000 per page, `Link: rel="next"`).
+  (entries carry `xetHash` for Xet files, `lfs: {oid, size, pointerSize}`; 1000 per page, `Link: rel="next"`),
+  `POST /api/{type}s/{repo}/paths-info/{rev}` (form `paths=`).
 - `HEAD|GET /[{type}s/]{repo}/resolve/{rev}/{path}`: plain files 200 (ETag = git sha1, Range). Xet files: 302 to
   the bridge (origin `http://localhost:PORT`, so clients treat it as a CDN) with `X-Repo-Commit`, `ETag`,
-  `X-Linked-Etag` (sha256), `X-Linked-Size`, `X-Xet-Hash`, `Link: <.../api/{type}s/{repo}/xet-read-token/{commit}>;
-  rel="xet-auth"`. `/bridge/{sha256}?exp=&sig=` serves the whole file with Range (HF_HUB_DISABLE_XET path).
+  `X-Linked-Etag` (sha256), `X-Linked-Size`, `X-Xet-Hash`, `Link: <{endpoint}/api/{type}s/{repo}/xet-read-token/
+  {commit}>; rel="xet-auth", <{cas}/v1/reconstructions/{xet_hash}>; rel="xet-reconstruction-info"`.
+  `/bridge/{sha256}?exp=&sig=` serves the whole file with Range (the HF_HUB_DISABLE_XET path).
 - `GET /api/{type}s/{repo}/xet-read-token/{rev}` (and `xet-write-token`): headers `X-Xet-Cas-Url`,
   `X-Xet-Access-Token`, `X-Xet-Token-Expiration` and JSON `{casUrl, accessToken, exp}`.
-- CAS (`casUrl` = `{endpoint}/cas`, Bearer token): `GET /v1/reconstructions/{file}` with `Range: bytes=a-b`
-  (terms, `fetch_info` with signed URLs `/cas/xorb/{h}?exp=&sig=` and inclusive `url_range`; 416 past the end),
-  `GET /cas/xorb/{h}` with Range (no auth; 403 once `exp` has passed), `GET /v1/chunks/{prefix}/{chunk}` (global
-  dedup: the shard holding that chunk, else 404), `HEAD|POST /v1/xorbs/...`, `POST /v1/shards`. Answered 404:
-  `/v2/reconstructions`, `/v2/shards` (hf_xet falls back to v1), batch reconstructions; `/v1/telemetry` 200.
+- CAS (Bearer token): `GET /v1/reconstructions/{file}` with `Range: bytes=a-b` (inclusive; 416 past the end):
+  `offset_into_first_range`, `terms` [{hash, unpacked_length, range {start, end excl.}}], `fetch_info` {xorb:
+  [{range, url, url_range {start, end incl.}}]}, URLs `/cas/xorb/{h}?exp=&sig=` signed, no auth, 403 once `exp`
+  passed (`faults.xorb_url_ttl`). With `reconstruction_v2=True` also `/v2/reconstructions` (`xorbs` {xorb: [{url,
+  ranges: [{chunks, bytes}]}]}; a multi-range GET is answered multipart/byteranges), else 404 and hf_xet falls
+  back to v1 for the rest of its session. Uploads: `GET /v1/chunks/default/{chunk}` (global dedup: the shard
+  holding that chunk, else 404), `POST /v1/xorb-grants/...` 404 (hf_xet then POSTs directly), `HEAD|POST
+  /v1/xorbs/default/{h}` -> `{"was_inserted"}`, `POST /v2/shards` 404 then `POST /v1/shards` -> `{"result": 1}`
+  (an uploaded shard has no footer: header `footer_size` 0); `POST /v1/telemetry` 200.
+
+Modules: this one (state, uploads, server life), xethub_server (Hub routes, dispatch), xethub_cas (CAS routes),
+xethub_http (handler, bodies, faults on the wire), xethub_tools (data helpers, the oracle), xetcas_format (xorb and
+shard parsing, reconstruction terms).
 
 What huggingface_hub 2.4 + hf_xet 1.8 wrote for `snapshot_download` of a Xet repo (cache root 0755, umask 022;
 test_xet_emulator.py::test_snapshot_download_writes_the_shared_store asserts every line):
@@ -36,16 +48,21 @@ test_xet_emulator.py::test_snapshot_download_writes_the_shared_store asserts eve
   empty, left behind). Nothing else under `blobs/` (no temp files left).
 - `models--org--name/blobs/<sha256>`: symlink to `../../blobs/<xx>/<xet_hash>`; `snapshots/<commit>/<path>` a
   symlink to `../../blobs/<sha256>` with one more `../` per sub-folder, as for any blob. Plain (git) files stay
-  ordinary blobs `blobs/<git sha1>` (0644). `.locks/models--org--name/<sha256|sha1>.lock` as for HTTP downloads.
+  ordinary blobs `blobs/<git sha1>` (0666 & ~umask). `.locks/models--org--name/<sha256|sha1>.lock` as for HTTP.
 - `models--org--name/trees/<commit>.json`: mode 0600 (mkstemp + os.replace), text = `json.dumps(obj, indent=1)`
   of `{"format_version": 1, "files": {path: {"size", "blob_id", ["lfs_sha256", "lfs_size", "xet_hash"]}}}`,
   paths sorted; `xet_hash` only when the tree listing had `xetHash`.
 - `HF_HUB_DISABLE_XET=1`, or a Hub offering no Xet: no `blobs/` store at all, ordinary `blobs/<sha256>` from the
   bridge; `trees/` still written (with `xet_hash` when the listing has it, i.e. under HF_HUB_DISABLE_XET).
+- Same bytes in a second repo: linked from the store without a fetch, a second `.refs` line appended. With
+  `trees/<commit>.json` cached, a download by commit sends no HEAD for Xet files.
+- `HF_HUB_DISABLE_SHARED_BLOBS=1`: fetched through hf_xet, into an ordinary `blobs/<sha256>` (0666 & ~umask), no
+  store.
 - hf_xet (not huggingface_hub) refreshes the CAS token only by its expiry (30 s ahead), through the xet-auth
   route's JSON; a 401 from the CAS fails the download. It re-asks the reconstruction when a xorb URL answers
   403, retries a reset range, and checks no chunk hash: a flipped byte in an uncompressed chunk lands in the
   store (see test_corrupt_xorb_fault). Its downloads use no chunk cache: a new revision is fetched whole.
+  Files over 256 MB are reconstructed in ranged requests (`bytes=0-255999999`, ...).
 """
 
 from __future__ import annotations
@@ -67,6 +84,13 @@ import pytest
 
 from tests.xetcas_format import Chunk, FormatError, parse_shard, xorb_chunks
 from tests.xethub_server import Handler, XetRoutes
+from tests.xethub_tools import (  # noqa: F401 (re-exported: tests import them from here)
+    changed_copy,
+    hf_download,
+    hf_download_command,
+    sample_files,
+    write_random,
+)
 
 MiB = 1024 * 1024
 _UPLOAD_LOCK = threading.Lock()  # hf_xet reads HF_XET_CACHE from the environment: one upload at a time
@@ -112,14 +136,17 @@ class Stats:
     requests: list[tuple[str, str, int]] = field(default_factory=list)
     xorb_bytes: int = 0  # xorb bytes served by signed-URL GETs (ranges summed)
     xorb_gets: int = 0
+    xorb_requests: list[tuple[str, str | None]] = field(default_factory=list)  # (xorb hash, Range header) per GET
+    multirange_gets: int = 0  # xorb GETs asking several ranges at once (v2), answered multipart/byteranges
     bridge_bytes: int = 0  # bytes served by the plain-HTTP bridge
     git_bytes: int = 0  # bytes of plain (non-LFS) files served by resolve
-    reconstructions: int = 0  # v1 reconstructions answered (the v2 probe, a 404, is only in `requests`)
+    reconstructions: int = 0  # reconstructions answered (a v2 probe answered 404 is only in `requests`)
+    reconstruction_ranges: list[str | None] = field(default_factory=list)  # their Range headers, in order
     token_calls: int = 0  # xet-read-token / xet-write-token
     xorb_bytes_uploaded: int = 0
     shards_uploaded: int = 0
     dedup_queries: int = 0
-    errors: list[str] = field(default_factory=list)  # malformed uploads refused (400), with the reason
+    errors: list[str] = field(default_factory=list)  # malformed uploads refused (400) and emulator errors (500)
 
     def reset(self) -> None:
         self.__init__()
@@ -137,6 +164,9 @@ class Faults:
     xorb_url_ttl: float = 3600.0  # signed xorb URLs issued from now on expire after this many seconds
     reset_next_xorb: int = 0  # next N xorb GETs send half the body, then reset the connection
     corrupt_next_xorb: int = 0  # next N xorb GETs flip one byte in the middle of the body
+    stall_next_xorb: int = 0  # next N xorb GETs send half the body, set `stalled`, wait for `release` (<= 120 s)
+    stalled: threading.Event = field(default_factory=threading.Event)  # a test kills its client on this
+    release: threading.Event = field(default_factory=threading.Event)
     no_xet: bool = False  # offer no Xet: no X-Xet-Hash / xet-auth Link / xetHash (plain HTTP bridge only)
     token_ttl: float = 3600.0  # lifetime of issued CAS tokens
 
@@ -149,6 +179,7 @@ class Faults:
             return False
 
     def clear(self) -> None:
+        self.release.set()  # a stalled response ends (its client is gone or gets the rest)
         self.__init__()
 
 
@@ -160,8 +191,9 @@ class XetHub:
     so a second `XetHub(root)` serves the same repos (benchmarks upload once)."""
 
     def __init__(self, root: Path, token: str | None = None,
-                 xet_rule: Callable[[str, int], bool] = default_xet_rule) -> None:
+                 xet_rule: Callable[[str, int], bool] = default_xet_rule, reconstruction_v2: bool = False) -> None:
         self.root = Path(root)
+        self.reconstruction_v2 = reconstruction_v2  # answer /v2/reconstructions (multi-range xorb URLs) too
         self.token = token
         self.xet_rule = xet_rule
         self.stats = Stats()
@@ -370,6 +402,7 @@ class XetHub:
         server, self._server = self._server, None
         if server is None:
             return
+        self.faults.release.set()
         server.shutdown()
         for sock in list(server.open_sockets):  # keep-alive connections: wake their threads
             with contextlib.suppress(OSError):
@@ -384,61 +417,6 @@ class XetHub:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def write_random(path: Path, size: int, seed: int) -> Path:
-    """`size` incompressible deterministic bytes, written in 1 MiB blocks (a 1 GiB benchmark file never sits in
-    memory). Block i is `random.Random(seed * 1_000_003 + i).randbytes(MiB)`, so `changed_copy` can rebuild it."""
-    import random
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        for i, off in enumerate(range(0, size, MiB)):
-            f.write(random.Random(seed * 1_000_003 + i).randbytes(min(MiB, size - off)))
-    return path
-
-
-def changed_copy(src: Path, dst: Path, fraction: float = 0.1, seed: int = 99) -> Path:
-    """`src` with one contiguous run of `fraction` of its bytes, starting in the middle, replaced by new random
-    bytes (same size): the "fine-tune changed 10%" revision, deduplicable against `src` but for that run."""
-    import random
-
-    size = src.stat().st_size
-    start, n = size // 2, int(size * fraction)
-    rng = random.Random(seed)
-    with open(src, "rb") as f, open(dst, "wb") as out:
-        off = 0
-        while off < size:
-            block = f.read(min(MiB, size - off))
-            lo, hi = max(start, off), min(start + n, off + len(block))
-            if lo < hi:
-                block = block[:lo - off] + rng.randbytes(hi - lo) + block[hi - off:]
-            out.write(block)
-            off += len(block)
-    return dst
-
-
-def hf_download(endpoint: str, cache_dir: Path, repo_id: str, filename: str | None = None, *,
-                revision: str = "main", repo_type: str = "model", token: str | None = None,
-                env: dict[str, str] | None = None, timeout: float = 180) -> Path:
-    """The oracle: huggingface_hub's `snapshot_download` (no filename) or `hf_hub_download` in a fresh process
-    (so HF_HUB_DISABLE_XET & co, read at import, and hf_xet's per-process session start clean). Returns the path
-    it printed; fails the test with its stderr when it fails. hf_xet retries after 100 ms here, not 3 s."""
-    import subprocess
-    import sys
-
-    call = (f"hf_hub_download({repo_id!r}, {filename!r}, " if filename else f"snapshot_download({repo_id!r}, ")
-    code = ("import sys\nfrom huggingface_hub import hf_hub_download, snapshot_download\n"
-            f"print({call}revision={revision!r}, repo_type={repo_type!r}, cache_dir={str(cache_dir)!r}, "
-            f"endpoint={endpoint!r}, token={token!r}))\n")
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_XET", "HF_TOKEN"))}
-    full_env.update({"HF_XET_CLIENT_RETRY_BASE_DELAY": "100ms", "HF_XET_TELEMETRY_ENABLED": "false",
-                     "HF_HUB_DISABLE_PROGRESS_BARS": "1", **(env or {})})
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=timeout)
-    if p.returncode != 0:
-        raise AssertionError(f"huggingface_hub failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    return Path(p.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture
