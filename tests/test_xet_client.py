@@ -395,3 +395,26 @@ Fetcher(HubCache({str(cache)!r}), HubClient({xet_hub.endpoint!r}, token={TOKEN!r
     assert (r.path / "model.safetensors").read_bytes() == data
     assert xet_hub.stats.xorb_bytes < 0.5 * size, xet_hub.stats.xorb_bytes
     assert not list(cache.rglob("*.incomplete*"))
+
+
+@needs_hub
+def test_chunks_on_disk_that_went_bad_are_fetched_instead(xet_hub, tmp_path):
+    size = 4 * MiB
+    v1 = _model(size, 13)
+    v2 = v1[: size // 2] + _model(size // 10, 14) + v1[size // 2 + size // 10:]
+    xet_hub.add_repo("org/m", {"model.safetensors": v1}, revision="main")
+    xet_hub.add_repo("org/m", {"model.safetensors": v2}, revision="v2")
+    cache = tmp_path / "c"
+    _snapshot(cache, xet_hub.endpoint, revision="main")
+    xh = xet_hub.xet_file("org/m", "model.safetensors", revision="main").xet_hash
+    entry = cache / "blobs" / xh[:2] / xh
+    st = entry.stat()
+    os.chmod(entry, 0o644)
+    with open(entry, "r+b") as f:  # same size, same mtime: only the chunk hashes can tell
+        f.seek(100)
+        f.write(bytes(b ^ 0xFF for b in v1[100:200]))
+    os.utime(entry, ns=(st.st_atime_ns, st.st_mtime_ns))
+    xet_hub.stats.reset()
+    r = _snapshot(cache, xet_hub.endpoint, revision="v2")
+    assert (r.path / "model.safetensors").read_bytes() == v2
+    assert xet_hub.stats.xorb_bytes > 0.2 * size  # the spoilt range came from the CAS, not the disk

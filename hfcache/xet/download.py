@@ -122,9 +122,10 @@ class _Fetches:
         self._top_up()
         fut = self.live.get(entry.key)
         if fut is None:
+            self.sizes.setdefault(entry.key, entry.url_end - entry.url_start + 1)
             fut = self.live[entry.key] = self.pool.submit(self._load, entry)
         chunks = fut.result()
-        self.uses[entry.key] -= 1
+        self.uses[entry.key] = self.uses.get(entry.key, 1) - 1  # (one not planned: a chunk on disk went bad)
         if self.uses[entry.key] <= 0:
             self.live.pop(entry.key, None)
         self._top_up()
@@ -162,7 +163,7 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
                 t = terms[i]
                 first = t.start + (pos.chunk if i == pos.term else 0)
                 entry = None if index.covers(_xorb_key(t), first, t.end) else rec.entry_for(t)
-                if entry is not None and first > entry.start and i == pos.term and pos.xorb_end:
+                if entry is not None and i == pos.term and pos.chunk and pos.xorb_end and first > entry.start:
                     # a resumed term: fetch from the chunk after the last one written, not the whole range again
                     entry = FetchEntry(entry.xorb, first, entry.end, entry.url, pos.xorb_end, entry.url_end)
                 if entry is None and not index.covers(_xorb_key(t), first, t.end):
