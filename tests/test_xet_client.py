@@ -208,6 +208,9 @@ def test_a_revision_changing_a_tenth_fetches_a_small_part(xet_hub, tmp_path):
     fetched = r.stats.fetched_by_file["model.safetensors"]
     assert r.commit == c2
     assert xet_hub.stats.xorb_bytes == fetched
+    out = run_cli("snapshot", "org/m@v2", "--json", "--cache-dir", str(tmp_path / "c"), endpoint=xet_hub.endpoint,
+                  env={"HF_TOKEN": TOKEN})
+    assert out.returncode == 0 and '"fetched_by_file": {}' in out.stdout.replace("\n", ""), out.stdout
     assert fetched < 0.2 * size, fetched
     assert r.stats.bytes_local > 0.7 * size
     blob = r.path / "model.safetensors"
