@@ -151,10 +151,19 @@ class ChunkIndex:
                 st = os.fstat(f.fileno())
                 if st.st_size != size or st.st_mtime_ns != mtime:
                     return None
+                first, last = rows[0][5], rows[-1][5] + rows[-1][6]
+                contiguous = all(b[5] == a[5] + a[6] for a, b in zip(rows, rows[1:], strict=False))
+                span = b""
+                if contiguous:  # one read for the term (chunks of one xorb run are written one after another)
+                    f.seek(first)
+                    span = f.read(last - first)
                 out = []
                 for r in rows:
-                    f.seek(r[5])
-                    data = f.read(r[6])
+                    if contiguous:
+                        data = span[r[5] - first:r[5] - first + r[6]]
+                    else:
+                        f.seek(r[5])
+                        data = f.read(r[6])
                     h = chunk_hash(data)
                     if len(data) != r[6] or h != r[7]:
                         return None
