@@ -421,3 +421,21 @@ def test_chunks_on_disk_that_went_bad_are_fetched_instead(xet_hub, tmp_path):
     r = _snapshot(cache, xet_hub.endpoint, revision="v2")
     assert (r.path / "model.safetensors").read_bytes() == v2
     assert xet_hub.stats.xorb_bytes > 0.2 * size  # the spoilt range came from the CAS, not the disk
+
+
+@needs_hub
+def test_real_chunks_of_every_scheme_are_decoded(xet_hub, tmp_path):
+    """hf_xet's own uploads: float weights come out byte-grouped + LZ4, text LZ4, random bytes stored as is."""
+    from collections import Counter
+
+    from tests.xetcas_format import xorb_chunks
+    from tests.xethub import sample_files
+
+    files = sample_files(seed=21)
+    xet_hub.add_repo("org/m", files)
+    schemes = Counter(c.scheme for x in (xet_hub.root / "xorbs").iterdir() for c in xorb_chunks(x.read_bytes()))
+    assert set(schemes) == {C.NONE, C.LZ4, C.BG4_LZ4}, schemes
+    r = _snapshot(tmp_path / "c", xet_hub.endpoint)
+    assert r.stats.xet_files == len(files)
+    for path, data in files.items():
+        assert (r.path / path).read_bytes() == data
