@@ -58,5 +58,14 @@ def publisher() -> Callable | None:
     return m.publish_blob_to_shared_store
 
 
+def store_linker() -> Callable | None:
+    """`try_link_from_shared_store` (link `blobs/<etag>` to an existing store entry) when the store is on."""
+    m = _module()
+    if m is None or not m.shared_blobs_enabled():
+        return None
+    return m.try_link_from_shared_store
+
+
 REQUIRED = ("shared_blob_target", "sweep_shared_blob", "shared_blobs_enabled", "publish_blob_to_shared_store",
-            "SHARED_BLOBS_MARKER_NAME", "expected_shared_blob_freed_size", "unreferenced_shared_blobs")
+            "SHARED_BLOBS_MARKER_NAME", "expected_shared_blob_freed_size", "unreferenced_shared_blobs",
+            "try_link_from_shared_store")

@@ -28,7 +28,14 @@ from pathlib import Path
 from hfcache.cache import durable
 from hfcache.cache.meta import MAX_TREE_BYTES, TREE_FORMAT_VERSION, FileMeta, parse_tree
 from hfcache.cache.names import BlobName, Commit, RefName, RelPath, XetHash
-from hfcache.cache.paths import Folder, PartialPaths, partial_of, partial_paths
+from hfcache.cache.paths import (
+    Folder,
+    PartialPaths,
+    XetPartialPaths,
+    partial_of,
+    partial_paths,
+    xet_partial_paths,
+)
 from hfcache.errors import UnsafePath, UsageError
 
 REPO_TYPES = ("model", "dataset", "space", "kernel")
@@ -372,3 +379,16 @@ class HubCache:
             if hit is not None and BlobName.check(hit[0]):
                 found.setdefault(hit[0], []).append((Path(e.path), hit[1]))
         return found
+
+    # -- xet (the Xet download path, hfcache.xet) --------------------------------------------------------------
+    def xet_partial_paths(self, repo: RepoRef, etag: str) -> XetPartialPaths:
+        """Where a Xet download of `blobs/<etag>` is rebuilt, and its record of the chunks written."""
+        return xet_partial_paths(self.blob_path(repo, etag))
+
+    def xet_index_path(self) -> Path:
+        """hfcache's index of the Xet chunks already on disk (dedup across files and revisions). Outside the hub
+        cache, like the safety verdicts, so huggingface_hub's cache scan never sees it; entries name absolute
+        paths, each checked (size, mtime, chunk hash) before use, so one index serves every cache."""
+        from huggingface_hub import constants
+
+        return Path(constants.HF_HOME) / "hfcache" / "xet-chunks.sqlite"

@@ -20,6 +20,7 @@ PARTIAL_SUFFIX = ".incomplete"
 _RESUMABLE = ".hfcache.incomplete"  # <etag>.hfcache.incomplete: a large file, resumable from its record
 _RECORD = ".hfcache.incomplete.parts"  # its record of the bytes really written (see partfile.py)
 _RECORD_TMP = ".hfcache-parts.incomplete"  # the record being replaced
+_XET = ".hfcache-xet.incomplete"  # <etag>.hfcache-xet.incomplete: a Xet download, resumable from its chunks
 _PRIVATE = ".hfcache-"  # <etag>.hfcache-<8 hex>.incomplete: a small file, one process's, never resumed
 LEGACY_RESUMABLE = ".incomplete"  # <etag>.incomplete: huggingface_hub 0.x/1.x's partial, and hfcache's before
 LEGACY_RECORD = ".incomplete.parts"  # hfcache's record before: proof that `<etag>.incomplete` is ours, not theirs
@@ -54,6 +55,22 @@ def partial_paths(blob: Path) -> PartialPaths:
     name = blob.name
     return PartialPaths(blob, blob.with_name(name + _RESUMABLE), blob.with_name(name + _RECORD),
                         blob.with_name(name + _RECORD_TMP))
+
+
+@dataclass(frozen=True)
+class XetPartialPaths:
+    """A Xet download's partial (`<etag>.hfcache-xet.incomplete`, rebuilt in file order) and its record of the
+    chunks written (`….incomplete.chunks`): partials by `partial_of`'s rules, so every tool treats them as
+    leftovers, and names apart from the HTTP path's, whose record has another format."""
+
+    blob: Path
+    path: Path
+    record: Path
+
+
+def xet_partial_paths(blob: Path) -> XetPartialPaths:
+    name = blob.name
+    return XetPartialPaths(blob, blob.with_name(f"{name}{_XET}"), blob.with_name(f"{name}{_XET}.chunks"))
 
 
 def legacy_partial_paths(blob: Path) -> tuple[Path, Path]:

@@ -34,6 +34,9 @@ class FetchStats:
     files_reused: int = 0
     bytes_fetched: int = 0
     bytes_total: int = 0
+    xet_files: int = 0  # files rebuilt through Xet (the rest of those fetched came over plain HTTP)
+    bytes_local: int = 0  # bytes of Xet files rebuilt from chunks already on disk, not fetched
+    fetched_by_file: dict[str, int] = field(default_factory=dict)  # bytes received, per file fetched (this process)
 
 
 @dataclass(frozen=True)
@@ -189,8 +192,11 @@ class Fetcher:
     def fetch_files(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]) -> FetchStats:
         """Put `files` (names and metadata of one commit) in the cache; what is there already is reused."""
         from hfcache.fetch.transfer import Transfer
+        from hfcache.xet.path import XetPath
 
         transfer = Transfer(self.client, self.transfer_options)
+        self._xet = XetPath(self.cache, transfer)
+        self._xet_stats: dict[str, tuple[int, int]] = {}  # file -> (bytes fetched, bytes from disk)
         self._ready_dirs: set[Path] = set()
         self._dirs_lock = threading.Lock()
         blobs = self.cache.blobs_dir(repo)
@@ -215,10 +221,13 @@ class Fetcher:
             helpers = self._fan_out(repo, commit, files)
             mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
             results = _run_all(work, mine, workers)
+            ran = list(mine)
             if helpers is not None:
                 theirs, unfinished = helpers.results()
                 if unfinished:  # a worker died without a word: its share is fetched here
-                    results += _run_all(work, [i for i in items if i[0] in unfinished], workers)
+                    extra = [i for i in items if i[0] in unfinished]
+                    results += _run_all(work, extra, workers)
+                    ran += extra
             if partials or unfinished:
                 self._sweep(repo, blobs)
         except BaseException as e:
@@ -229,6 +238,7 @@ class Fetcher:
             raise
         finally:
             transfer.close()
+            self._xet.close()
             self._sync_dirs()
         fetched = sum(1 for was_fetched, _ in results if was_fetched) + sum(s["files_fetched"] for s in theirs)
         return FetchStats(
@@ -236,6 +246,10 @@ class Fetcher:
             files_reused=len(files) - fetched,
             bytes_fetched=sum(n for _, n in results) + sum(s["bytes_fetched"] for s in theirs),
             bytes_total=sum(m.size for m in files.values()),
+            xet_files=len(self._xet_stats) + sum(s.get("xet_files", 0) for s in theirs),
+            bytes_local=sum(local for _, local in self._xet_stats.values()) + sum(s.get("bytes_local", 0)
+                                                                                 for s in theirs),
+            fetched_by_file=_per_file(ran, results, theirs),
         )
 
     def _fan_out(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]):
@@ -283,6 +297,18 @@ class Fetcher:
                 return False, 0
             for orphan in self._orphans.get(meta.etag, ()):  # a killed process's partial; we hold the lock
                 orphan.unlink(missing_ok=True)
+            if self._xet.link_existing(blob, meta):  # another repo or revision put it in the shared store
+                self.cache.link(repo, commit, filename, meta.etag, new_blob=False, make_parent=False, pointer=pointer)
+                self.progress.file_done(filename, meta.size, False)
+                return False, 0
+            outcome = self._xet.fetch(repo, commit, meta, self.progress.advance)
+            if outcome is not None:
+                self._xet_stats[filename] = (outcome.fetched, outcome.local)
+                shared = os.path.islink(blob)
+                self.cache.link(repo, commit, filename, meta.etag, new_blob=not shared, make_parent=False,
+                                pointer=pointer)
+                self.progress.file_done(filename, meta.size, True)
+                return True, outcome.fetched
             url = self.client.resolve_url(repo, commit, filename)
             nbytes = transfer.fetch_blob(url, blob, meta, self.progress.advance, name=f"{repo}/{filename}")
             self.cache.link(repo, commit, filename, meta.etag, new_blob=True, make_parent=False, pointer=pointer)
@@ -358,6 +384,14 @@ def _run_all(work, items: list, workers: int) -> list[tuple[bool, int]]:
         raise
     pool.shutdown()
     return results
+
+
+def _per_file(ran: list, results: list, theirs: list[dict]) -> dict[str, int]:
+    """Bytes received per file fetched, this process's and its workers'."""
+    out = {name: n for (name, _), (was, n) in zip(ran, results, strict=True) if was}
+    for s in theirs:
+        out.update(s.get("fetched_by_file", {}))
+    return out
 
 
 def _auto_workers(files: dict[str, FileMeta]) -> int:

@@ -172,6 +172,11 @@ class Transfer:
         """Make every transfer in flight end at its next chunk (a Ctrl-C must not wait for whole files)."""
         self._stop.set()
 
+    @property
+    def stopping(self) -> bool:
+        """`stop()` was called: work in flight ends at its next chunk."""
+        return self._stop.is_set()
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)

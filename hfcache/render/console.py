@@ -90,7 +90,8 @@ def _summary(stats, seconds: float, offline: bool) -> str:
     if offline:
         return f"offline: {counted(stats.files_reused, 'file')} from the cache"
     speed = f", {human_size(stats.bytes_fetched / seconds)}/s" if stats.bytes_fetched and seconds > 0 else ""
-    return (f"fetched {counted(stats.files_fetched, 'file')} ({human_size(stats.bytes_fetched)}) in "
+    local = f", {human_size(stats.bytes_local)} of Xet chunks already on disk" if stats.bytes_local else ""
+    return (f"fetched {counted(stats.files_fetched, 'file')} ({human_size(stats.bytes_fetched)}{local}) in "
             f"{seconds:.2f} s{speed}; {stats.files_reused} already in the cache")
 
 
@@ -101,7 +102,8 @@ def render_snapshot(result: SnapshotResult, seconds: float, as_json: bool) -> No
             "commit": result.commit, "path": str(result.path), "files": result.files,
             "files_fetched": result.stats.files_fetched, "files_reused": result.stats.files_reused,
             "bytes_fetched": result.stats.bytes_fetched, "bytes_total": result.stats.bytes_total,
-            "offline": result.offline, "seconds": round(seconds, 3),
+            "xet_files": result.stats.xet_files, "bytes_local": result.stats.bytes_local,
+            "fetched_by_file": result.stats.fetched_by_file, "offline": result.offline, "seconds": round(seconds, 3),
         })
         return
     if sys.stderr.isatty():
@@ -116,7 +118,9 @@ def render_download(result: DownloadResult, seconds: float, as_json: bool) -> No
             "repo_id": result.repo.repo_id, "repo_type": result.repo.repo_type, "revision": result.revision,
             "commit": result.commit, "paths": [str(p) for p in result.paths],
             "files_fetched": result.stats.files_fetched, "files_reused": result.stats.files_reused,
-            "bytes_fetched": result.stats.bytes_fetched, "offline": result.offline, "seconds": round(seconds, 3),
+            "bytes_fetched": result.stats.bytes_fetched, "xet_files": result.stats.xet_files,
+            "bytes_local": result.stats.bytes_local, "fetched_by_file": result.stats.fetched_by_file,
+            "offline": result.offline, "seconds": round(seconds, 3),
         })
         return
     for p in result.paths:

@@ -247,6 +247,7 @@ class _Planner:
                     return None
                 st = os.stat(real)
                 path = real
+                self._store_link(repo, blob, real, referrer)
             if not stat.S_ISREG(st.st_mode):
                 raise IsADirectoryError(path)
             t = self._target(repo, path, blob, st.st_size, referrer)
@@ -258,6 +259,30 @@ class _Planner:
                                        "a blob", "missing")
         self.blobs[key] = t
         return t
+
+    def _store_link(self, repo: RepoRef, blob: str, real: str, referrer: str | None) -> None:
+        """A repo blob linking into huggingface_hub's shared store must link a valid entry and be listed in that
+        entry's `.refs`: its garbage collector deletes an entry whose listed links are all gone, unlisted ones
+        regardless, so an unlisted link may lose its bytes."""
+        from hfcache.cache import hfhub
+        from hfcache.cache.paths import store_manifest_of
+
+        store = os.path.realpath(self.cache.store_dir())
+        if not real.startswith(store + os.sep):
+            return
+        paths = (referrer,) if referrer else ()
+        if hfhub.shared_blob_target(self.cache.root / blob, self.cache.root) is None:
+            self.problem("store-link-invalid", repo, paths=paths, blob=blob, severity=WARNING,
+                         expected="a link to blobs/<xx>/<xet hash>", actual=self.rel(real))
+            return
+        try:
+            with open(store_manifest_of(real), encoding="utf-8", errors="replace") as f:
+                listed = blob in {line.rstrip("\n") for line in f}
+        except OSError:
+            listed = False
+        if not listed:
+            self.problem("store-ref-missing", repo, paths=paths, blob=blob, severity=WARNING,
+                         expected=f"listed in {self.rel(store_manifest_of(real))}", actual="not listed")
 
     def _target(self, repo: RepoRef, path: str, blob: str | None, size: int, referrer: str | None) -> _Target:
         """Keyed by path: blobs are real files in a known folder, and links into the shared store arrive

@@ -28,6 +28,8 @@ KINDS = {
     "unreadable-tree": "trees/<commit>.json cannot be read (warning)",
     "unverifiable": "nothing records what this file should hash to (warning)",
     "ref-moved": "the endpoint's ref points to another commit (warning)",
+    "store-link-invalid": "a blob links into the shared store, but not to an entry huggingface_hub knows (warning)",
+    "store-ref-missing": "a blob links into the shared store without being in the entry's .refs (warning)",
 }
 
 

@@ -1,0 +1,102 @@
+"""Byte ranges into memory for the Xet path (a reconstruction's JSON, a xorb's chunk range), through the transfer
+engine: its connection pool, its retry and backoff rules, its stall timeout, its stop flag. One fetch path: blobs go
+to partial files (`Transfer.fetch_blob`), these to memory, with the same rules.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+from hfcache.errors import AuthError, EndpointError, EntryNotFound, IntegrityError
+from hfcache.fetch.transfer import (
+    PROGRESS_RESET,
+    RETRY_STATUS,
+    OnBytes,
+    Stopped,
+    Transfer,
+    _chunks,
+    _network_errors,
+    _Retryable,
+)
+from hfcache.units import counted
+
+Locate = Callable[[bool], tuple[str, dict[str, str]]]  # fresh? -> (url, headers)
+
+
+def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int | None, limit: int,
+                on_bytes: OnBytes | None = None, what: str = "") -> bytes | bytearray:
+    """GET bytes [start, end] (inclusive; the whole body when None) into memory, over the same pool with the
+    same retries, backoff and stall timeout as blobs; a connection lost midway resumes from the last byte
+    received. `locate(fresh)` gives (url, headers); it is asked with `fresh=True` after a 401, 403 or 410
+    (an expired token or signed URL) to refresh what expired. `limit` caps what a server may send."""
+    size = None if start is None or end is None else end - start + 1
+    buf = bytearray(size) if size is not None else bytearray()  # filled in place: no regrowth, no final copy
+    have = 0
+    attempts = refreshes = 0
+    fresh = False
+    while True:
+        if transfer.stopping:
+            raise Stopped("download stopped")
+        url, headers = locate(fresh)
+        fresh = False
+        headers = {**headers, "Accept-Encoding": "identity"}
+        offset = (start or 0) + have
+        if start is not None or have:
+            headers["Range"] = f"bytes={offset}-{'' if end is None else end}"
+        got = 0
+        try:
+            try:
+                resp = transfer.get(url, headers)
+            except _network_errors() as e:
+                raise _Retryable(type(e).__name__) from None
+            with resp:
+                status = resp.status_code
+                if status in (401, 403, 410):
+                    refreshes += 1
+                    if refreshes > 3:
+                        raise AuthError(f"{what or url}: access refused (HTTP {status}) after refreshing "
+                                        "the token and URL three times")
+                    fresh = True
+                    continue
+                if status in RETRY_STATUS:
+                    ra = resp.headers.get("Retry-After", "")
+                    raise _Retryable(f"HTTP {status}", wait=min(float(ra), 120.0) if ra.isdigit() else None)
+                if status == 404:
+                    raise EntryNotFound(f"{what or url} not found (HTTP 404)")
+                if status not in (200, 206):
+                    raise EndpointError(f"HTTP {status} for {what or url}")
+                if "Range" in headers and status == 200 and (offset or end is not None):
+                    raise EndpointError(f"{what or url}: the server ignored a Range request")
+                elif status == 206 and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+                    raise IntegrityError(f"{what or url}: answered {resp.headers.get('Content-Range')!r} "
+                                         f"for bytes={offset}-")
+                for chunk in _chunks(resp):
+                    if transfer.stopping:
+                        raise Stopped("download stopped")
+                    n = len(chunk)
+                    if have + n > (size if size is not None else limit):
+                        raise IntegrityError(f"{what or url}: the server sent more than the bytes asked for")
+                    if size is not None:
+                        buf[have:have + n] = chunk
+                    else:
+                        buf += chunk
+                    have += n
+                    got += n
+                    if on_bytes is not None:
+                        on_bytes(n)
+            if size is None:
+                return bytes(buf)
+            if have == size:
+                return buf
+            raise _Retryable(f"connection closed after {have} of {size} bytes")
+        except (_Retryable, *_network_errors()) as e:
+            attempts = 1 if got >= PROGRESS_RESET else attempts + 1
+            reason = str(e) if isinstance(e, _Retryable) else type(e).__name__
+            if attempts > transfer.options.retries:
+                tries = counted(transfer.options.retries, "retry", many="retries")
+                raise EndpointError(f"giving up on {what or url} after {tries}: {reason}") from None
+            wait = getattr(e, "wait", None)
+            backoff = min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
+            time.sleep(wait if wait is not None else backoff)
