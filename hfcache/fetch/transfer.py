@@ -34,6 +34,7 @@ from hfcache.cache.meta import FileMeta
 from hfcache.cache.partfile import RESUMABLE_MIN_SIZE, Part, PartFile, is_disk_full
 from hfcache.cache.paths import partial_paths
 from hfcache.errors import AuthError, DiskFull, EndpointError, EntryNotFound, HfcacheError, IntegrityError
+from hfcache.fetch import conn
 from hfcache.fetch.hub import HubClient, same_origin
 from hfcache.units import counted
 
@@ -112,11 +113,13 @@ class _Source:
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
+    import http.client
+
     import requests
     import urllib3
 
     return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-            urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+            urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
 
 
 class Transfer:
@@ -130,6 +133,7 @@ class Transfer:
         read = self.options.read_timeout or float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
         self.timeout = (10.0, read)
         self._adapter = None
+        self._lean: dict[bool | str, conn.Pool] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._stop = threading.Event()
@@ -149,7 +153,16 @@ class Transfer:
         return settings
 
     def get(self, url: str, headers: dict[str, str]):
-        """One GET, streamed, redirects not followed, over the shared connection pool."""
+        """One GET, streamed, redirects not followed, over kept-alive connections: `conn.Pool` (lean) unless a
+        proxy or a client certificate applies to the URL, which only `requests` handles."""
+        settings = self.env_settings(url)
+        if not settings["proxies"] and not settings["cert"]:
+            verify = settings["verify"]
+            pool = self._lean.get(verify)
+            if pool is None:
+                with self._pool_lock:
+                    pool = self._lean.setdefault(verify, conn.Pool(self.timeout, verify))
+            return pool.get(url, headers)
         from requests.models import PreparedRequest
 
         if self._adapter is None:
@@ -160,7 +173,7 @@ class Transfer:
                     self._adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         request = PreparedRequest()
         request.prepare(method="GET", url=url, headers=headers)
-        return self._adapter.send(request, stream=True, timeout=self.timeout, **self.env_settings(url))
+        return self._adapter.send(request, stream=True, timeout=self.timeout, **settings)
 
     def _parts_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
@@ -177,6 +190,8 @@ class Transfer:
             self._pool.shutdown(wait=True)
         if self._adapter is not None:
             self._adapter.close()
+        for pool in self._lean.values():
+            pool.close()
 
     # -- one blob ----------------------------------------------------------------------------------------------
     def fetch_blob(self, url: str, dest: Path, meta: FileMeta, on_bytes: OnBytes | None = None,
@@ -346,6 +361,10 @@ class Transfer:
 def _chunks(resp) -> Iterator[bytes]:
     """The body as it arrives: `read1` hands over whatever came in, so a broken connection loses no byte
     already received (a fixed-size read would drop a partly filled buffer)."""
+    if isinstance(resp, conn.Response):
+        while chunk := resp.read1(STREAM_CHUNK):
+            yield chunk
+        return
     raw = resp.raw
     if getattr(raw, "chunked", False) or not hasattr(raw, "read1"):
         yield from resp.iter_content(STREAM_CHUNK)
