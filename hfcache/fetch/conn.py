@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import ssl
 import threading
+import time
 from urllib.parse import urlsplit
+
+from hfcache.fetch.adaptive import LatencyMeter
 
 STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, http.client.RemoteDisconnected,
          http.client.BadStatusLine)
@@ -86,8 +90,10 @@ class Response:
 class Pool:
     """Idle connections per origin (scheme, host, port), shared by all threads of one `Transfer`."""
 
-    def __init__(self, timeout: tuple[float, float], verify: bool | str = True) -> None:
+    def __init__(self, timeout: tuple[float, float], verify: bool | str = True,
+                 meter: LatencyMeter | None = None) -> None:
         self.timeout = timeout  # (connect, read): a read waits at most this long for the next bytes
+        self.meter = meter or LatencyMeter()  # how long answers take (to their headers), for `adaptive`
         self._verify = verify
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
@@ -106,8 +112,10 @@ class Pool:
             if conn is None:
                 conn = self._new(key)
             try:
+                sent = time.monotonic()
                 conn.request("GET", target, headers=headers)
                 raw = conn.getresponse()
+                self.meter.add(time.monotonic() - sent)
             except STALE:
                 conn.close()
                 if reused:
@@ -152,14 +160,12 @@ class Pool:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             elif isinstance(verify, str):
-                import os
-
                 ctx = ssl.create_default_context(**({"capath": verify} if os.path.isdir(verify)
                                                     else {"cafile": verify}))
             else:
-                from requests.utils import DEFAULT_CA_BUNDLE_PATH
+                import certifi  # the bundle requests uses by default
 
-                ctx = ssl.create_default_context(cafile=DEFAULT_CA_BUNDLE_PATH)
+                ctx = ssl.create_default_context(cafile=certifi.where())
             self._ssl = ctx
         return self._ssl
 
@@ -169,3 +175,18 @@ class Pool:
         for conns in idle.values():
             for c in conns:
                 c.close()
+
+
+def environment(url: str) -> dict:
+    """`requests.Session.merge_environment_settings` for a request with no settings of its own: the proxies
+    from `*_proxy` unless `no_proxy` exempts the host, and `REQUESTS_CA_BUNDLE`/`CURL_CA_BUNDLE`; no client
+    certificate (a session would need one set)."""
+    import urllib.request
+
+    proxies = urllib.request.getproxies()
+    if proxies:
+        import requests.utils
+
+        proxies = requests.utils.get_environ_proxies(url, no_proxy=None)
+    verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return {"proxies": proxies, "verify": verify, "cert": None}
