@@ -251,12 +251,13 @@ def netns(args, sources: dict[str, Path], cdn: Path) -> list[dict]:
         with bench_net.Link(rate_mbit=rate) as link, \
                 bench_net.Servers(WORK, sources, cdn, latency_ms=0, link=link, delay_ms=delay) as srv:
             label = f"{rate} Mbit/s, {delay} ms per answer"
+            runs = args.netns_runs or args.runs
             row = measure(f"(d) 1 file of {args.big_mb} MiB, {label}", "big", "org/one", sources["one"], srv.url,
-                          args.runs, prefix=link.client_prefix)
+                          runs, prefix=link.client_prefix)
             row["link_mbit"] = rate
             rows.append(row)
             rows.append(measure(f"(d) {args.small} files of 16 KiB, {label}", "small", "org/many", sources["many"],
-                                srv.url, args.runs, prefix=link.client_prefix))
+                                srv.url, runs, prefix=link.client_prefix))
     return rows
 
 
@@ -283,6 +284,7 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=2000)
     ap.add_argument("--wan-ms", type=float, default=20.0, help="delay per answer for (b'); 0: skip it")
     ap.add_argument("--netns", action="store_true", help="also (d), on a tbf-limited veth link (root only)")
+    ap.add_argument("--netns-runs", type=int, help="runs for (d) (default: --runs; at 200 Mbit/s a run is minutes)")
     ap.add_argument("--only", choices=["loopback", "netns"], help="run one half")
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     args = ap.parse_args()
@@ -296,12 +298,20 @@ def main() -> None:
             raise SystemExit("bench: --netns needs root (network namespaces, tc)")
         rows += netns(args, sources, cdn)
     load = os.getloadavg()
-    text = (f"## download\n\nMeasured by `scripts/bench_download.py --runs {args.runs}"
-            f"{' --netns' if args.netns else ''}` on {machine()}; load average at the end "
+    flags = (" --netns" if args.netns else "") + (f" --netns-runs {args.netns_runs}" if args.netns_runs else "")
+    text = (f"## download\n\nMeasured by `scripts/bench_download.py --runs {args.runs}{flags}` on {machine()}; "
+            "load average at the end "
             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min).\n"
             "Ratios are the other tool's time over hfcache's (above 1: hfcache is faster). Every tool writes a fresh "
             "folder on the same file system; hfcache hashes every byte (huggingface_hub checks sizes, aria2c and "
-            "curl nothing) and fsyncs each blob before publishing it.\n\n" + render(rows) + "\n\n" + summary(rows))
+            "curl nothing) and fsyncs each blob before publishing it.\n\n"
+            "Set-up: the project's Hub (`hfcache serve`) behind nginx; LFS downloads are redirected (302, another host "
+            "name) to nginx, which serves the blob files. (b) talks to the Hub directly; in (b') the Hub delays every "
+            "answer (`--latency-ms`). In (d) client and servers sit in two network namespaces joined by a veth pair "
+            "with `tc tbf` on both ends, and a TCP proxy in the server namespace delays every request (so every "
+            "answer, redirects and CDN ranges included) before nginx. aria2c gets the resolve URLs in an input file "
+            "as hfd.sh writes it (`-k 1M -c --file-allocation=none`). Peak RSS: GNU time's maximum resident size "
+            "(the largest process of the tool).\n\n" + render(rows) + "\n\n" + summary(rows))
     print(text)
     if not args.no_doc:
         write_doc(text)
