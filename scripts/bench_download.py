@@ -1,17 +1,32 @@
-"""Download benchmark: `hfcache snapshot` against `huggingface_hub.snapshot_download`, and `curl` for the
-single large file (what the link, the server and the file system allow), all in the same run.
+"""Download benchmark: `hfcache snapshot` against aria2c (as `hfd.sh` runs it, and tuned), `huggingface_hub`
+and curl, all in the same run, from the same servers.
 
-    .venv/bin/python scripts/bench_download.py [--runs 3] [--big-mb 1024] [--small 2000] [--wan-ms 20]
+    .venv/bin/python scripts/bench_download.py [--runs 5] [--big-mb 1024] [--small 2000] [--wan-ms 20] [--netns]
 
-Scenarios: (a) one large file, (b) many 16 KiB files, on loopback and with a WAN-like delay per answer,
-(c) a realistic mix (safetensors shards + tokenizer and config files). Each tool writes into a fresh cache on
-the same file system; runs alternate between tools and the median and best are reported, with peak RSS.
-Results go to stdout and to docs/benchmarks.md (section "download").
+Servers: the project's Hub (`hfcache serve`) answers the API and small files; LFS files are redirected, as by
+the Hub to its CDN, to nginx, which serves the blobs (nginx also fronts the Hub, so the redirect goes to another
+host name, `localhost`, on the same port). Scenarios:
+
+- (a) one large file through the CDN redirect: hfcache, huggingface_hub, aria2c `-x 4` and `-x 16`, curl;
+- (b) many 16 KiB files from the Hub: hfcache, huggingface_hub, aria2c `-x 4 -j 5` (hfd.sh) and `-j 16`;
+  (b') the same with `--wan-ms` added to every answer by the Hub (`hfcache serve --latency-ms`);
+- (c) a 5-shard model plus tokenizer and config files: hfcache, huggingface_hub;
+- (d) with `--netns` (root): client and servers in two network namespaces joined by a veth pair limited by
+  `tc tbf`, every answer delayed at the server by a delaying TCP proxy in front of nginx (this kernel has no
+  netem): (a) and (b) at 1 Gbit/s + 30 ms and at 200 Mbit/s + 100 ms.
+
+aria2c gets the resolve URLs in an input file (`dir=`/`out=` per file), as hfd.sh writes it, and checks
+nothing; huggingface_hub checks sizes; hfcache hashes every byte. Each tool writes into a fresh folder on the
+same file system; folders are deleted only after the scenario (deleting thousands of files just before a timed
+run makes this VM's ext4 slower at creating inodes for a while, whichever tool runs next). Runs alternate the
+order of the tools; median and best are reported, with peak RSS (GNU time: the largest process of the tool's
+tree). Results go to stdout and docs/benchmarks.md (section "download").
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import shutil
@@ -21,10 +36,14 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_net  # noqa: E402  (the scripts folder, beside this file)
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "bench-download"
 BIN = Path(sys.executable).parent
 MiB = 1024 * 1024
+HFD = ["--console-log-level=error", "--file-allocation=none", "-k", "1M", "-c", "--summary-interval=0", "-q"]
 
 
 def write_random(path: Path, size: int) -> None:
@@ -56,26 +75,35 @@ def build_sources(big_mb: int, small: int) -> dict[str, Path]:
     return {"one": one, "many": many, "mix": mix}
 
 
-def start_server(sources: dict[str, Path], latency_ms: float) -> tuple[subprocess.Popen, str]:
-    args = [str(BIN / "hfcache"), "serve", "--port", "0", "--latency-ms", str(latency_ms)]
-    for name, folder in sources.items():
-        args += ["--repo", f"org/{name}={folder}"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    url = proc.stdout.readline().strip()
-    if not url:
-        raise SystemExit("bench: the server did not start")
-    return proc, url
+def cdn_folder(sources: dict[str, Path]) -> Path:
+    """The blobs as nginx serves them: `<sha256>` links to the source files (the sha256 remembered by size and
+    mtime, so a rerun does not hash 1.5 GiB again)."""
+    cdn = WORK / "cdn"
+    cdn.mkdir(parents=True, exist_ok=True)
+    for folder in sources.values():
+        for f in folder.rglob("*"):
+            if not f.is_file() or f.stat().st_size < 10 * MiB:
+                continue  # what the Hub serves as LFS (the server's threshold is lower; these are the big ones)
+            st = f.stat()
+            memo = WORK / "sha" / f"{f.relative_to(WORK)}.{st.st_size}.{st.st_mtime_ns}"
+            if not memo.exists():
+                h = hashlib.sha256()
+                with open(f, "rb") as fh:
+                    while b := fh.read(8 * MiB):
+                        h.update(b)
+                memo.parent.mkdir(parents=True, exist_ok=True)
+                memo.write_text(h.hexdigest())
+            link = cdn / memo.read_text()
+            if not link.is_symlink():
+                link.symlink_to(f)
+    return cdn
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command.
-
-    Peak RSS comes from GNU time when present: a child's ru_maxrss would include whatever it inherited
-    from this process before exec.
-    """
+def timed(cmd: list[str], env: dict[str, str], prefix: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one command (GNU time's, else this process's children's maximum)."""
     gnu_time = Path("/usr/bin/time")
     report = WORK / "time.txt"
-    full = [str(gnu_time), "-f", "%M", "-o", str(report), *cmd] if gnu_time.exists() else cmd
+    full = [*prefix, str(gnu_time), "-f", "%M", "-o", str(report), *cmd] if gnu_time.exists() else [*prefix, *cmd]
     t = time.perf_counter()
     proc = subprocess.Popen(full, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -86,62 +114,90 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, rss_kb / 1024
 
 
-def tools(repo: str, url: str, dest: Path, curl_file: str | None) -> dict[str, list[str]]:
+def aria_input(url: str, repo: str, files: list[str], dest: Path) -> Path:
+    """hfd.sh's input file: one resolve URL per file, with its folder and name."""
+    lines = []
+    for f in files:
+        folder, _, name = f.rpartition("/")
+        lines += [f"{url}/{repo}/resolve/main/{f}", f"  dir={dest / folder}", f"  out={name}"]
+    path = WORK / f"aria-{repo.replace('/', '-')}-{dest.name}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def tools(kind: str, repo: str, url: str, dest: Path, files: list[str]) -> dict[str, list[str]]:
     hf = ("import sys; from huggingface_hub import snapshot_download; "
           "snapshot_download(sys.argv[1], cache_dir=sys.argv[2])")
     out = {
         "hfcache": [str(BIN / "hfcache"), "snapshot", repo, "--cache-dir", str(dest)],
         "huggingface_hub": [sys.executable, "-c", hf, repo, str(dest)],
     }
-    if curl_file and shutil.which("curl"):
-        out["curl"] = ["curl", "-sfL", "--create-dirs", "-o", str(dest / curl_file),
-                       f"{url}/{repo}/resolve/main/{curl_file}"]
+    aria = shutil.which("aria2c")
+    if kind == "big" and aria:
+        for x in (4, 16):
+            out[f"aria2c -x {x}"] = [aria, *HFD, "-x", str(x), "-s", str(x), "-i", str(aria_input(url, repo, files,
+                                                                                                   dest))]
+    if kind == "small" and aria:
+        out["aria2c -x 4 -j 5 (hfd.sh)"] = [aria, *HFD, "-x", "4", "-s", "4", "-j", "5",
+                                           "-i", str(aria_input(url, repo, files, dest))]
+        out["aria2c -j 16"] = [aria, *HFD, "-x", "4", "-s", "4", "-j", "16", "-i", str(aria_input(url, repo, files,
+                                                                                                  dest))]
+    if kind == "big" and shutil.which("curl"):
+        out["curl"] = ["curl", "-sfL", "--create-dirs", "-o", str(dest / files[0]),
+                       f"{url}/{repo}/resolve/main/{files[0]}"]
     return out
 
 
-def measure(name: str, repo: str, url: str, runs: int, nbytes: int, curl_file: str | None = None) -> dict:
+def measure(name: str, kind: str, repo: str, source: Path, url: str, runs: int, prefix: list[str] | None = None,
+            only: set[str] | None = None) -> dict:
     env = {**os.environ, "HF_ENDPOINT": url, "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
     env.pop("HF_TOKEN", None)
+    files = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
+    nbytes = sum((source / f).stat().st_size for f in files)
     results: dict[str, list[tuple[float, float]]] = {}
-    dest = WORK / "caches" / "run"
+    trash = WORK / "caches" / "trash"
     for run in range(runs):
-        order = list(tools(repo, url, dest, curl_file).items())
+        dests = {}
+        order = []
+        for i, tool in enumerate(tools(kind, repo, url, WORK / "caches" / "x", files)):
+            if only is None or tool in only:
+                dests[tool] = WORK / "caches" / f"r{run}-{i}"
+                order.append(tool)
         if run % 2:
-            order.reverse()  # alternate, so neither tool always gets the warmer machine
-        for tool, cmd in order:
+            order.reverse()  # alternate, so no tool always gets the warmer machine
+        for tool in order:
+            dest = dests[tool]
             shutil.rmtree(dest, ignore_errors=True)
             dest.mkdir(parents=True)
+            cmd = tools(kind, repo, url, dest, files)[tool]
             subprocess.run(["sync"], check=False)
-            results.setdefault(tool, []).append(timed(cmd, env))
-    shutil.rmtree(dest, ignore_errors=True)
-    row = {"scenario": name, "bytes": nbytes, "tools": {}}
+            results.setdefault(tool, []).append(timed(cmd, env, prefix or []))
+            if kind == "big":  # large files: few inodes, but the disk space is needed back
+                shutil.rmtree(dest, ignore_errors=True)
+            else:
+                trash.mkdir(parents=True, exist_ok=True)
+                dest.rename(trash / f"{time.monotonic_ns()}")
+    shutil.rmtree(trash, ignore_errors=True)
+    row = {"scenario": name, "bytes": nbytes, "tools": {}, "load": os.getloadavg()[0]}
     for tool, samples in results.items():
         walls = [w for w, _ in samples]
         row["tools"][tool] = {"median": statistics.median(walls), "best": min(walls),
                               "rss": max(r for _, r in samples)}
+    print(render([row]), flush=True)
     return row
 
 
-def render(rows: list[dict], runs: int) -> str:
-    lines = ["| scenario | tool | median s | best s | MB/s (median) | peak RSS MB | vs hfcache (median) |",
+def render(rows: list[dict]) -> str:
+    lines = ["| scenario | tool | median s | best s | MB/s (median) | peak RSS MB | its time / ours: best, median |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
-        ours = row["tools"]["hfcache"]["median"]
+        ours = row["tools"]["hfcache"]
         for tool, t in row["tools"].items():
-            ratio = "1.00" if tool == "hfcache" else f"{t['median'] / ours:.2f}x the time"
+            ratio = "" if tool == "hfcache" else \
+                f"{t['best'] / ours['best']:.2f}x, {t['median'] / ours['median']:.2f}x"
             lines.append(f"| {row['scenario']} | {tool} | {t['median']:.2f} | {t['best']:.2f} | "
                          f"{row['bytes'] / t['median'] / 1e6:,.0f} | {t['rss']:.0f} | {ratio} |")
-    summary = []
-    for row in rows:
-        t = row["tools"]
-        parts = []
-        for stat in ("best", "median"):
-            s = f"{t['huggingface_hub'][stat] / t['hfcache'][stat]:.2f}x as fast as huggingface_hub"
-            if "curl" in t:
-                s += f", at {t['curl'][stat] / t['hfcache'][stat] * 100:.0f}% of curl's speed"
-            parts.append(f"{s} ({stat})")
-        summary.append(f"- {row['scenario']}: hfcache is " + "; ".join(parts) + ".")
-    return "\n".join(lines + [""] + summary)
+    return "\n".join(lines)
 
 
 def machine() -> str:
@@ -151,8 +207,12 @@ def machine() -> str:
 
     from hfcache import __version__
 
+    aria = subprocess.run(["aria2c", "--version"], capture_output=True, text=True).stdout.split("\n")[0] \
+        if shutil.which("aria2c") else "no aria2c"
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip() \
+        if shutil.which("nginx") else "no nginx"
     return (f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, hfcache {__version__}, "
-            f"huggingface_hub {huggingface_hub.__version__}, {time.strftime('%Y-%m-%d')}")
+            f"huggingface_hub {huggingface_hub.__version__}, {aria}, {nginx}, {time.strftime('%Y-%m-%d')}")
 
 
 def write_doc(text: str) -> None:
@@ -168,41 +228,90 @@ def write_doc(text: str) -> None:
     doc.write_text(new)
 
 
+def loopback(args, sources: dict[str, Path], cdn: Path) -> list[dict]:
+    rows = []
+    mb = args.big_mb
+    with bench_net.Servers(WORK, sources, cdn, latency_ms=0) as srv:
+        rows.append(measure(f"(a) 1 file of {mb} MiB, CDN redirect to nginx", "big", "org/one", sources["one"],
+                            srv.url, args.runs))
+        rows.append(measure(f"(b) {args.small} files of 16 KiB", "small", "org/many", sources["many"], srv.hub_url,
+                            args.runs))
+        rows.append(measure("(c) 5 x 100 MiB shards + tokenizer/config, CDN redirect to nginx", "big", "org/mix",
+                            sources["mix"], srv.url, args.runs, only={"hfcache", "huggingface_hub"}))
+    if args.wan_ms:
+        with bench_net.Servers(WORK, sources, cdn, latency_ms=args.wan_ms) as srv:
+            rows.append(measure(f"(b') {args.small} files of 16 KiB, {args.wan_ms:g} ms per answer", "small",
+                                "org/many", sources["many"], srv.hub_url, args.runs))
+    return rows
+
+
+def netns(args, sources: dict[str, Path], cdn: Path) -> list[dict]:
+    rows = []
+    for rate, delay in ((1000, 30), (200, 100)):
+        with bench_net.Link(rate_mbit=rate) as link, \
+                bench_net.Servers(WORK, sources, cdn, latency_ms=0, link=link, delay_ms=delay) as srv:
+            label = f"{rate} Mbit/s, {delay} ms per answer"
+            runs = args.netns_runs or args.runs
+            row = measure(f"(d) 1 file of {args.big_mb} MiB, {label}", "big", "org/one", sources["one"], srv.url,
+                          runs, prefix=link.client_prefix)
+            row["link_mbit"] = rate
+            rows.append(row)
+            rows.append(measure(f"(d) {args.small} files of 16 KiB, {label}", "small", "org/many", sources["many"],
+                                srv.url, runs, prefix=link.client_prefix))
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    out = []
+    for row in rows:
+        t = row["tools"]
+        ours = t["hfcache"]
+        parts = [f"{name}: {t[name]['best'] / ours['best']:.2f}x / {t[name]['median'] / ours['median']:.2f}x"
+                 for name in t if name != "hfcache"]
+        link = ""
+        if "link_mbit" in row:
+            best = row["bytes"] * 8 / ours["best"] / 1e6 / row["link_mbit"]
+            link = f"; hfcache at {best:.2f} of the link rate (best)"
+        out.append(f"- {row['scenario']} (load {row['load']:.1f}): hfcache's speed against "
+                   + ", ".join(parts) + f" (best / median){link}; hfcache peak RSS {ours['rss']:.0f} MB.")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--big-mb", type=int, default=1024)
     ap.add_argument("--small", type=int, default=2000)
-    ap.add_argument("--wan-ms", type=float, default=20.0, help="delay per answer for the WAN variant of (b)")
+    ap.add_argument("--wan-ms", type=float, default=20.0, help="delay per answer for (b'); 0: skip it")
+    ap.add_argument("--netns", action="store_true", help="also (d), on a tbf-limited veth link (root only)")
+    ap.add_argument("--netns-runs", type=int, help="runs for (d) (default: --runs; at 200 Mbit/s a run is minutes)")
+    ap.add_argument("--only", choices=["loopback", "netns"], help="run one half")
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
     args = ap.parse_args()
+    if not shutil.which("nginx"):
+        raise SystemExit("bench: nginx is needed (apt-get install nginx-light)")
     sources = build_sources(args.big_mb, args.small)
-    rows = []
-    server, url = start_server(sources, 0)
-    try:
-        rows.append(measure(f"(a) 1 file of {args.big_mb} MiB", "org/one", url, args.runs, args.big_mb * MiB,
-                            curl_file="model.safetensors"))
-        rows.append(measure(f"(b) {args.small} files of 16 KiB, loopback", "org/many", url, args.runs,
-                            args.small * 16 * 1024))
-        mix_bytes = sum(p.stat().st_size for p in sources["mix"].iterdir())
-        rows.append(measure("(c) 5 x 100 MiB shards + tokenizer/config", "org/mix", url, args.runs, mix_bytes))
-    finally:
-        server.terminate()
-        server.wait()
-    if args.wan_ms:
-        server, url = start_server({"many": sources["many"]}, args.wan_ms)
-        try:
-            rows.append(measure(f"(b) {args.small} files of 16 KiB, {args.wan_ms:.0f} ms per answer", "org/many",
-                                url, args.runs, args.small * 16 * 1024))
-        finally:
-            server.terminate()
-            server.wait()
-    text = (f"## download\n\nMeasured by `scripts/bench_download.py --runs {args.runs}` on {machine()}.\n"
-            "Every tool writes a fresh cache on the same file system; hfcache also hashes every byte "
-            "(huggingface_hub checks sizes only, curl nothing). Both best and median are given: on this VM, "
-            "allocating fresh pages for written files sometimes costs 2 s of kernel time per GiB for any tool, "
-            "so interference only ever adds time and the best run shows what a tool itself costs.\n\n"
-            + render(rows, args.runs))
+    cdn = cdn_folder(sources)
+    rows = [] if args.only == "netns" else loopback(args, sources, cdn)
+    if args.netns or args.only == "netns":
+        if os.geteuid() != 0:
+            raise SystemExit("bench: --netns needs root (network namespaces, tc)")
+        rows += netns(args, sources, cdn)
+    load = os.getloadavg()
+    flags = (" --netns" if args.netns else "") + (f" --netns-runs {args.netns_runs}" if args.netns_runs else "")
+    text = (f"## download\n\nMeasured by `scripts/bench_download.py --runs {args.runs}{flags}` on {machine()}; "
+            "load average at the end "
+            f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min).\n"
+            "Ratios are the other tool's time over hfcache's (above 1: hfcache is faster). Every tool writes a fresh "
+            "folder on the same file system; hfcache hashes every byte (huggingface_hub checks sizes, aria2c and "
+            "curl nothing) and fsyncs each blob before publishing it.\n\n"
+            "Set-up: the project's Hub (`hfcache serve`) behind nginx; LFS downloads are redirected (302, another host "
+            "name) to nginx, which serves the blob files. (b) talks to the Hub directly; in (b') the Hub delays every "
+            "answer (`--latency-ms`). In (d) client and servers sit in two network namespaces joined by a veth pair "
+            "with `tc tbf` on both ends, and a TCP proxy in the server namespace delays every request (so every "
+            "answer, redirects and CDN ranges included) before nginx. aria2c gets the resolve URLs in an input file "
+            "as hfd.sh writes it (`-k 1M -c --file-allocation=none`). Peak RSS: GNU time's maximum resident size "
+            "(the largest process of the tool).\n\n" + render(rows) + "\n\n" + summary(rows))
     print(text)
     if not args.no_doc:
         write_doc(text)

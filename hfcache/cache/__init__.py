@@ -9,6 +9,7 @@
 - `meta`: `FileMeta` (what the Hub says of a file) and `trees/<commit>.json` parsing, checked on the way in.
 - `hashing`: the one hashing path (sha256, git blob sha1), streamed in bounded chunks.
 - `partfile`: a resumable partial blob and the record of which bytes are really written (names from `paths`).
+- `flock`: the per-blob lock taken with `flock` directly (the lock filelock and huggingface_hub take).
 - `durable`: fsync before the renames that publish files, so a power loss leaves the old bytes or the new.
 - `roots`: where every cache lives (HF_HOME, hub, datasets, modules, xet, assets, token).
 - `lfs`: which files a git server stores in LFS, and a file's metadata from its bytes.

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hfcache.cache import durable
+from hfcache.cache import durable, flock
 from hfcache.cache.meta import MAX_TREE_BYTES, TREE_FORMAT_VERSION, FileMeta, parse_tree
 from hfcache.cache.names import BlobName, Commit, RefName, RelPath, XetHash
 from hfcache.cache.paths import (
@@ -287,12 +287,35 @@ class HubCache:
         `on_wait` is called once when the lock is not free at once (another process is downloading the blob), so
         a caller can say why it waits; the waiting itself is unchanged.
         """
-        from filelock import FileLock, SoftFileLock, Timeout
-
         path = self.lock_path(repo, etag)
         if path.parent not in self._lock_dirs:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._lock_dirs.add(path.parent)
+        if flock.AVAILABLE:
+            try:
+                fd = flock.acquire(str(path), timeout, on_wait)
+            except flock.LockTimeout:
+                from filelock import Timeout
+
+                raise Timeout(str(path)) from None
+            except OSError as e:
+                if e.errno not in flock.NO_FLOCK:
+                    raise
+            else:
+                try:
+                    yield
+                finally:
+                    flock.release(fd)
+                return
+        with self._filelock(path, timeout, on_wait):
+            yield
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _filelock(path: Path, timeout: float, on_wait: Callable[[], None] | None) -> Iterator[None]:
+        """filelock's lock: where `fcntl` is missing (Windows), or a soft lock where `flock` is."""
+        from filelock import FileLock, SoftFileLock, Timeout
+
         lock = FileLock(path, mode=0o664, timeout=timeout, thread_local=False, fallback_to_soft=False)
         try:
             if on_wait is None or timeout == 0:

@@ -22,7 +22,9 @@ def _progress(label: str, quiet: bool):
     return RichProgress(label)
 
 
-Connections = Annotated[int, typer.Option("--connections", min=1, help="Parallel range requests per large file.")]
+Connections = Annotated[int | None, typer.Option(
+    "--connections", min=1, show_default="auto",
+    help="Parallel range requests per large file (auto: 4 on a fast link, up to 16 when answers are slow).")]
 PartSize = Annotated[int, typer.Option("--part-size", min=1, help="Part size in MiB; files over twice this are split.")]
 Retries = Annotated[int, typer.Option("--retries", min=0, help="Retries per part after a network failure.")]
 Processes = Annotated[int | None, typer.Option(
@@ -31,8 +33,8 @@ Processes = Annotated[int | None, typer.Option(
 
 
 
-def _fetcher(cache_dir: Path | None, max_workers: int | None, progress, connections: int = 8, part_size: int = 32,
-             retries: int = 8, processes: int | None = None):
+def _fetcher(cache_dir: Path | None, max_workers: int | None, progress, connections: int | None = None,
+             part_size: int = 32, retries: int = 8, processes: int | None = None):
     from hfcache.cache.layout import HubCache
     from hfcache.fetch.fetcher import Fetcher
     from hfcache.fetch.transfer import MiB, TransferOptions
@@ -52,7 +54,7 @@ def download(
     cache_dir: CacheDir = None,
     max_workers: Annotated[int | None, typer.Option("--max-workers", min=1, show_default="auto",
                                                     help="Files fetched at once.")] = None,
-    connections: Connections = 8,
+    connections: Connections = None,
     part_size: PartSize = 32,
     retries: Retries = 8,
     processes: Processes = None,
@@ -85,8 +87,8 @@ def snapshot(
     cache_dir: CacheDir = None,
     max_workers: Annotated[int | None, typer.Option(
         "--max-workers", min=1, show_default="auto",
-        help="Files fetched at once (auto: 8, 32 for many small files).")] = None,
-    connections: Connections = 8,
+        help="Files fetched at once (auto: 8; for many small files 8 to 64, more when answers are slow).")] = None,
+    connections: Connections = None,
     part_size: PartSize = 32,
     retries: Retries = 8,
     processes: Processes = None,

@@ -2,7 +2,11 @@
 
 - `fetcher`: `Fetcher.download` and `Fetcher.snapshot` (online and offline), returning typed results.
 - `hub`: `HubClient`, the Hub API client (metadata through `HfApi`; its errors become hfcache's one-line errors).
-- `transfer`: the transfer engine: pooled connections, ranged parts, retries, checked atomic blob writes.
+- `transfer`: the transfer engine: pooled connections, ranged parts hashed in order as they arrive, retries,
+  checked atomic blob writes.
+- `inorder`: `OrderedHash`, one hash over parts that arrive out of order, fed in order.
+- `conn`: lean kept-alive `http.client` connections for transfers (no proxy or client certificate involved).
+- `adaptive`: how many requests to keep in flight, from the answer latency (a gate whose limit follows it).
 - `ranges`: byte ranges into memory through the same engine and rules (the Xet path's reconstructions and xorbs).
 - `fanout`: many small files shared by worker processes (`Workers`, the parent's side); `worker`: one worker
   process (`python -m hfcache.fetch.worker`).

@@ -21,11 +21,13 @@ from hfcache.cache.meta import FileMeta
 from hfcache.cache.partfile import RESUMABLE_MIN_SIZE, PartFile
 from hfcache.cache.paths import LEGACY_RECORD_ROLE, UNIQUE
 from hfcache.errors import EndpointError, EntryNotFound, OfflineCacheMiss, UsageError
+from hfcache.fetch import adaptive
 from hfcache.fetch.hub import HubClient
 from hfcache.fetch.transfer import TransferOptions, no_space
 from hfcache.progress import Progress
 
 SMALL_FILE = 1024 * 1024
+SMALL_STREAMS = (8, 64)  # small files in flight when answers are instant (loopback) / slow (see adaptive)
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class Fetcher:
     cache: HubCache
     client: HubClient | None = None
     offline: bool | None = None
-    max_workers: int | None = None  # files fetched at once; None: 8, or up to 32 when most files are small
+    max_workers: int | None = None  # files fetched at once; None: 8, or 8 to 64 by answer latency when most are small
     progress: Progress = field(default_factory=Progress)
     transfer_options: TransferOptions | None = None
     processes: int | None = None  # processes sharing many small files (see fanout.py); None: by core count
@@ -207,16 +209,29 @@ class Fetcher:
             self.cache.ensure_tag()
         self.progress.start(len(files), sum(m.size for m in files.values()))
 
+        workers = self.max_workers or _auto_workers(files)
+        # Many small files: `workers` threads, of which the gate lets as many work as the answer latency calls for
+        # (few on loopback, where more only add CPU; more when every answer waits on the network; see adaptive).
+        gate = adaptive.Gate(SMALL_STREAMS[0]) if self.max_workers is None and workers > SMALL_STREAMS[0] else None
+
         def work(item: tuple[str, FileMeta]) -> tuple[bool, int]:
-            with no_space(self.cache.root, item[1].size, f"{repo}/{item[0]}"):
-                return self._ensure_file(transfer, repo, commit, *item)
+            if gate is not None:
+                gate.enter()
+            try:
+                with no_space(self.cache.root, item[1].size, f"{repo}/{item[0]}"):
+                    return self._ensure_file(transfer, repo, commit, *item)
+            finally:
+                if gate is not None:
+                    gate.leave()
+                    latency = transfer.meter.latency()
+                    if latency is not None:
+                        gate.set_limit(adaptive.streams(latency, SMALL_STREAMS[0], workers))
 
         # Largest first: the long transfers start early and small files fill the gaps.
         items = sorted(files.items(), key=lambda kv: -kv[1].size)
         helpers = None
         theirs: list[dict] = []
         unfinished: set[str] = set()
-        workers = self.max_workers or _auto_workers(files)
         try:
             helpers = self._fan_out(repo, commit, files)
             mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
@@ -398,7 +413,7 @@ def _auto_workers(files: dict[str, FileMeta]) -> int:
     """Small files are latency-bound: a round trip each, little data. They deserve more requests in flight;
     large files share bandwidth and are split into parallel parts anyway."""
     small = sum(1 for m in files.values() if m.size < SMALL_FILE)
-    return 8 if small < 32 else 32
+    return 8 if small < 32 else SMALL_STREAMS[1]
 
 
 def select_files(files: dict[str, FileMeta], include: Sequence[str] | None,

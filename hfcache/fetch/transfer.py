@@ -1,10 +1,13 @@
 """The transfer engine: fetch one blob into the cache, fast, resumable, checked, atomically.
 
-- Large files are fetched as parallel `Range` parts, small files in one stream each, over one pool of keep-alive
-  connections (a `requests` transport adapter, called directly: we follow redirects ourselves and need no
-  cookies, and the session layer above it costs more than a small file's transfer).
+- Large files are fetched as parallel `Range` parts, small files in one stream each, over kept-alive
+  connections (`conn`, straight on http.client; a `requests` transport adapter where a proxy or client
+  certificate applies). How many parts are in flight follows the answer latency (`adaptive`): 4 on loopback,
+  up to 16 when answers are slow.
 - Bytes land in a partial file named by the layout (see `partfile.py`), whose progress record lets a later run
-  resume where a killed one stopped, and are hashed in order as the written prefix grows; the blob is renamed into
+  resume where a killed one stopped, and are hashed in order as they arrive (`OrderedHash`: the part at the
+  front from memory, parts written ahead of it from the page cache once the front reaches them, never in a
+  pass after the download); the blob is renamed into
   `blobs/` only when size and hash match its name. A hash mismatch is retried once from scratch (corruption in
   transit may be transient), then reported; the partial file is deleted.
 - Connection errors, timeouts, stalls (no byte for `read_timeout` s), 429 (`Retry-After` honoured) and 5xx are
@@ -29,12 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
-from hfcache.cache.hashing import CHUNK_SIZE, kind_of, new_hasher
+from hfcache.cache.hashing import kind_of, new_hasher
 from hfcache.cache.meta import FileMeta
 from hfcache.cache.partfile import RESUMABLE_MIN_SIZE, Part, PartFile, is_disk_full
 from hfcache.cache.paths import partial_paths
 from hfcache.errors import AuthError, DiskFull, EndpointError, EntryNotFound, HfcacheError, IntegrityError
+from hfcache.fetch import adaptive, conn
 from hfcache.fetch.hub import HubClient, same_origin
+from hfcache.fetch.inorder import OrderedHash, hash_range
 from hfcache.units import counted
 
 MiB = 1024 * 1024
@@ -43,13 +48,14 @@ MAX_REDIRECTS = 10
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 PROGRESS_RESET = 1 * MiB  # an attempt that brought this much starts the retry count afresh
 POOL_SIZE = 64  # kept-alive connections per host: enough for every thread of a snapshot
+LARGE_STREAMS = (4, 16)  # range requests in flight when answers are instant (loopback) / slow (see adaptive)
 
 OnBytes = Callable[[int], None]
 
 
 @dataclass(frozen=True)
 class TransferOptions:
-    connections: int = 8  # parallel range requests for one large file
+    connections: int | None = None  # parallel range requests for one large file; None: by answer latency
     part_size: int = 32 * MiB
     split_threshold: int = 64 * MiB  # files at least this large are fetched in parts
     retries: int = 8  # per part, counted since the last byte received
@@ -112,11 +118,13 @@ class _Source:
 
 
 def _network_errors() -> tuple[type[BaseException], ...]:
+    import http.client
+
     import requests
     import urllib3
 
     return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-            urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+            urllib3.exceptions.HTTPError, http.client.HTTPException, ConnectionError, TimeoutError)
 
 
 class Transfer:
@@ -130,26 +138,37 @@ class Transfer:
         read = self.options.read_timeout or float(constants.HF_HUB_DOWNLOAD_TIMEOUT)
         self.timeout = (10.0, read)
         self._adapter = None
+        self._lean: dict[bool | str, conn.Pool] = {}
+        self.meter = adaptive.LatencyMeter()  # answer latency seen by every lean connection of this transfer
+        fixed = self.options.connections
+        self._streams = adaptive.Gate(fixed or LARGE_STREAMS[0])  # range requests in flight, over all files
+        self._adapt = fixed is None
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._stop = threading.Event()
         self._env: dict[str, dict] = {}
 
     def env_settings(self, url: str) -> dict:
-        """Proxies and CA bundle from the environment, worked out once per origin (requests would redo it on
-        every request, which costs more than a small file's transfer)."""
+        """Proxies and CA bundle from the environment, as `requests` works them out (`trust_env`), once per
+        origin and without importing `requests` (0.3 s) when no proxy applies."""
         key = url.split("/", 3)[2] if "://" in url else url
         settings = self._env.get(key)
         if settings is None:
-            import requests
-
-            merged = requests.Session().merge_environment_settings(url, {}, None, None, None)
-            settings = {k: merged[k] for k in ("proxies", "verify", "cert")}
+            settings = conn.environment(url)
             self._env[key] = settings
         return settings
 
     def get(self, url: str, headers: dict[str, str]):
-        """One GET, streamed, redirects not followed, over the shared connection pool."""
+        """One GET, streamed, redirects not followed, over kept-alive connections: `conn.Pool` (lean) unless a
+        proxy or a client certificate applies to the URL, which only `requests` handles."""
+        settings = self.env_settings(url)
+        if not settings["proxies"] and not settings["cert"]:
+            verify = settings["verify"]
+            pool = self._lean.get(verify)
+            if pool is None:
+                with self._pool_lock:
+                    pool = self._lean.setdefault(verify, conn.Pool(self.timeout, verify, self.meter))
+            return pool.get(url, headers)
         from requests.models import PreparedRequest
 
         if self._adapter is None:
@@ -160,12 +179,13 @@ class Transfer:
                     self._adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_SIZE)
         request = PreparedRequest()
         request.prepare(method="GET", url=url, headers=headers)
-        return self._adapter.send(request, stream=True, timeout=self.timeout, **self.env_settings(url))
+        return self._adapter.send(request, stream=True, timeout=self.timeout, **settings)
 
     def _parts_pool(self) -> ThreadPoolExecutor:
         with self._pool_lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.options.connections, thread_name_prefix="hfcache-part")
+                n = self.options.connections or LARGE_STREAMS[1]
+                self._pool = ThreadPoolExecutor(n, thread_name_prefix="hfcache-part")
             return self._pool
 
     def stop(self) -> None:
@@ -182,6 +202,8 @@ class Transfer:
             self._pool.shutdown(wait=True)
         if self._adapter is not None:
             self._adapter.close()
+        for pool in self._lean.values():
+            pool.close()
 
     # -- one blob ----------------------------------------------------------------------------------------------
     def fetch_blob(self, url: str, dest: Path, meta: FileMeta, on_bytes: OnBytes | None = None,
@@ -196,7 +218,7 @@ class Transfer:
             raise IntegrityError(f"server named a blob {meta.etag!r}, which is neither a sha256 nor a git sha1")
         source = _Source(self, url)
         pf = PartFile(partial_paths(dest), meta.etag, meta.size)
-        split = meta.size >= self.options.split_threshold and self.options.connections > 1
+        split = meta.size >= self.options.split_threshold and (self.options.connections or 2) > 1
         received = 0
         for attempt in range(2):
             try:
@@ -249,30 +271,29 @@ class Transfer:
         """One stream, hashed inline; a resumed prefix is hashed from disk first."""
         part = pf.parts[0]
         hasher = new_hasher(kind, pf.size)
-        _hash_range(pf, hasher, 0, part.done)
+        hash_range(pf, hasher, 0, part.done)
 
         def restart() -> None:
             nonlocal hasher
             part.done = 0
             hasher = new_hasher(kind, pf.size)
 
-        received = self._run_part(source, pf, part, on_bytes, lambda b: hasher.update(b), restart)
+        received = self._run_part(source, pf, part, on_bytes, lambda _, b: hasher.update(b), restart)
         return hasher.hexdigest(), received
 
     def _parallel(self, source: _Source, pf: PartFile, kind, on_bytes: OnBytes | None) -> tuple[str, int]:
-        """Parts in parallel; this thread hashes the contiguous written prefix as it grows."""
+        """Parts in parallel, hashed in order as the contiguous prefix grows (`OrderedHash`): the part at the
+        front is hashed by its own thread from the bytes in hand; what other parts wrote ahead of the front is
+        hashed by this thread from the page cache as soon as the front reaches it. No pass reads the file back
+        after the download."""
         pool = self._parts_pool()
         stop = threading.Event()
-        futures: list[Future] = [pool.submit(self._run_part, source, pf, p, on_bytes, None, None, stop)
+        ordered = OrderedHash(new_hasher(kind, pf.size))
+        futures: list[Future] = [pool.submit(self._gated_part, source, pf, p, on_bytes, ordered.offer, stop)
                                  for p in pf.parts if not p.complete]
-        hasher = new_hasher(kind, pf.size)
-        hashed = 0
         try:
-            while hashed < pf.size:
-                front = pf.frontier()
-                if front > hashed:
-                    _hash_range(pf, hasher, hashed, front)
-                    hashed = front
+            while ordered.pos < pf.size:
+                if ordered.catch_up(pf, pf.frontier()):
                     continue
                 done, _ = wait(futures, timeout=0.01, return_when=FIRST_EXCEPTION)
                 for f in done:
@@ -285,10 +306,28 @@ class Transfer:
             wait(futures)
             pf.checkpoint()
             raise
-        return hasher.hexdigest(), sum(f.result() for f in futures)
+        return ordered.hasher.hexdigest(), sum(f.result() for f in futures)
+
+    def _gated_part(self, source: _Source, pf: PartFile, part: Part, on_bytes: OnBytes | None,
+                    on_data: Callable[[int, bytes], None], stop: threading.Event) -> int:
+        """One part of a split file, once the stream gate admits it (see `adaptive`)."""
+        gate = self._streams
+        gate.enter()
+        try:
+            if stop.is_set() or self._stop.is_set():
+                raise Stopped("download stopped")
+            return self._run_part(source, pf, part, on_bytes, on_data, None, stop)
+        finally:
+            gate.leave()
+
+    def tune(self) -> None:
+        """Set the range requests in flight from the answer latency seen so far (unless fixed by the user)."""
+        latency = self.meter.latency()
+        if self._adapt and latency is not None:
+            self._streams.set_limit(adaptive.streams(latency, *LARGE_STREAMS))
 
     def _run_part(self, source: _Source, pf: PartFile, part: Part, on_bytes: OnBytes | None,
-                  on_data: Callable[[bytes], None] | None, restart: Callable[[], None] | None,
+                  on_data: Callable[[int, bytes], None] | None, restart: Callable[[], None] | None,
                   stop: threading.Event | None = None) -> int:
         """Fill one part, retrying from its offset; returns bytes received."""
         received = attempts = 0
@@ -297,6 +336,8 @@ class Transfer:
             try:
                 ranged = part.start > 0 or part.done > 0 or len(pf.parts) > 1
                 resp = source.open(part.offset, part.end - 1 if ranged else None)
+                if ranged:
+                    self.tune()
                 with resp:
                     self._check_response(resp, pf, part, restart)
                     for chunk in _chunks(resp):
@@ -304,9 +345,10 @@ class Transfer:
                             raise Stopped("download stopped")
                         if len(chunk) > part.end - part.offset:
                             raise IntegrityError(f"server sent more than the {pf.size} bytes announced")
+                        at = part.offset
                         pf.write(part, chunk)
                         if on_data is not None:
-                            on_data(chunk)
+                            on_data(at, chunk)
                         got += len(chunk)
                         if on_bytes is not None:
                             on_bytes(len(chunk))
@@ -351,27 +393,16 @@ class Transfer:
 def _chunks(resp) -> Iterator[bytes]:
     """The body as it arrives: `read1` hands over whatever came in, so a broken connection loses no byte
     already received (a fixed-size read would drop a partly filled buffer)."""
+    if isinstance(resp, conn.Response):
+        while chunk := resp.read1(STREAM_CHUNK):
+            yield chunk
+        return
     raw = resp.raw
     if getattr(raw, "chunked", False) or not hasattr(raw, "read1"):
         yield from resp.iter_content(STREAM_CHUNK)
         return
     while chunk := raw.read1(STREAM_CHUNK, decode_content=False):
         yield chunk
-
-
-def _hash_range(pf: PartFile, hasher, start: int, end: int) -> None:
-    """Hash bytes [start, end) of a file being written, in bounded chunks."""
-    if end <= start:
-        return
-    buf = bytearray(min(CHUNK_SIZE, end - start))
-    view = memoryview(buf)
-    pos = start
-    while pos < end:
-        n = pf.read_into(view[: min(len(buf), end - pos)], pos)
-        if n <= 0:
-            raise HfcacheError(f"short read while hashing at byte {pos}")
-        hasher.update(view[:n])
-        pos += n
 
 
 def _free_bytes(folder: Path) -> int | None:
