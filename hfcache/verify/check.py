@@ -52,8 +52,9 @@ def verify(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]] = (), *,
     with Hasher(jobs, progress or Progress()) as hasher:
         hasher.early([str(cache.blobs_dir(repo)) for repo, sel in selection.items() if sel.whole])
         planner = _Planner(cache, client, allow_partial)
-        for repo, sel in selection.items():
-            planner.repo(repo, sel)
+        with hasher.sharing_the_gil():
+            for repo, sel in selection.items():
+                planner.repo(repo, sel)
         planner.finish()
         hashable = sorted((t for t in planner.targets.values() if t.expects), key=lambda t: -t.size)
         for t in planner.targets.values():

@@ -7,8 +7,11 @@ hashed by its name anyway, so the planning (one core, Python) runs alongside the
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from hfcache.cache.hashing import HashKind, hash_file_kinds, kind_of
@@ -19,6 +22,7 @@ from hfcache.verify.report import Problem
 HASH_CHUNK = 1024 * 1024  # buffer and hash state stay in L2: measurably faster here than 4 MiB
 BATCH_BYTES, BATCH_FILES = 32 * 1024 * 1024, 256  # small files go to the pool in batches, not one task each
 EARLY_BYTES = 16 * 1024 * 1024  # blobs this large start hashing while the plan is made
+SWITCH_INTERVAL = 0.0002  # seconds: the GIL switch interval while the plan is made beside early hashing
 
 Result = tuple[int, dict] | OSError
 
@@ -107,6 +111,21 @@ class Hasher:
                     found.append((size, e.path, kind))
         for size, path, kind in sorted(found, reverse=True):
             self._early[path] = (kind, self.pool().submit(self.work, path, size, (kind,)))
+
+    @contextlib.contextmanager
+    def sharing_the_gil(self) -> Iterator[None]:
+        """While Python work runs beside early hashing: a hashing thread takes the GIL back after each chunk, and
+        waits up to the switch interval (5 ms) for a busy thread to give it; for ~0.7 ms of hashing a chunk, that
+        would idle the hashers most of the time. A short interval for that span only (and back after)."""
+        if not self._early:
+            yield
+            return
+        before = sys.getswitchinterval()
+        sys.setswitchinterval(min(before, SWITCH_INTERVAL))
+        try:
+            yield
+        finally:
+            sys.setswitchinterval(before)
 
     def hash_all(self, targets: list[_Target]) -> list[Result]:
         """One result per target, in order: an early result when it has every kind asked, else hashed now."""
