@@ -12,14 +12,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from hfcache.cache.layout import REPO_TYPES, HubCache, RepoRef, parse_repo_spec
 from hfcache.errors import UsageError
 from hfcache.progress import Progress
 from hfcache.verify.content import Hasher, _judge
-from hfcache.verify.lockfile import Lock
 from hfcache.verify.plan import _Planner, _select
 from hfcache.verify.report import ERROR, WARNING, Problem, RepoResult, VerifyReport
+
+if TYPE_CHECKING:  # the lock file's module loads only when a lock is given
+    from hfcache.verify.lockfile import Lock
 
 
 def parse_spec(spec: str, repo_type: str | None = None) -> tuple[RepoRef, str | None]:

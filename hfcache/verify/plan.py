@@ -10,13 +10,16 @@ import dataclasses
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hfcache.cache.hashing import HashKind, kind_of
 from hfcache.cache.layout import HubCache, RepoRef, is_commit
 from hfcache.cache.paths import COMPANIONS, Folder, lock_held, partial_of
 from hfcache.errors import EntryNotFound, HfcacheError, RepoNotFound, RevisionNotFound
-from hfcache.verify.lockfile import Lock, LockedRepo
 from hfcache.verify.report import ERROR, WARNING, OnlineUnavailable, Problem
+
+if TYPE_CHECKING:  # the lock file's module loads only when a lock is given
+    from hfcache.verify.lockfile import Lock, LockedRepo
 
 
 @dataclass
