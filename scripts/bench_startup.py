@@ -4,11 +4,12 @@
 
 On a small cache (two repos and a dataset built with the layout helpers, so the commands do real work), each
 command runs `--runs` times in a fresh interpreter, alternated with the others (`python -m hfcache`, as a user or
-a script runs it). Printed per command: best and median wall time, the import time `python -X importtime`
-reports (the sum of the top-level imports, best run), and the heavy modules found in it: an HTTP client,
-pydantic, the server, or hfcache's own network code (tests/test_startup.py fails on any of them). The interpreter
-alone (`python -c pass`) is the floor. To measure another checkout with the same interpreter, put it first on
-PYTHONPATH: the commands run with this environment.
+a script runs it). Printed per command: best and median wall time, the best CPU time (user + system, steadier
+than wall on a shared machine), the import time `python -X importtime` reports (the sum of the top-level
+imports, best run), and the heavy modules found in it: an HTTP client, pydantic, the server, or hfcache's own
+network code (tests/test_startup.py fails on any of them). The interpreter alone (`python -c pass`) is the
+floor. To measure another checkout with the same interpreter, put it first on PYTHONPATH: the commands run
+with this environment.
 """
 
 from __future__ import annotations
@@ -64,14 +65,21 @@ def fresh(work: Path) -> None:
     (work / "out.tar").unlink(missing_ok=True)
 
 
-def run(args: list[str], env: dict[str, str], cwd: Path, importtime: bool = False) -> tuple[float, str]:
+def run(args: list[str], env: dict[str, str], cwd: Path, importtime: bool = False) -> tuple[float, float, str]:
+    """Wall seconds, CPU seconds (user + system: what a busy machine disturbs least) and stderr of one run."""
     cmd = [sys.executable, *(["-X", "importtime"] if importtime else []), "-m", "hfcache", *args]
-    t = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, cwd=cwd)
-    secs = time.perf_counter() - t
+    with tempfile.TemporaryFile("w+") as err:
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True, env={**os.environ, **env},
+                             cwd=cwd)
+        _, status, usage = os.wait4(p.pid, 0)
+        secs = time.perf_counter() - t
+        p.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read()
     if p.returncode not in (0, 1):
-        raise SystemExit(f"hfcache {' '.join(args)} failed ({p.returncode}): {p.stderr.strip()[-500:]}")
-    return secs, p.stderr
+        raise SystemExit(f"hfcache {' '.join(args)} failed ({p.returncode}): {stderr.strip()[-500:]}")
+    return secs, usage.ru_utime + usage.ru_stime, stderr
 
 
 def imports(stderr: str) -> tuple[float, list[str]]:
@@ -102,6 +110,7 @@ def main() -> None:
             todo = {k: v for k, v in todo.items() if k in args.only.split(",")}
         run(["export", "bench/large-a", "-o", str(work / "b.tar"), "--cache-dir", str(root)], base_env, work)
         walls: dict[str, list[float]] = {name: [] for name in ["python -c pass", *todo]}
+        cpus: dict[str, list[float]] = {name: [] for name in todo}
         imp: dict[str, list[float]] = {name: [] for name in todo}
         heavy: dict[str, list[str]] = {}
         print(f"Python {sys.version.split()[0]}, nproc={os.cpu_count()}, {args.runs} alternated runs, "
@@ -113,12 +122,13 @@ def main() -> None:
                 walls["python -c pass"].append(time.perf_counter() - t)
             for name, (cmd, env) in todo.items():
                 fresh(work)
-                secs, _ = run(cmd, {**base_env, **env}, work)
+                secs, cpu, _ = run(cmd, {**base_env, **env}, work)
                 fresh(work)
-                _, stderr = run(cmd, {**base_env, **env}, work, importtime=True)
+                _, _, stderr = run(cmd, {**base_env, **env}, work, importtime=True)
                 seconds, found = imports(stderr)
                 if i:
                     walls[name].append(secs)
+                    cpus[name].append(cpu)
                     imp[name].append(seconds)
                 heavy[name] = sorted(set(heavy.get(name, [])) | set(found))
         hf = shutil.which("hf", path=str(Path(sys.executable).parent))
@@ -129,11 +139,12 @@ def main() -> None:
                 subprocess.run([hf, "--help"], stdout=subprocess.DEVNULL, check=True)
                 walls["hf --help (huggingface_hub)"].append(time.perf_counter() - t)
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-        print(f"{'command':28} {'best ms':>8} {'median ms':>10} {'imports ms':>11}  heavy modules loaded")
+        print(f"{'command':28} {'best ms':>8} {'median ms':>10} {'CPU ms':>7} {'imports ms':>11}  heavy modules loaded")
         for name, times in walls.items():
             im = f"{min(imp[name]) * 1000:11.0f}" if name in imp else f"{'':11}"
+            cpu = f"{min(cpus[name]) * 1000:7.0f}" if name in cpus else f"{'':7}"
             hv = ", ".join(heavy.get(name, [])) or ("none" if name in heavy else "")
-            print(f"{name:28} {min(times) * 1000:8.0f} {statistics.median(times) * 1000:10.0f} {im}  {hv}")
+            print(f"{name:28} {min(times) * 1000:8.0f} {statistics.median(times) * 1000:10.0f} {cpu} {im}  {hv}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
