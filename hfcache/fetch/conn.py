@@ -87,6 +87,19 @@ class Response:
         self.close()
 
 
+def read_json(resp, limit: int = 16 << 20):
+    """A small JSON body (an API answer, a token) from either kind of response `Transfer.get` returns, read up to
+    `limit` bytes: a hostile server cannot make the client hold more. ValueError when too long or not JSON."""
+    import json
+
+    # A `requests` response (proxy or client certificate) reads through urllib3, which decodes a compressed body.
+    raw = resp.raw
+    data = raw.read(limit + 1) if isinstance(resp, Response) else raw.read(limit + 1, decode_content=True)
+    if len(data) > limit:
+        raise ValueError(f"a JSON answer over {limit} bytes")
+    return json.loads(data or b"null")
+
+
 class Pool:
     """Idle connections per origin (scheme, host, port), shared by all threads of one `Transfer`."""
 

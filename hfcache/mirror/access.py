@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from hfcache.cache.layout import RepoRef
 from hfcache.errors import EndpointError
+from hfcache.fetch.conn import read_json
 from hfcache.mirror.upstream import RETRY_AFTER_FAILURE, STALE_WAIT, Upstream, gateway_status, token_key
 
 
@@ -158,7 +159,7 @@ class Access:
             gated = False
             if status == 200:
                 try:
-                    info = resp.json()
+                    info = read_json(resp)
                     gated = bool(info.get("gated"))  # a gated repo's info is public; its files are not
                 except (ValueError, AttributeError):
                     raise EndpointError(f"{client.endpoint} sent unreadable info for {repo}") from None

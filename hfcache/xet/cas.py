@@ -9,12 +9,12 @@ expired (401/403/410) is asked for again through a fresh reconstruction.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass
 
 from hfcache.errors import EndpointError, EntryNotFound, IntegrityError
+from hfcache.fetch.conn import read_json
 from hfcache.fetch.ranges import fetch_range
 from hfcache.fetch.transfer import Transfer
 from hfcache.xet import recon
@@ -93,7 +93,7 @@ class CasSession:
             cas, tok, exp = h.get("X-Xet-Cas-Url"), h.get("X-Xet-Access-Token"), h.get("X-Xet-Token-Expiration")
             if not (cas and tok and exp):
                 try:
-                    body = json.loads(resp.raw.read(64 * 1024, decode_content=True) or b"{}")
+                    body = read_json(resp, 64 * 1024) or {}
                     cas, tok, exp = body.get("casUrl"), body.get("accessToken"), body.get("exp")
                 except (ValueError, AttributeError):
                     cas = None
