@@ -1,6 +1,7 @@
 """The nginx configuration `hfcache serve --nginx-conf` prints: nginx in front of one or more mirror processes.
 
-nginx proxies every request to the mirrors (unbuffered: a blob still being fetched streams as it lands); for a
+nginx proxies every request to the mirrors, one URL always to the same one while it answers (so the clients of
+one blob share one process's fetch), unbuffered: a blob still being fetched streams as it lands. For a
 stored blob a mirror answers with `X-Accel-Redirect: /_hfcache/<path in the store>` and nginx sends the file itself
 from an internal location (sendfile, ranges, thousands of connections), with the Hub headers the mirror set. The
 file is complete: run it with `nginx -p PREFIX -c FILE` (the pid file and temp folders go under PREFIX; errors to
@@ -62,7 +63,10 @@ http {{
     keepalive_timeout 65;
     keepalive_requests 100000;
 
+    # One URL, one mirror process (consistent hash): the clients of a blob being fetched follow it in the process
+    # that fetches it, woken by its writes, with no second hash; a process that fails passes its URLs on.
     upstream hfcache_mirror {{
+        hash $request_uri consistent;
 {backends}
         keepalive 64;
     }}
@@ -90,6 +94,8 @@ http {{
             proxy_buffering off;
             proxy_request_buffering off;
             proxy_max_temp_file_size 0;
+            proxy_next_upstream error timeout non_idempotent;  # paths-info, a POST, only reads
+            proxy_next_upstream_tries 3;
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;
         }}
