@@ -28,6 +28,7 @@ from hfcache.mirror.upstream import Upstream
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 FAILURE_KEPT = 2.0  # seconds a failed fetch stays the answer, so a burst of retries is not a burst upstream
+NOTIFY_STEP = 1024 * 1024  # followers are woken once per this many bytes written (upstream reads are ~64 KiB)
 
 
 class Flight:
@@ -44,6 +45,7 @@ class Flight:
         self.fetched = False  # this flight brought the bytes from upstream (else the store or another process did)
         self._base = 0
         self._advanced = 0
+        self._told = 0  # _advanced when followers were last woken
         self._on_end = on_end
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._lock = threading.Lock()
@@ -97,7 +99,9 @@ class Flight:
     # -- the fetching thread -----------------------------------------------------------------------------------
     def _bytes(self, n: int) -> None:
         self._advanced += n
-        self._notify()
+        if self._advanced - self._told >= NOTIFY_STEP or self._base + self._advanced >= self.meta.size:
+            self._told = self._advanced  # one wake-up per step, not per network read: followers read big chunks
+            self._notify()
 
     def _run(self) -> None:
         try:

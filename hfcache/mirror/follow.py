@@ -19,7 +19,8 @@ from collections.abc import AsyncIterator, Callable
 from hfcache.cache.hashing import kind_of, new_hasher
 from hfcache.mirror.flight import DONE, FAILED, RUNNING, Flight
 
-CHUNK = 1024 * 1024
+CHUNK = 8 * 1024 * 1024  # the most read (and sent) at once
+READ_MIN = 2 * 1024 * 1024  # while the fetch runs, a follower waits for this much before it reads: few, big sends
 POLL = 0.05  # another process's progress is read from its record this often (no event crosses processes)
 STALL = 300.0
 
@@ -74,14 +75,16 @@ async def follow(flight: Flight, stall: float = STALL) -> AsyncIterator[bytes]:
     hasher = None if flight.fetching else new_hasher(kind, size)
     event = flight.subscribe()
     fd, pos, sent, held = -1, 0, 0, b""
-    moved = time.monotonic()
+    last, moved = -1, time.monotonic()
     try:
         while pos < size:
             event.clear()
             if flight.state == FAILED:
                 raise Aborted(f"fetching {flight.filename} failed: {flight.error}")
             avail = flight.available()
-            if avail > pos:
+            if avail != last:
+                last, moved = avail, time.monotonic()
+            if avail - pos >= min(READ_MIN, size - pos) or (avail > pos and flight.state != RUNNING):
                 if fd < 0:
                     with contextlib.suppress(FileNotFoundError):
                         fd = os.open(flight.source(), os.O_RDONLY)
@@ -90,7 +93,6 @@ async def follow(flight: Flight, stall: float = STALL) -> AsyncIterator[bytes]:
                     data = await asyncio.to_thread(_read, fd, pos, min(CHUNK, avail - pos), hasher)
                 if data:
                     pos += len(data)
-                    moved = time.monotonic()
                     cut = max(0, min(len(data), size - 1 - sent))  # the last byte waits for the hash
                     held += data[cut:]
                     if cut:
