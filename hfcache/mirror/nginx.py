@@ -92,6 +92,11 @@ http {{
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_buffering off;
+            # unbuffered, nginx relays through one buffer of proxy_buffer_size: the default page (4k) costs a
+            # read and a write per 4k of a followed blob (most of the CPU of 8 clients on an uncached blob)
+            proxy_buffer_size 256k;
+            proxy_buffers 4 256k;
+            proxy_busy_buffers_size 512k;
             proxy_request_buffering off;
             proxy_max_temp_file_size 0;
             proxy_next_upstream error timeout non_idempotent;  # paths-info, a POST, only reads
