@@ -7,7 +7,9 @@ another process holds the lock, the flight waits on it, and clients follow that 
 its progress record; if that process dies, its lock is released, this flight gets it and resumes the partial.
 
 Clients of this process share the flight (`Flights.get`); they read the growing file as `available()` says, woken
-by `subscribe()`'s event when bytes land (in this process) or by polling the record (another process's).
+by `subscribe()`'s event once per `NOTIFY_STEP` bytes landed and at the end (in this process; fewer wake-ups, bigger
+reads), or by polling the record (another process's). nginx sends every client of one URL to one process
+(`hfcache.mirror.nginx`), so a blob's followers are mostly in the process that fetches it.
 """
 
 from __future__ import annotations
