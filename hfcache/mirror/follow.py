@@ -2,9 +2,9 @@
 
 The bytes are read from the growing file as the flight says they are there, in pieces of `READ_MIN` to `CHUNK`
 (each piece is a thread hop, a copy and a send through uvicorn and nginx: few, big ones), and sent, all but the
-last byte: that
-one is sent only once the bytes are proven right, by the follower's own hash of what it read (another process
-fetches), or by this process's fetch having checked and published the very file read, each byte written once.
+last byte: that one is sent only once the bytes are proven right, by the follower's own hash of what it read
+(another process fetches), or by this process's fetch having checked and published the very file read, each byte
+written once.
 When anything goes wrong (the fetch fails, the bytes hash wrong, the partial was restarted under the reader,
 nothing moves for `stall` seconds) the body is cut short with `Aborted`, so no client ever holds a
 complete-looking body of wrong bytes: it sees a short read and tries again.
