@@ -173,6 +173,20 @@ class Bench:
                 raise RuntimeError(f"curl {url}: exit {p.returncode}, {out.strip()} bytes: {err.strip()}")
         return wall
 
+    def curl_to_disk(self, url: str) -> float:
+        """Wall seconds for one curl to write `url` to a file on the store's disk and fsync it: what the mirror's
+        fetch must do at least (its store is durable), where `curl -o /dev/null` measures the network alone."""
+        out = WORK / "one-fetch.bin"
+        t = time.perf_counter()
+        p = self.clients[0].run(["sh", "-c", 'curl -sfL -o "$1" "$2" && sync "$1"', "sh", str(out), url],
+                                timeout=900, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        size = out.stat().st_size if out.exists() else -1
+        out.unlink(missing_ok=True)
+        if p.returncode != 0 or size != self.size:
+            raise RuntimeError(f"curl {url} to disk: exit {p.returncode}, {size} bytes: {p.stderr.strip()}")
+        return wall
+
     def wrk(self, url: str, header: str | None = None) -> str:
         """Requests per second, as shown in the table (with failed answers, if any). GET only: this wrk never
         finishes a HEAD answer (it waits for the body its Content-Length announces)."""
@@ -233,7 +247,8 @@ def run(args: argparse.Namespace, lab: netlab.Lab) -> str:
     lines = []
     # (b) uncached first: the store is empty anyway
     direct8 = f"{args.clients} clients straight from upstream"
-    cold: dict[str, list[float]] = {"one upstream fetch (curl)": [], direct8: []}
+    to_disk = "one upstream fetch to disk (curl -o FILE; sync FILE)"
+    cold: dict[str, list[float]] = {"one upstream fetch (curl)": [], to_disk: [], direct8: []}
     if mirror:
         cold["1 client, nginx + mirror"] = []
         cold[f"{args.clients} clients, nginx + mirror"] = []
@@ -243,7 +258,9 @@ def run(args: argparse.Namespace, lab: netlab.Lab) -> str:
     blob_url = f"{b.upstream.url}/{REPO}/resolve/main/model.safetensors"
     for r in range(args.runs):
         for name in list(cold)[r % len(cold):] + list(cold)[:r % len(cold)]:
-            if name.startswith("one"):
+            if name == to_disk:
+                cold[name].append(b.curl_to_disk(blob_url))
+            elif name.startswith("one"):
                 cold[name].append(b.curl_all(blob_url, b.clients[:1]))
             elif name == direct8:
                 cold[name].append(b.curl_all(blob_url, b.clients))

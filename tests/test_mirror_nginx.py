@@ -90,3 +90,28 @@ def test_nginx_sends_stored_blobs_and_streams_the_rest(tmp_path, stack):
     assert len(upstream_gets(hub, "huge.bin")) == 1 and len(upstream_gets(hub, "big.bin")) == 1
     logs = "".join(m.log.read_text() for m in mirrors)
     assert "GET /org/tiny/resolve/main/huge.bin 200 0" in logs  # nginx, not the mirror, sent those bytes
+
+
+def _resolve_gets(log: Path, filename: str) -> int:
+    return sum(f"GET /org/tiny/resolve/main/{filename} " in line for line in log.read_text().splitlines())
+
+
+def test_clients_of_one_blob_all_reach_one_mirror_process_which_fetches_it(stack):
+    """The conf routes a resolve URL to one mirror process (consistent hash): followers of a blob are in the
+    process that fetches it (no second process polling the partial and hashing it again)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    hub, mirrors, front, store = stack
+    url = f"{front}/org/tiny/resolve/main/huge.bin"
+    with ThreadPoolExecutor(4) as pool:
+        bodies = list(pool.map(lambda _: requests.get(url, timeout=120).content, range(4)))
+    assert bodies == [BIG] * 4
+    assert len(upstream_gets(hub, "huge.bin")) == 1
+    wait_for(lambda: sum(_resolve_gets(m.log, "huge.bin") for m in mirrors) == 4, "four access log lines")
+    served = sorted(_resolve_gets(m.log, "huge.bin") for m in mirrors)
+    assert served == [0, 4], served  # one process answered all four: it fetched, the others followed it
+    # failover: that process gone, nginx sends the same URL to another one
+    serving = next(m for m in mirrors if _resolve_gets(m.log, "huge.bin"))
+    serving.kill()
+    r = requests.get(url, timeout=120)
+    assert r.status_code == 200 and r.content == BIG

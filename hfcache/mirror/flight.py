@@ -7,7 +7,9 @@ another process holds the lock, the flight waits on it, and clients follow that 
 its progress record; if that process dies, its lock is released, this flight gets it and resumes the partial.
 
 Clients of this process share the flight (`Flights.get`); they read the growing file as `available()` says, woken
-by `subscribe()`'s event when bytes land (in this process) or by polling the record (another process's).
+by `subscribe()`'s event once per `NOTIFY_STEP` bytes landed and at the end (in this process; fewer wake-ups, bigger
+reads), or by polling the record (another process's). nginx sends every client of one URL to one process
+(`hfcache.mirror.nginx`), so a blob's followers are mostly in the process that fetches it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from hfcache.mirror.upstream import Upstream
 
 RUNNING, DONE, FAILED = "running", "done", "failed"
 FAILURE_KEPT = 2.0  # seconds a failed fetch stays the answer, so a burst of retries is not a burst upstream
+NOTIFY_STEP = 1024 * 1024  # followers are woken once per this many bytes written (upstream reads are ~64 KiB)
 
 
 class Flight:
@@ -44,6 +47,7 @@ class Flight:
         self.fetched = False  # this flight brought the bytes from upstream (else the store or another process did)
         self._base = 0
         self._advanced = 0
+        self._told = 0  # _advanced when followers were last woken
         self._on_end = on_end
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._lock = threading.Lock()
@@ -97,7 +101,9 @@ class Flight:
     # -- the fetching thread -----------------------------------------------------------------------------------
     def _bytes(self, n: int) -> None:
         self._advanced += n
-        self._notify()
+        if self._advanced - self._told >= NOTIFY_STEP or self._base + self._advanced >= self.meta.size:
+            self._told = self._advanced  # one wake-up per step, not per network read: followers read big chunks
+            self._notify()
 
     def _run(self) -> None:
         try:

@@ -1,8 +1,10 @@
 """A client's body streamed from a blob that is still being fetched (by this process or another).
 
-The bytes are read from the growing file as the flight says they are there and sent, all but the last byte: that
-one is sent only once the bytes are proven right, by the follower's own hash of what it read (another process
-fetches), or by this process's fetch having checked and published the very file read, each byte written once.
+The bytes are read from the growing file as the flight says they are there, in pieces of `READ_MIN` to `CHUNK`
+(each piece is a thread hop, a copy and a send through uvicorn and nginx: few, big ones), and sent, all but the
+last byte: that one is sent only once the bytes are proven right, by the follower's own hash of what it read
+(another process fetches), or by this process's fetch having checked and published the very file read, each byte
+written once.
 When anything goes wrong (the fetch fails, the bytes hash wrong, the partial was restarted under the reader,
 nothing moves for `stall` seconds) the body is cut short with `Aborted`, so no client ever holds a
 complete-looking body of wrong bytes: it sees a short read and tries again.
@@ -19,7 +21,8 @@ from collections.abc import AsyncIterator, Callable
 from hfcache.cache.hashing import kind_of, new_hasher
 from hfcache.mirror.flight import DONE, FAILED, RUNNING, Flight
 
-CHUNK = 1024 * 1024
+CHUNK = 8 * 1024 * 1024  # the most read (and sent) at once
+READ_MIN = 2 * 1024 * 1024  # while the fetch runs, a follower waits for this much before it reads: few, big sends
 POLL = 0.05  # another process's progress is read from its record this often (no event crosses processes)
 STALL = 300.0
 
@@ -74,14 +77,16 @@ async def follow(flight: Flight, stall: float = STALL) -> AsyncIterator[bytes]:
     hasher = None if flight.fetching else new_hasher(kind, size)
     event = flight.subscribe()
     fd, pos, sent, held = -1, 0, 0, b""
-    moved = time.monotonic()
+    last, moved = -1, time.monotonic()
     try:
         while pos < size:
             event.clear()
             if flight.state == FAILED:
                 raise Aborted(f"fetching {flight.filename} failed: {flight.error}")
             avail = flight.available()
-            if avail > pos:
+            if avail != last:
+                last, moved = avail, time.monotonic()
+            if avail - pos >= min(READ_MIN, size - pos) or (avail > pos and flight.state != RUNNING):
                 if fd < 0:
                     with contextlib.suppress(FileNotFoundError):
                         fd = os.open(flight.source(), os.O_RDONLY)
@@ -90,7 +95,6 @@ async def follow(flight: Flight, stall: float = STALL) -> AsyncIterator[bytes]:
                     data = await asyncio.to_thread(_read, fd, pos, min(CHUNK, avail - pos), hasher)
                 if data:
                     pos += len(data)
-                    moved = time.monotonic()
                     cut = max(0, min(len(data), size - 1 - sent))  # the last byte waits for the hash
                     held += data[cut:]
                     if cut:

@@ -1,6 +1,7 @@
 """The nginx configuration `hfcache serve --nginx-conf` prints: nginx in front of one or more mirror processes.
 
-nginx proxies every request to the mirrors (unbuffered: a blob still being fetched streams as it lands); for a
+nginx proxies every request to the mirrors, one URL always to the same one while it answers (so the clients of
+one blob share one process's fetch), unbuffered: a blob still being fetched streams as it lands. For a
 stored blob a mirror answers with `X-Accel-Redirect: /_hfcache/<path in the store>` and nginx sends the file itself
 from an internal location (sendfile, ranges, thousands of connections), with the Hub headers the mirror set. The
 file is complete: run it with `nginx -p PREFIX -c FILE` (the pid file and temp folders go under PREFIX; errors to
@@ -62,7 +63,10 @@ http {{
     keepalive_timeout 65;
     keepalive_requests 100000;
 
+    # One URL, one mirror process (consistent hash): the clients of a blob being fetched follow it in the process
+    # that fetches it, woken by its writes, with no second hash; a process that fails passes its URLs on.
     upstream hfcache_mirror {{
+        hash $request_uri consistent;
 {backends}
         keepalive 64;
     }}
@@ -88,8 +92,15 @@ http {{
             proxy_set_header Host $http_host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
             proxy_buffering off;
+            # unbuffered, nginx relays through one buffer of proxy_buffer_size: the default page (4k) costs a
+            # read and a write per 4k of a followed blob (most of the CPU of 8 clients on an uncached blob)
+            proxy_buffer_size 256k;
+            proxy_buffers 4 256k;
+            proxy_busy_buffers_size 512k;
             proxy_request_buffering off;
             proxy_max_temp_file_size 0;
+            proxy_next_upstream error timeout non_idempotent;  # paths-info, a POST, only reads
+            proxy_next_upstream_tries 3;
             proxy_read_timeout 3600s;
             proxy_send_timeout 3600s;
         }}
