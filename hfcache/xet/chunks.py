@@ -84,6 +84,20 @@ def encode_chunk(data: bytes, scheme: int) -> bytes:
         + payload
 
 
+def chunk_header(view: memoryview, pos: int) -> tuple[int, int, int]:
+    """(scheme, stored length, decoded length) of the chunk whose header starts at `pos`, each checked; the caller
+    checks that `pos + HEADER` is within the buffer."""
+    head = bytes(view[pos:pos + HEADER])
+    version, scheme = head[0], head[4]
+    clen = int.from_bytes(head[1:4], "little")
+    ulen = int.from_bytes(head[5:8], "little")
+    if version != 0:
+        raise IntegrityError(f"xorb chunk header version {version} (expected 0)")
+    if ulen > MAX_CHUNK or clen > 2 * MAX_CHUNK:
+        raise IntegrityError(f"xorb chunk of {ulen} bytes ({clen} stored) exceeds the {MAX_CHUNK}-byte limit")
+    return scheme, clen, ulen
+
+
 def decode_chunks(buf: bytes | memoryview, count: int | None = None) -> list[Chunk]:
     """Every chunk in `buf` (exactly `count` of them when given), each decoded and hashed."""
     view = memoryview(buf)
@@ -92,14 +106,7 @@ def decode_chunks(buf: bytes | memoryview, count: int | None = None) -> list[Chu
     while pos < len(view) and (count is None or len(chunks) < count):
         if len(view) - pos < HEADER:
             raise IntegrityError("truncated xorb: a chunk header is cut short")
-        head = bytes(view[pos:pos + HEADER])
-        version, scheme = head[0], head[4]
-        clen = int.from_bytes(head[1:4], "little")
-        ulen = int.from_bytes(head[5:8], "little")
-        if version != 0:
-            raise IntegrityError(f"xorb chunk header version {version} (expected 0)")
-        if ulen > MAX_CHUNK or clen > 2 * MAX_CHUNK:
-            raise IntegrityError(f"xorb chunk of {ulen} bytes ({clen} stored) exceeds the {MAX_CHUNK}-byte limit")
+        scheme, clen, ulen = chunk_header(view, pos)
         start = pos + HEADER
         if start + clen > len(view):
             raise IntegrityError("truncated xorb: a chunk's payload is cut short")
