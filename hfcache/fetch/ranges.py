@@ -26,13 +26,18 @@ Locate = Callable[[bool], tuple[str, dict[str, str]]]  # fresh? -> (url, headers
 
 
 def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int | None, limit: int,
-                on_bytes: OnBytes | None = None, what: str = "") -> bytes | bytearray:
+                on_bytes: OnBytes | None = None, what: str = "", into: bytearray | None = None
+                ) -> bytes | bytearray | memoryview:
     """GET bytes [start, end] (inclusive; the whole body when None) into memory, over the same pool with the
     same retries, backoff and stall timeout as blobs; a connection lost midway resumes from the last byte
     received. `locate(fresh)` gives (url, headers); it is asked with `fresh=True` after a 401, 403 or 410
-    (an expired token or signed URL) to refresh what expired. `limit` caps what a server may send."""
+    (an expired token or signed URL) to refresh what expired. `limit` caps what a server may send. A known size
+    may be filled `into` a caller's buffer (reused, so no new allocation per range): a view of it is returned."""
     size = None if start is None or end is None else end - start + 1
-    buf = bytearray(size) if size is not None else bytearray()  # filled in place: no regrowth, no final copy
+    if into is not None and size is not None and len(into) >= size:
+        buf = into
+    else:  # filled in place: no regrowth, no final copy
+        buf = bytearray(size) if size is not None else bytearray()
     have = 0
     attempts = refreshes = 0
     fresh = False
@@ -89,7 +94,7 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
             if size is None:
                 return bytes(buf)
             if have == size:
-                return buf
+                return memoryview(buf)[:size] if buf is into else buf
             raise _Retryable(f"connection closed after {have} of {size} bytes")
         except (_Retryable, *_network_errors()) as e:
             attempts = 1 if got >= PROGRESS_RESET else attempts + 1

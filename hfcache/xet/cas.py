@@ -124,7 +124,7 @@ class CasSession:
         return result
 
     def fetch_xorb(self, file_hash: str, entry: FetchEntry, on_bytes=None, start: int | None = None,
-                   end: int | None = None) -> bytes | bytearray:
+                   end: int | None = None, into: bytearray | None = None) -> bytes | bytearray | memoryview:
         """A fetch entry's bytes (or bytes [start, end] of them, inclusive). Its URL is signed: when it has expired,
         a new reconstruction gives a fresh one for the same chunks."""
         start = entry.url_start if start is None else start
@@ -144,4 +144,5 @@ class CasSession:
                 url[0] = match[0].url
             return url[0], {}
 
-        return fetch_range(self.transfer, locate, start, end, end - start + 1, on_bytes, what=f"xorb {entry.xorb[:12]}")
+        return fetch_range(self.transfer, locate, start, end, end - start + 1, on_bytes, what=f"xorb {entry.xorb[:12]}",
+                           into=into)

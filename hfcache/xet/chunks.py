@@ -21,7 +21,7 @@ SCHEMES = {NONE: "none", LZ4: "lz4", BG4_LZ4: "bg4-lz4"}
 
 @dataclass(frozen=True)
 class Chunk:
-    data: bytes
+    data: bytes | memoryview
     hash: bytes  # keyed BLAKE3 of `data`, computed here
     end: int = 0  # where the chunk ends in the buffer it was decoded from (header and payload)
 
@@ -58,11 +58,12 @@ def _lz4_frame(payload: bytes, expected: int) -> bytes:
     return out
 
 
-def decode_payload(scheme: int, payload: bytes, uncompressed: int) -> bytes:
+def decode_payload(scheme: int, payload: bytes | memoryview, uncompressed: int) -> bytes | memoryview:
+    """The chunk's bytes; a stored (scheme 0) payload given as a view comes back as that view, uncopied."""
     if scheme == NONE:
         if len(payload) != uncompressed:
             raise IntegrityError("corrupt xorb chunk: stored length differs from its header")
-        return bytes(payload)
+        return payload
     if scheme == LZ4:
         return _lz4_frame(payload, uncompressed)
     if scheme == BG4_LZ4:
@@ -98,8 +99,9 @@ def chunk_header(view: memoryview, pos: int) -> tuple[int, int, int]:
     return scheme, clen, ulen
 
 
-def decode_chunks(buf: bytes | memoryview, count: int | None = None) -> list[Chunk]:
-    """Every chunk in `buf` (exactly `count` of them when given), each decoded and hashed."""
+def decode_chunks(buf: bytes | memoryview, count: int | None = None, copy: bool = True) -> list[Chunk]:
+    """Every chunk in `buf` (exactly `count` of them when given), each decoded and hashed. With `copy=False` a
+    stored chunk's data is a view into `buf` (the caller keeps `buf` unchanged while it uses the chunks)."""
     view = memoryview(buf)
     chunks: list[Chunk] = []
     pos = 0
@@ -110,7 +112,8 @@ def decode_chunks(buf: bytes | memoryview, count: int | None = None) -> list[Chu
         start = pos + HEADER
         if start + clen > len(view):
             raise IntegrityError("truncated xorb: a chunk's payload is cut short")
-        data = decode_payload(scheme, bytes(view[start:start + clen]), ulen)
+        payload = view[start:start + clen]
+        data = decode_payload(scheme, payload if not copy or scheme != NONE else bytes(payload), ulen)
         pos = start + clen
         chunks.append(Chunk(data, chunk_hash(data), pos))
     if count is not None and len(chunks) != count:

@@ -21,10 +21,10 @@ from hfcache.xet.chunks import HEADER, MAX_CHUNK, chunk_header, decode_chunks
 from hfcache.xet.recon import FetchEntry, Term
 
 PIECE = 4 * 1024 * 1024  # bytes per ranged GET of a xorb range
-BUDGET = 24 * 1024 * 1024  # raw xorb bytes fetched or in flight ahead of the writer
+BUDGET = 16 * 1024 * 1024  # raw xorb bytes fetched or in flight ahead of the writer
 FETCHERS = 4  # ranged GETs at once
-DECODE_MAX = 4 * 1024 * 1024  # decoded bytes per decode job
-DEPTH = 6  # decode or disk-read jobs ahead of the writer
+DECODE_MAX = 2 * 1024 * 1024  # decoded bytes per decode job
+DEPTH = 4  # decode or disk-read jobs ahead of the writer
 DECODERS = 3
 LOCAL_BATCH = 32  # chunks per read from a file on disk (at most 32 x 128 KiB)
 
@@ -67,19 +67,42 @@ class Local:
     first: int
 
 
+Fetch = Callable[[FetchEntry, int, int, "bytearray | None"], "bytes | bytearray | memoryview"]
 Out = tuple[list[tuple[bytes, bytes, int]], int, int]  # ([(data, hash, end in xorb or 0)], first chunk, term index)
 
 
-class _Prefetch:
-    """Pieces of the remote terms' byte ranges, fetched in order up to `BUDGET` ahead."""
+class _Piece:
+    """One fetched range in a reused buffer, returned to the free list when the writer and every decode job that
+    reads it are done with it."""
 
-    def __init__(self, remotes: list[tuple[int, Remote]], fetch: Callable[[FetchEntry, int, int], bytes],
-                 pool: ThreadPoolExecutor, held: Held) -> None:
+    def __init__(self, buf: bytearray, start: int, size: int) -> None:
+        self.buf, self.start, self.size, self.refs = buf, start, size, 1
+        self.view: memoryview | None = None
+
+
+class _Prefetch:
+    """Pieces of the remote terms' byte ranges, fetched in order up to `BUDGET` ahead, into reused buffers."""
+
+    def __init__(self, remotes: list[tuple[int, Remote]], fetch: Fetch, pool: ThreadPoolExecutor,
+                 held: Held) -> None:
         self.remotes, self.fetch, self.pool, self.held = remotes, fetch, pool, held
         self.cursor = 0  # the remote term whose pieces are being queued
         self.offset = remotes[0][1].byte_start if remotes else 0
-        self.queue: deque[tuple[int, int, Future]] = deque()  # (plan index, size, future)
+        self.queue: deque[tuple[int, int, _Piece, Future]] = deque()  # (plan index, size, piece, future)
         self.queued = 0
+        self.free: list[bytearray] = []
+        self.buffers = 0  # allocated, for the tests: at most what the budget and the decode window hold
+
+    def _get(self, entry: FetchEntry, start: int, end: int, piece: _Piece) -> _Piece:
+        piece.view = memoryview(self.fetch(entry, start, end, piece.buf))
+        return piece
+
+    def release(self, piece: _Piece) -> None:
+        piece.refs -= 1
+        if piece.refs == 0:
+            piece.view = None
+            self.free.append(piece.buf)
+            self.held.add(-piece.size)
 
     def _top_up(self) -> None:
         while self.cursor < len(self.remotes):
@@ -93,31 +116,37 @@ class _Prefetch:
             size = end - self.offset + 1
             if self.queue and self.queued + size > BUDGET:
                 return
-            self.queue.append((i, size, self.pool.submit(self.fetch, r.entry, self.offset, end)))
+            if not self.free:
+                self.free.append(bytearray(PIECE))
+                self.buffers += 1
+            piece = _Piece(self.free.pop(), self.offset, size)
+            self.queue.append((i, size, piece, self.pool.submit(self._get, r.entry, self.offset, end, piece)))
             self.queued += size
             self.held.add(size)
             self.offset = end + 1
 
-    def _drop_head(self) -> tuple[int, int, Future]:
-        i, size, fut = self.queue.popleft()
+    def _drop_head(self) -> None:
+        _, size, piece, fut = self.queue.popleft()
         self.queued -= size
-        return i, size, fut
+        if fut.cancel():
+            self.release(piece)
+        else:  # being fetched: its buffer is left to the garbage collector
+            self.held.add(-size)
 
-    def take(self, index: int) -> tuple[bytes, int] | None:
-        """The next piece of plan item `index` (raw bytes and their count, still held), None when it has none
+    def take(self, index: int) -> tuple[_Piece, int] | None:
+        """The next piece of plan item `index` and its size (the caller releases it), None when it has none
         left."""
         self._top_up()
         while self.queue and self.queue[0][0] < index:  # pieces of a term that ended early
-            _, size, fut = self._drop_head()
-            fut.cancel()
-            self.held.add(-size)
+            self._drop_head()
             self._top_up()
         if not self.queue or self.queue[0][0] != index:
             return None
-        _, size, fut = self._drop_head()
-        data = fut.result()
+        _, size, piece, fut = self.queue.popleft()
+        self.queued -= size
+        fut.result()
         self._top_up()
-        return data, size
+        return piece, size
 
     def done_with(self, index: int) -> None:
         """Plan item `index` needs no more pieces: stop queueing them."""
@@ -126,24 +155,22 @@ class _Prefetch:
             if self.cursor < len(self.remotes):
                 self.offset = self.remotes[self.cursor][1].byte_start
         while self.queue and self.queue[0][0] == index:
-            _, size, fut = self._drop_head()
-            fut.cancel()
-            self.held.add(-size)
+            self._drop_head()
 
     def cancel(self) -> None:
-        for _, _, fut in self.queue:
+        for _, _, _, fut in self.queue:
             fut.cancel()
 
 
 def _decode(view: memoryview, count: int, base: int) -> list[tuple[bytes, bytes, int]]:
-    return [(c.data, c.hash, base + c.end) for c in decode_chunks(view, count)]
+    return [(c.data, c.hash, base + c.end) for c in decode_chunks(view, count, copy=False)]
 
 
 class Stream:
     """Yields each term's chunks in file order as `Out` batches; `read_local(xorb, start, end)` gives
     [(data, hash)] from disk or None (then those chunks are fetched with `fallback(term, start, end)`)."""
 
-    def __init__(self, plan: list[Remote | Local], fetch: Callable[[FetchEntry, int, int], bytes],
+    def __init__(self, plan: list[Remote | Local], fetch: Fetch,
                  read_local: Callable[[str, int, int], list[tuple[bytes, bytes]] | None],
                  fallback: Callable[[Term, int, int], list[tuple[bytes, bytes, int]]]) -> None:
         self.plan, self.read_local, self.fallback = plan, read_local, fallback
@@ -152,33 +179,43 @@ class Stream:
         self.decode_pool = ThreadPoolExecutor(DECODERS, thread_name_prefix="hfcache-xet-decode")
         remotes = [(i, p) for i, p in enumerate(plan) if isinstance(p, Remote)]
         self.prefetch = _Prefetch(remotes, fetch, self.fetch_pool, self.held)
-        self.pending: deque[tuple[Future, int, int, int, Term | None]] = deque()  # fut, held, first, index, term
+        # (future, bytes held, first chunk, plan index, the term when read from disk, the piece it reads)
+        self.pending: deque[tuple[Future, int, int, int, Term | None, _Piece | None]] = deque()
         self.local = 0
 
     def close(self) -> None:
         self.prefetch.cancel()
-        for fut, *_ in self.pending:
+        for fut, *_ in self.pending:  # (their buffers are not reused: nothing is after this)
             fut.cancel()
         self.fetch_pool.shutdown(wait=True, cancel_futures=True)
         self.decode_pool.shutdown(wait=True, cancel_futures=True)
 
-    def _submit(self, fut: Future, held: int, first: int, index: int, term: Term | None) -> Iterator[Out]:
+    def _submit(self, fut: Future, held: int, first: int, index: int, term: Term | None,
+                piece: _Piece | None = None) -> Iterator[Out]:
         self.held.add(held)
-        self.pending.append((fut, held, first, index, term))
+        if piece is not None:
+            piece.refs += 1
+        self.pending.append((fut, held, first, index, term, piece))
         while len(self.pending) > DEPTH:
-            yield self._drain()
+            yield from self._drain()
 
-    def _drain(self) -> Out:
-        fut, held, first, index, local_term = self.pending.popleft()
-        got = fut.result()
-        self.held.add(-held)
-        if local_term is None:
-            return got, first, index
-        if got is None:  # not on disk after all (changed, or a chunk went bad): from the CAS
-            return self.fallback(local_term, first, first + LOCAL_BATCH if first + LOCAL_BATCH < local_term.end
-                                 else local_term.end), first, index
-        self.local += sum(len(d) for d, _ in got)
-        return [(d, h, 0) for d, h in got], first, index
+    def _drain(self) -> Iterator[Out]:
+        """The oldest job's chunks; its piece (which stored chunks are views of) is released once the consumer
+        asks for the next batch, i.e. has written these."""
+        fut, held, first, index, local_term, piece = self.pending.popleft()
+        try:
+            got = fut.result()
+            if local_term is None:
+                yield got, first, index
+            elif got is None:  # not on disk after all (changed, or a chunk went bad): from the CAS
+                yield self.fallback(local_term, first, min(first + LOCAL_BATCH, local_term.end)), first, index
+            else:
+                self.local += sum(len(d) for d, _ in got)
+                yield [(d, h, 0) for d, h in got], first, index
+        finally:
+            self.held.add(-held)
+            if piece is not None:
+                self.prefetch.release(piece)
 
     def __iter__(self) -> Iterator[Out]:
         for index, item in enumerate(self.plan):
@@ -191,53 +228,72 @@ class Stream:
             else:
                 yield from self._remote(index, item)
         while self.pending:
-            yield self._drain()
+            yield from self._drain()
 
     def _remote(self, index: int, r: Remote) -> Iterator[Out]:
-        """Walk the headers piece by piece; decode runs of whole wanted chunks on the pool."""
+        """Walk the headers piece by piece; decode runs of whole wanted chunks on the pool (views into the piece's
+        buffer); a chunk cut by a piece's end is joined (a small copy) and decoded alone."""
         t = r.term
-        idx, base, carry = r.skip_from, r.byte_start, b""  # chunk at `base`: bytes of `carry` start there
+        idx, carry = r.skip_from, b""  # the chunk `carry` begins (or the next one, when it is empty)
         while idx < t.end:
             got = self.prefetch.take(index)
             if got is None:
                 raise IntegrityError(f"xorb {t.xorb[:12]}: its range ends before chunk {idx} (the term needs "
                                      f"{t.start}-{t.end})")
-            raw, size = got
-            buf = carry + raw if carry else raw
-            self.held.add(len(carry))  # the joined copy, beside the piece (already counted)
-            view = memoryview(buf)
-            pos, run_start, run_first, run_ulen, run_n = 0, 0, idx, 0, 0
-            jobs: list[tuple[int, int, int, int, int]] = []  # (start, end, count, first, decoded bytes)
-            while idx < t.end and len(buf) - pos >= HEADER:
-                _, clen, ulen = chunk_header(view, pos)
-                if pos + HEADER + clen > len(buf):
-                    break
-                if idx < r.first:  # skipped: the run starts after it
+            piece, _ = got
+            try:
+                view = piece.view
+                assert view is not None
+                pos = 0
+                if carry:
+                    head = carry if len(carry) >= HEADER else carry + bytes(view[:HEADER - len(carry)])
+                    if len(head) < HEADER:
+                        carry = head
+                        continue
+                    _, clen, ulen = chunk_header(memoryview(head), 0)
+                    pos = HEADER + clen - len(carry)
+                    if pos > len(view):
+                        carry += bytes(view)
+                        continue
+                    whole = carry + bytes(view[:pos])
+                    carry = b""
+                    if idx >= r.first:
+                        fut = self.decode_pool.submit(_decode, memoryview(whole), 1, piece.start + pos - len(whole))
+                        yield from self._submit(fut, len(whole) + ulen, idx, index, None)
+                    idx += 1
+                jobs: list[tuple[int, int, int, int, int]] = []  # (start, end, count, first, decoded bytes)
+                run_start, run_first, run_ulen, run_n = pos, idx, 0, 0
+                while idx < t.end and len(view) - pos >= HEADER:
+                    _, clen, ulen = chunk_header(view, pos)
+                    if pos + HEADER + clen > len(view):
+                        break
+                    if idx < r.first:  # skipped: the run starts after it
+                        pos += HEADER + clen
+                        idx += 1
+                        run_start, run_first = pos, idx
+                        continue
+                    if run_n and run_ulen + ulen > DECODE_MAX:
+                        jobs.append((run_start, pos, run_n, run_first, run_ulen))
+                        run_start, run_first, run_ulen, run_n = pos, idx, 0, 0
                     pos += HEADER + clen
                     idx += 1
-                    run_start, run_first = pos, idx
-                    continue
-                if run_n and (run_ulen + ulen > DECODE_MAX or pos + HEADER + clen - run_start > DECODE_MAX):
+                    run_ulen += ulen
+                    run_n += 1
+                if run_n:
                     jobs.append((run_start, pos, run_n, run_first, run_ulen))
-                    run_start, run_first, run_ulen, run_n = pos, idx, 0, 0
-                pos += HEADER + clen
-                idx += 1
-                run_ulen += ulen
-                run_n += 1
-            if run_n:
-                jobs.append((run_start, pos, run_n, run_first, run_ulen))
-            for a, b, n, first, ulen in jobs:  # (views into `buf`: it lives until its last job is written)
-                fut = self.decode_pool.submit(_decode, view[a:b], n, base + a)
-                yield from self._submit(fut, (b - a) + ulen, first, index, None)
-            new_carry = bytes(view[pos:])
-            self.held.add(-(size + len(carry)))
-            carry, base = new_carry, base + pos
-            if len(carry) > 2 * MAX_CHUNK + HEADER:
-                raise IntegrityError(f"xorb {t.xorb[:12]}: a chunk runs past {len(carry)} bytes")
+                for a, b, n, first, ulen in jobs:
+                    fut = self.decode_pool.submit(_decode, view[a:b], n, piece.start + a)
+                    yield from self._submit(fut, ulen, first, index, None, piece)
+                if idx < t.end:
+                    carry = bytes(view[pos:])
+                    if len(carry) > 2 * MAX_CHUNK + HEADER:
+                        raise IntegrityError(f"xorb {t.xorb[:12]}: a chunk runs past {len(carry)} bytes")
+            finally:
+                self.prefetch.release(piece)
         self.prefetch.done_with(index)
 
 
-def fetch_run(fetch: Callable[[FetchEntry, int, int], bytes], entry: FetchEntry, a: int, b: int
+def fetch_run(fetch: Fetch, entry: FetchEntry, a: int, b: int
               ) -> list[tuple[bytes, bytes, int]]:
     """Chunks [a, b) of `entry`, fetched piece by piece from the start of its range (their offsets are not known):
     the rare path of chunks expected on disk that were not there."""
@@ -247,7 +303,7 @@ def fetch_run(fetch: Callable[[FetchEntry, int, int], bytes], entry: FetchEntry,
         if off > entry.url_end:
             raise IntegrityError(f"xorb {entry.xorb[:12]}: its range ends before chunk {idx}")
         end = min(off + PIECE - 1, entry.url_end)
-        buf = carry + fetch(entry, off, end)
+        buf = carry + bytes(fetch(entry, off, end, None))
         base, off = off - len(carry), end + 1
         view = memoryview(buf)
         pos, span, n = 0, 0, 0
