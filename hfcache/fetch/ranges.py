@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable
 
 from hfcache.errors import AuthError, EndpointError, EntryNotFound, IntegrityError
+from hfcache.fetch import conn
 from hfcache.fetch.transfer import (
     PROGRESS_RESET,
     RETRY_STATUS,
+    STREAM_CHUNK,
     OnBytes,
     Stopped,
     Transfer,
@@ -77,7 +79,21 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
                 elif status == 206 and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
                     raise IntegrityError(f"{what or url}: answered {resp.headers.get('Content-Range')!r} "
                                          f"for bytes={offset}-")
-                for chunk in _chunks(resp):
+                if buf is into and isinstance(resp, conn.Response) and not getattr(resp.raw, "chunked", False):
+                    # straight into the caller's buffer, a slice at a time (a stop or a stall is seen between)
+                    while have < size:
+                        if transfer.stopping:
+                            raise Stopped("download stopped")
+                        n = resp.readinto(memoryview(buf)[have:min(size, have + STREAM_CHUNK)])
+                        if not n:
+                            break
+                        have += n
+                        got += n
+                        if on_bytes is not None:
+                            on_bytes(n)
+                    if resp.readinto(memoryview(bytearray(1))):
+                        raise IntegrityError(f"{what or url}: the server sent more than the bytes asked for")
+                for chunk in () if buf is into and isinstance(resp, conn.Response) else _chunks(resp):
                     if transfer.stopping:
                         raise Stopped("download stopped")
                     n = len(chunk)

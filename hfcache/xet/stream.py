@@ -91,6 +91,8 @@ class _Prefetch:
         self.queue: deque[tuple[int, int, _Piece, Future]] = deque()  # (plan index, size, piece, future)
         self.queued = 0
         self.free: list[bytearray] = []
+        # a small file's pieces are small: no buffer larger than all its remote bytes
+        self.buffer_size = min(PIECE, sum(r.entry.url_end - r.byte_start + 1 for _, r in remotes))
         self.buffers = 0  # allocated, for the tests: at most what the budget and the decode window hold
 
     def _get(self, entry: FetchEntry, start: int, end: int, piece: _Piece) -> _Piece:
@@ -117,7 +119,7 @@ class _Prefetch:
             if self.queue and self.queued + size > BUDGET:
                 return
             if not self.free:
-                self.free.append(bytearray(PIECE))
+                self.free.append(bytearray(self.buffer_size))
                 self.buffers += 1
             piece = _Piece(self.free.pop(), self.offset, size)
             self.queue.append((i, size, piece, self.pool.submit(self._get, r.entry, self.offset, end, piece)))
