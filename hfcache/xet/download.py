@@ -173,9 +173,6 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
         os.close(fd)
         hasher.shutdown(wait=True)
         stream.close()
-    if os.environ.get("HFCACHE_XET_DEBUG"):
-        import sys
-        print(f"peak held {stream.held.peak >> 20} MiB, buffers {stream.prefetch.buffers}", file=sys.stderr)
     return XetOutcome(fetched=fetched[0], local=stream.local, resumed=resumed, peak_held=stream.held.peak)
 
 
