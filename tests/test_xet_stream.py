@@ -23,7 +23,7 @@ needs_hub = pytest.mark.skipif(XetHub is None, reason="the Xet Hub emulator (tes
 
 def test_the_default_bound_leaves_room_under_issue_15s_150_mb():
     """The pipeline's own share of a download's memory, by design (the interpreter and libraries take ~60 MB)."""
-    assert stream.held_bound() < 64 * MiB
+    assert stream.held_bound() < 72 * MiB
 
 
 def _snapshot_outcomes(monkeypatch, cache, endpoint, revision="main"):

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ from hfcache.xet.cas import CasSession
 from hfcache.xet.hashes import FileHasher, chunk_hash
 from hfcache.xet.index import ROW, ChunkIndex, Row, read_rows
 from hfcache.xet.recon import FetchEntry, Reconstruction, Term
-from hfcache.xet.stream import Local, Remote, Stream, fetch_run
+from hfcache.xet.stream import WRITE_AHEAD, Local, Remote, Stream, fetch_run
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,23 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
             plan.append(Remote(t, entry, first, entry.url_start, entry.start))
     fd = os.open(paths.path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
     stream = Stream(plan, fetch, read_local, fallback)
-    hasher = ThreadPoolExecutor(1, thread_name_prefix="hfcache-sha256")
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="hfcache-sha256")  # in order
+    writers = ThreadPoolExecutor(2 if hasattr(os, "pwritev") else 1, thread_name_prefix="hfcache-xet-write")
+    writing: deque = deque()  # (write, hash, packed rows, bytes, done), oldest first
+
+    def settle(keep: int) -> None:
+        """Record the oldest batches once their bytes are written and hashed (the record never runs ahead of the
+        bytes), and free them."""
+        while len(writing) > keep:
+            wrote, hashed, rows, n, done = writing.popleft()
+            wrote.result()
+            hashed.result()
+            done()
+            recf.write(rows)
+            recf.flush()  # a killed run loses at most a few batches' record (the bytes are re-checked)
+            if on_bytes is not None:
+                on_bytes(n)
+
     try:
         os.ftruncate(fd, pos.offset)
         os.lseek(fd, pos.offset, os.SEEK_SET)
@@ -133,7 +150,7 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
             recf.truncate(pos.rows * ROW.size)
             recf.seek(pos.rows * ROW.size)
             current, want, term_bytes = -1, 0, 0
-            for got, first, i in stream:
+            for got, first, i, done in stream:
                 if session.transfer.stopping:
                     raise Stopped("download stopped")
                 item = plan[i]
@@ -146,23 +163,21 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
                 want = first + len(got)
                 xk = _xorb_key(t)
                 datas = [d for d, _, _ in got]
-                hashing = hasher.submit(_sha_update, sha, datas)  # beside the write: both release the GIL
+                hashed = hasher.submit(_sha_update, sha, datas)  # beside the writes: both release the GIL
+                wrote = writers.submit(_write_at, fd, datas, pos.offset)
                 rows = []
                 for k, (data, h, xorb_end) in enumerate(got):
                     fh.update(h, len(data))
                     rows.append(Row(xk, first + k, pos.offset, len(data), h, xorb_end).pack())
                     pos.offset += len(data)
                     term_bytes += len(data)
-                _write_all(fd, datas)
-                hashing.result()
-                recf.write(b"".join(rows))
-                recf.flush()  # a killed run loses at most one batch's record (the bytes are re-checked)
-                if on_bytes is not None:
-                    on_bytes(sum(len(d) for d, _, _ in got))
+                writing.append((wrote, hashed, b"".join(rows), sum(len(d) for d in datas), done))
+                settle(WRITE_AHEAD)
                 if want == t.end:
                     _check_term(plan, current, term_bytes)
                     current = -1
             _check_term(plan, current, term_bytes)
+            settle(0)
         if pos.offset != meta.size or sha.hexdigest() != meta.etag or fh.hexdigest() != xet_hash:
             _discard(paths)
             raise IntegrityError(f"corrupt Xet download: the rebuilt file has {pos.offset} bytes, sha256 "
@@ -170,8 +185,9 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
                                  f"{meta.etag[:12]}, {xet_hash[:12]}")
         os.fsync(fd)
     finally:
-        os.close(fd)
+        writers.shutdown(wait=True)  # before the file closes: no write may land in a reused descriptor
         hasher.shutdown(wait=True)
+        os.close(fd)
         stream.close()
     return XetOutcome(fetched=fetched[0], local=stream.local, resumed=resumed, peak_held=stream.held.peak)
 
@@ -181,17 +197,21 @@ def _sha_update(sha, datas: list) -> None:
         sha.update(d)
 
 
-def _write_all(fd: int, datas: list) -> None:
-    """One `writev` per batch where there is one (a chunk is 64 KiB: one write each costs a syscall each)."""
-    if not hasattr(os, "writev"):
-        for d in datas:
-            view = memoryview(d)
+def _write_at(fd: int, datas: list, offset: int) -> None:
+    """The batch at `offset`: one `pwritev` (a chunk is 64 KiB: one write each would cost a syscall each); without
+    it (one writer thread then, in order) seek and write."""
+    views = [memoryview(d) for d in datas]
+    if not hasattr(os, "pwritev"):
+        os.lseek(fd, offset, os.SEEK_SET)
+        for view in views:
             while view:
                 view = view[os.write(fd, view):]
         return
-    views = [memoryview(d) for d in datas]
     while views:
-        n = os.writev(fd, views[:512])
+        n = os.pwritev(fd, views[:512], offset)
+        if n <= 0:
+            raise OSError(f"pwritev wrote {n} bytes")
+        offset += n
         while views and n >= len(views[0]):
             n -= len(views[0])
             views.pop(0)

@@ -21,20 +21,22 @@ from hfcache.xet.chunks import HEADER, MAX_CHUNK, chunk_header, decode_chunks
 from hfcache.xet.recon import FetchEntry, Term
 
 PIECE = 4 * 1024 * 1024  # bytes per ranged GET of a xorb range
-BUDGET = 16 * 1024 * 1024  # raw xorb bytes fetched or in flight ahead of the writer
-FETCHERS = 4  # ranged GETs at once
+BUDGET = 24 * 1024 * 1024  # raw xorb bytes fetched or in flight ahead of the writer
+FETCHERS = 6  # ranged GETs at once
 DECODE_MAX = 2 * 1024 * 1024  # decoded bytes per decode job
-DEPTH = 4  # decode or disk-read jobs ahead of the writer
+DEPTH = 3  # decode or disk-read jobs ahead of the writer
 DECODERS = 3
-LOCAL_BATCH = 32  # chunks per read from a file on disk (at most 32 x 128 KiB)
+LOCAL_BATCH = 16  # chunks per read from a file on disk (at most 16 x 128 KiB)
+WRITE_AHEAD = 2  # batches the consumer may be writing and hashing while it takes the next (it frees them)
 
 
 def held_bound() -> int:
     """The most the pipeline may hold: the fetch budget (plus one piece over it, the first never waits), the
-    decode window (each job's raw bytes and its decoded bytes) and the bytes of a chunk cut by a piece's end."""
+    decode window and the batches being written (each job's raw bytes and its decoded bytes), and the bytes of a
+    chunk cut by a piece's end."""
     raw_job = max(PIECE, DECODE_MAX) + 2 * (2 * MAX_CHUNK + HEADER)
     job = raw_job + max(DECODE_MAX + MAX_CHUNK, LOCAL_BATCH * MAX_CHUNK)
-    return BUDGET + PIECE + DEPTH * job + 2 * (2 * MAX_CHUNK + HEADER)
+    return BUDGET + PIECE + (DEPTH + WRITE_AHEAD + 1) * job + 2 * (2 * MAX_CHUNK + HEADER)
 
 
 class Held:
@@ -68,7 +70,8 @@ class Local:
 
 
 Fetch = Callable[[FetchEntry, int, int, "bytearray | None"], "bytes | bytearray | memoryview"]
-Out = tuple[list[tuple[bytes, bytes, int]], int, int]  # ([(data, hash, end in xorb or 0)], first chunk, term index)
+# ([(data, hash, end in xorb or 0)], first chunk, plan index, the call that frees the batch once written)
+Out = tuple[list[tuple[bytes, bytes, int]], int, int, Callable[[], None]]
 
 
 class _Piece:
@@ -184,6 +187,7 @@ class Stream:
         # (future, bytes held, first chunk, plan index, the term when read from disk, the piece it reads)
         self.pending: deque[tuple[Future, int, int, int, Term | None, _Piece | None]] = deque()
         self.local = 0
+        self.writing = 0  # batches handed out and not yet freed (at most WRITE_AHEAD + 1)
 
     def close(self) -> None:
         self.prefetch.cancel()
@@ -202,22 +206,29 @@ class Stream:
             yield from self._drain()
 
     def _drain(self) -> Iterator[Out]:
-        """The oldest job's chunks; its piece (which stored chunks are views of) is released once the consumer
-        asks for the next batch, i.e. has written these."""
+        """The oldest job's chunks, and the call that frees them (its piece, which stored chunks are views of):
+        the consumer makes it once they are written and hashed."""
         fut, held, first, index, local_term, piece = self.pending.popleft()
-        try:
-            got = fut.result()
-            if local_term is None:
-                yield got, first, index
-            elif got is None:  # not on disk after all (changed, or a chunk went bad): from the CAS
-                yield self.fallback(local_term, first, min(first + LOCAL_BATCH, local_term.end)), first, index
-            else:
-                self.local += sum(len(d) for d, _ in got)
-                yield [(d, h, 0) for d, h in got], first, index
-        finally:
-            self.held.add(-held)
-            if piece is not None:
-                self.prefetch.release(piece)
+        self.writing += 1
+
+        freed: list[bool] = []
+
+        def done() -> None:
+            if not freed:
+                freed.append(True)
+                self.writing -= 1
+                self.held.add(-held)
+                if piece is not None:
+                    self.prefetch.release(piece)
+
+        got = fut.result()
+        if local_term is None:
+            yield got, first, index, done
+        elif got is None:  # not on disk after all (changed, or a chunk went bad): from the CAS
+            yield self.fallback(local_term, first, min(first + LOCAL_BATCH, local_term.end)), first, index, done
+        else:
+            self.local += sum(len(d) for d, _ in got)
+            yield [(d, h, 0) for d, h in got], first, index, done
 
     def __iter__(self) -> Iterator[Out]:
         for index, item in enumerate(self.plan):
