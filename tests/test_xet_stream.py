@@ -64,7 +64,7 @@ def _small_pipeline(monkeypatch, piece: int) -> None:
 def test_a_file_many_times_the_budget_is_rebuilt_within_the_bound(xet_hub, tmp_path, monkeypatch, piece):
     """Pieces smaller than a chunk, or cutting chunks and headers anywhere: every byte still right, and what the
     pipeline held never past its bound, a small part of the file."""
-    size = 10 * MiB + 12_345
+    size = 16 * MiB + 12_345
     data = random.Random(41).randbytes(size)
     files = {"model.safetensors": data, **sample_files(seed=42)}  # stored chunks, LZ4, byte-grouped LZ4
     xet_hub.add_repo("org/m", files)
