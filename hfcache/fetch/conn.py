@@ -63,6 +63,14 @@ class Response:
             return b""
         return raw.read1(n)
 
+    def readinto(self, b: memoryview) -> int:
+        """Up to len(b) bytes straight into `b` (no bytes object per read); 0 at the end of the body."""
+        raw = self.raw
+        if raw.length == 0:
+            raw.close()
+            return 0
+        return raw.readinto(b)
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is None:

@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable
 
 from hfcache.errors import AuthError, EndpointError, EntryNotFound, IntegrityError
+from hfcache.fetch import conn
 from hfcache.fetch.transfer import (
     PROGRESS_RESET,
     RETRY_STATUS,
+    STREAM_CHUNK,
     OnBytes,
     Stopped,
     Transfer,
@@ -26,13 +28,18 @@ Locate = Callable[[bool], tuple[str, dict[str, str]]]  # fresh? -> (url, headers
 
 
 def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int | None, limit: int,
-                on_bytes: OnBytes | None = None, what: str = "") -> bytes | bytearray:
+                on_bytes: OnBytes | None = None, what: str = "", into: bytearray | None = None
+                ) -> bytes | bytearray | memoryview:
     """GET bytes [start, end] (inclusive; the whole body when None) into memory, over the same pool with the
     same retries, backoff and stall timeout as blobs; a connection lost midway resumes from the last byte
     received. `locate(fresh)` gives (url, headers); it is asked with `fresh=True` after a 401, 403 or 410
-    (an expired token or signed URL) to refresh what expired. `limit` caps what a server may send."""
+    (an expired token or signed URL) to refresh what expired. `limit` caps what a server may send. A known size
+    may be filled `into` a caller's buffer (reused, so no new allocation per range): a view of it is returned."""
     size = None if start is None or end is None else end - start + 1
-    buf = bytearray(size) if size is not None else bytearray()  # filled in place: no regrowth, no final copy
+    if into is not None and size is not None and len(into) >= size:
+        buf = into
+    else:  # filled in place: no regrowth, no final copy
+        buf = bytearray(size) if size is not None else bytearray()
     have = 0
     attempts = refreshes = 0
     fresh = False
@@ -72,7 +79,21 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
                 elif status == 206 and not resp.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
                     raise IntegrityError(f"{what or url}: answered {resp.headers.get('Content-Range')!r} "
                                          f"for bytes={offset}-")
-                for chunk in _chunks(resp):
+                if buf is into and isinstance(resp, conn.Response) and not getattr(resp.raw, "chunked", False):
+                    # straight into the caller's buffer, a slice at a time (a stop or a stall is seen between)
+                    while have < size:
+                        if transfer.stopping:
+                            raise Stopped("download stopped")
+                        n = resp.readinto(memoryview(buf)[have:min(size, have + STREAM_CHUNK)])
+                        if not n:
+                            break
+                        have += n
+                        got += n
+                        if on_bytes is not None:
+                            on_bytes(n)
+                    if resp.readinto(memoryview(bytearray(1))):
+                        raise IntegrityError(f"{what or url}: the server sent more than the bytes asked for")
+                for chunk in () if buf is into and isinstance(resp, conn.Response) else _chunks(resp):
                     if transfer.stopping:
                         raise Stopped("download stopped")
                     n = len(chunk)
@@ -89,7 +110,7 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
             if size is None:
                 return bytes(buf)
             if have == size:
-                return buf
+                return memoryview(buf)[:size] if buf is into else buf
             raise _Retryable(f"connection closed after {have} of {size} bytes")
         except (_Retryable, *_network_errors()) as e:
             attempts = 1 if got >= PROGRESS_RESET else attempts + 1

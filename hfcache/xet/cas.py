@@ -123,9 +123,14 @@ class CasSession:
         result = recon.parse(data, f"the CAS ({current[-1].cas_url})")
         return result
 
-    def fetch_xorb(self, file_hash: str, entry: FetchEntry, on_bytes=None) -> bytes | bytearray:
-        """A fetch entry's bytes. Its URL is signed: when it has expired, a new reconstruction gives a fresh one
-        for the same chunks."""
+    def fetch_xorb(self, file_hash: str, entry: FetchEntry, on_bytes=None, start: int | None = None,
+                   end: int | None = None, into: bytearray | None = None) -> bytes | bytearray | memoryview:
+        """A fetch entry's bytes (or bytes [start, end] of them, inclusive). Its URL is signed: when it has expired,
+        a new reconstruction gives a fresh one for the same chunks."""
+        start = entry.url_start if start is None else start
+        end = entry.url_end if end is None else end
+        if not entry.url_start <= start <= end <= entry.url_end:
+            raise ValueError(f"bytes {start}-{end} are outside the fetch entry {entry.url_start}-{entry.url_end}")
         url = [entry.url]
 
         def locate(fresh: bool) -> tuple[str, dict[str, str]]:
@@ -139,5 +144,5 @@ class CasSession:
                 url[0] = match[0].url
             return url[0], {}
 
-        return fetch_range(self.transfer, locate, entry.url_start, entry.url_end,
-                           entry.url_end - entry.url_start + 1, on_bytes, what=f"xorb {entry.xorb[:12]}")
+        return fetch_range(self.transfer, locate, start, end, end - start + 1, on_bytes, what=f"xorb {entry.xorb[:12]}",
+                           into=into)

@@ -21,7 +21,7 @@ SCHEMES = {NONE: "none", LZ4: "lz4", BG4_LZ4: "bg4-lz4"}
 
 @dataclass(frozen=True)
 class Chunk:
-    data: bytes
+    data: bytes | memoryview
     hash: bytes  # keyed BLAKE3 of `data`, computed here
     end: int = 0  # where the chunk ends in the buffer it was decoded from (header and payload)
 
@@ -58,11 +58,12 @@ def _lz4_frame(payload: bytes, expected: int) -> bytes:
     return out
 
 
-def decode_payload(scheme: int, payload: bytes, uncompressed: int) -> bytes:
+def decode_payload(scheme: int, payload: bytes | memoryview, uncompressed: int) -> bytes | memoryview:
+    """The chunk's bytes; a stored (scheme 0) payload given as a view comes back as that view, uncopied."""
     if scheme == NONE:
         if len(payload) != uncompressed:
             raise IntegrityError("corrupt xorb chunk: stored length differs from its header")
-        return bytes(payload)
+        return payload
     if scheme == LZ4:
         return _lz4_frame(payload, uncompressed)
     if scheme == BG4_LZ4:
@@ -84,26 +85,35 @@ def encode_chunk(data: bytes, scheme: int) -> bytes:
         + payload
 
 
-def decode_chunks(buf: bytes | memoryview, count: int | None = None) -> list[Chunk]:
-    """Every chunk in `buf` (exactly `count` of them when given), each decoded and hashed."""
+def chunk_header(view: memoryview, pos: int) -> tuple[int, int, int]:
+    """(scheme, stored length, decoded length) of the chunk whose header starts at `pos`, each checked; the caller
+    checks that `pos + HEADER` is within the buffer."""
+    head = bytes(view[pos:pos + HEADER])
+    version, scheme = head[0], head[4]
+    clen = int.from_bytes(head[1:4], "little")
+    ulen = int.from_bytes(head[5:8], "little")
+    if version != 0:
+        raise IntegrityError(f"xorb chunk header version {version} (expected 0)")
+    if ulen > MAX_CHUNK or clen > 2 * MAX_CHUNK:
+        raise IntegrityError(f"xorb chunk of {ulen} bytes ({clen} stored) exceeds the {MAX_CHUNK}-byte limit")
+    return scheme, clen, ulen
+
+
+def decode_chunks(buf: bytes | memoryview, count: int | None = None, copy: bool = True) -> list[Chunk]:
+    """Every chunk in `buf` (exactly `count` of them when given), each decoded and hashed. With `copy=False` a
+    stored chunk's data is a view into `buf` (the caller keeps `buf` unchanged while it uses the chunks)."""
     view = memoryview(buf)
     chunks: list[Chunk] = []
     pos = 0
     while pos < len(view) and (count is None or len(chunks) < count):
         if len(view) - pos < HEADER:
             raise IntegrityError("truncated xorb: a chunk header is cut short")
-        head = bytes(view[pos:pos + HEADER])
-        version, scheme = head[0], head[4]
-        clen = int.from_bytes(head[1:4], "little")
-        ulen = int.from_bytes(head[5:8], "little")
-        if version != 0:
-            raise IntegrityError(f"xorb chunk header version {version} (expected 0)")
-        if ulen > MAX_CHUNK or clen > 2 * MAX_CHUNK:
-            raise IntegrityError(f"xorb chunk of {ulen} bytes ({clen} stored) exceeds the {MAX_CHUNK}-byte limit")
+        scheme, clen, ulen = chunk_header(view, pos)
         start = pos + HEADER
         if start + clen > len(view):
             raise IntegrityError("truncated xorb: a chunk's payload is cut short")
-        data = decode_payload(scheme, bytes(view[start:start + clen]), ulen)
+        payload = view[start:start + clen]
+        data = decode_payload(scheme, payload if not copy or scheme != NONE else bytes(payload), ulen)
         pos = start + clen
         chunks.append(Chunk(data, chunk_hash(data), pos))
     if count is not None and len(chunks) != count:

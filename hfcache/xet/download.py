@@ -1,7 +1,8 @@
 """One file rebuilt from its Xet reconstruction into its partial, in file order, in bounded memory.
 
 Terms are taken in order; a term whose chunks some file on disk already holds (`index`) is read from there, the
-others come from xorb ranges fetched a few ahead on the transfer engine's pool and decoded there. Each chunk is
+others come from xorb ranges fetched piece by piece ahead of the writer and decoded chunk run by chunk run
+(`stream.Stream`, within `stream.held_bound()` bytes). Each chunk is
 written, hashed (keyed BLAKE3, for the file's Xet hash), fed to the sha256, and recorded (`index.Row`) after its
 bytes; a run killed at any point resumes from the record, every recorded chunk re-read and re-hashed first. The file
 must have its Xet hash, its LFS sha256 and its size before the caller may publish it.
@@ -12,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from hfcache.cache.meta import FileMeta
@@ -21,13 +23,10 @@ from hfcache.cache.paths import XetPartialPaths
 from hfcache.errors import IntegrityError
 from hfcache.fetch.transfer import OnBytes, Stopped
 from hfcache.xet.cas import CasSession
-from hfcache.xet.chunks import Chunk, decode_chunks
 from hfcache.xet.hashes import FileHasher, chunk_hash
 from hfcache.xet.index import ROW, ChunkIndex, Row, read_rows
 from hfcache.xet.recon import FetchEntry, Reconstruction, Term
-
-WINDOW = 4  # xorb ranges fetched at once, ahead of the writer
-BUDGET = 128 * 1024 * 1024  # bytes of xorb ranges held (fetched or in flight) beyond the one being written
+from hfcache.xet.stream import WRITE_AHEAD, Local, Remote, Stream, fetch_run
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,7 @@ class XetOutcome:
     fetched: int  # bytes received from the CAS for this file (xorb ranges)
     local: int  # file bytes read from chunks already on disk
     resumed: int  # file bytes kept from an earlier run's partial
+    peak_held: int = 0  # the most bytes the pipeline held at once (fetched, in flight, decoding): its memory bound
 
 
 @dataclass
@@ -79,63 +79,6 @@ def _resume(paths: XetPartialPaths, terms: list[Term], sha, fh: FileHasher) -> _
     return pos
 
 
-class _Fetches:
-    """Xorb ranges for the remote terms, fetched and decoded up to `WINDOW` ahead of the writer, each kept only
-    until its last term is written (or evicted beyond a bound, then fetched again if needed)."""
-
-    def __init__(self, session: CasSession, file_hash: str, order: list[FetchEntry], pool: ThreadPoolExecutor):
-        self.session, self.file_hash, self.order, self.pool = session, file_hash, order, pool
-        self.uses: dict[tuple, int] = {}
-        for e in order:
-            self.uses[e.key] = self.uses.get(e.key, 0) + 1
-        self.queue = list(OrderedDict((e.key, e) for e in order).values())
-        self.sizes = {e.key: e.url_end - e.url_start + 1 for e in order}
-        self.next = 0
-        self.live: OrderedDict[tuple, Future] = OrderedDict()
-        self.fetched = 0
-
-    def _load(self, entry: FetchEntry) -> list[Chunk]:
-        for attempt in range(2):
-            data = self.session.fetch_xorb(self.file_hash, entry)
-            self.fetched += len(data)
-            try:
-                return decode_chunks(data, entry.end - entry.start)
-            except IntegrityError:
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _top_up(self) -> None:
-        """Fetch ahead while fewer than `WINDOW` are in flight and what is held stays within `BUDGET` (xorb ranges
-        are at most 64 MiB, so memory stays bounded whatever the file size)."""
-        while self.next < len(self.queue):
-            e = self.queue[self.next]
-            held = sum(self.sizes[k] for k in self.live)
-            busy = sum(1 for f in self.live.values() if not f.done())
-            if self.live and (busy >= WINDOW or held + self.sizes[e.key] > BUDGET):
-                return
-            self.next += 1
-            if e.key not in self.live:
-                self.live[e.key] = self.pool.submit(self._load, e)
-
-    def take(self, entry: FetchEntry) -> list[Chunk]:
-        self._top_up()
-        fut = self.live.get(entry.key)
-        if fut is None:
-            self.sizes.setdefault(entry.key, entry.url_end - entry.url_start + 1)
-            fut = self.live[entry.key] = self.pool.submit(self._load, entry)
-        chunks = fut.result()
-        self.uses[entry.key] = self.uses.get(entry.key, 1) - 1  # (one not planned: a chunk on disk went bad)
-        if self.uses[entry.key] <= 0:
-            self.live.pop(entry.key, None)
-        self._top_up()
-        return chunks
-
-    def cancel(self) -> None:
-        for f in self.live.values():
-            f.cancel()
-
-
 def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta: FileMeta,
             on_bytes: OnBytes | None = None, recon: Reconstruction | None = None) -> XetOutcome:
     """Rebuild the file at `paths.path`, checked whole; on a mismatch the partial is discarded and
@@ -148,76 +91,142 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
     sha, fh = hashlib.sha256(), FileHasher()
     pos = _resume(paths, terms, sha, fh)
     resumed = pos.offset
+    fetched = [0]
+    count_lock = threading.Lock()
+
+    def fetch(entry: FetchEntry, start: int, end: int, into: bytearray | None) -> bytes | bytearray | memoryview:
+        data = session.fetch_xorb(xet_hash, entry, start=start, end=end, into=into)
+        with count_lock:
+            fetched[0] += len(data)
+        return data
+
+    def read_local(xorb: str, start: int, end: int) -> list[tuple[bytes, bytes]] | None:
+        return index.read_term(bytes.fromhex(xorb), start, end)
+
+    def fallback(t: Term, start: int, end: int) -> list[tuple[bytes, bytes, int]]:
+        entry = rec.entry_for(t)
+        if entry is None:
+            raise IntegrityError(f"no URL for chunks {t.start}-{t.end} of xorb {t.xorb[:12]}")
+        return fetch_run(fetch, entry, start, end)
+
+    plan: list[Remote | Local] = []
+    for i in range(pos.term, len(terms)):
+        t = terms[i]
+        first = t.start + (pos.chunk if i == pos.term else 0)
+        if index.covers(_xorb_key(t), first, t.end):
+            plan.append(Local(t, first))
+            continue
+        entry = rec.entry_for(t)
+        if entry is None:
+            raise IntegrityError(f"the reconstruction of {xet_hash[:12]} gives no URL for chunks "
+                                 f"{t.start}-{t.end} of xorb {t.xorb[:12]}")
+        if i == pos.term and pos.chunk and pos.xorb_end and entry.url_start <= pos.xorb_end <= entry.url_end:
+            plan.append(Remote(t, entry, first, pos.xorb_end, first))  # resumed: from the chunk after the last one
+        else:
+            plan.append(Remote(t, entry, first, entry.url_start, entry.start))
     fd = os.open(paths.path, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
-    local = 0
-    pool = ThreadPoolExecutor(WINDOW, thread_name_prefix="hfcache-xorb")
-    fetches: _Fetches | None = None
+    stream = Stream(plan, fetch, read_local, fallback)
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="hfcache-sha256")  # in order
+    writers = ThreadPoolExecutor(2 if hasattr(os, "pwritev") else 1, thread_name_prefix="hfcache-xet-write")
+    writing: deque = deque()  # (write, hash, packed rows, bytes, done), oldest first
+
+    def settle(keep: int) -> None:
+        """Record the oldest batches once their bytes are written and hashed (the record never runs ahead of the
+        bytes), and free them."""
+        while len(writing) > keep:
+            wrote, hashed, rows, n, done = writing.popleft()
+            wrote.result()
+            hashed.result()
+            done()
+            recf.write(rows)
+            recf.flush()  # a killed run loses at most a few batches' record (the bytes are re-checked)
+            if on_bytes is not None:
+                on_bytes(n)
+
     try:
         os.ftruncate(fd, pos.offset)
         os.lseek(fd, pos.offset, os.SEEK_SET)
         with open(paths.record, "r+b" if paths.record.exists() else "wb") as recf:
             recf.truncate(pos.rows * ROW.size)
             recf.seek(pos.rows * ROW.size)
-            plan = []  # (term, first chunk, entry or None when on disk)
-            for i in range(pos.term, len(terms)):
-                t = terms[i]
-                first = t.start + (pos.chunk if i == pos.term else 0)
-                entry = None if index.covers(_xorb_key(t), first, t.end) else rec.entry_for(t)
-                if entry is not None and i == pos.term and pos.chunk and pos.xorb_end and first > entry.start:
-                    # a resumed term: fetch from the chunk after the last one written, not the whole range again
-                    entry = FetchEntry(entry.xorb, first, entry.end, entry.url, pos.xorb_end, entry.url_end)
-                if entry is None and not index.covers(_xorb_key(t), first, t.end):
-                    raise IntegrityError(f"the reconstruction of {xet_hash[:12]} gives no URL for chunks "
-                                         f"{t.start}-{t.end} of xorb {t.xorb[:12]}")
-                plan.append((t, first, entry))
-            fetches = _Fetches(session, xet_hash, [e for _, _, e in plan if e is not None], pool)
-            for t, first, entry in plan:
+            current, want, term_bytes = -1, 0, 0
+            for got, first, i, done in stream:
                 if session.transfer.stopping:
                     raise Stopped("download stopped")
-                got = None
-                expected = t.length if first == t.start else None
-                if entry is None:
-                    on_disk = index.read_term(_xorb_key(t), first, t.end)
-                    if on_disk is not None:
-                        got = [(d, h, 0) for d, h in on_disk]
-                        local += sum(len(d) for d, _ in on_disk)
-                if got is None:
-                    entry = entry or rec.entry_for(t)
-                    if entry is None:
-                        raise IntegrityError(f"no URL for chunks {t.start}-{t.end} of xorb {t.xorb[:12]}")
-                    chunks = fetches.take(entry)
-                    got = [(c.data, c.hash, entry.url_start + c.end)
-                           for c in chunks[first - entry.start:t.end - entry.start]]
-                if expected is not None and sum(len(d) for d, _, _ in got) != expected:
-                    raise IntegrityError(f"chunks {t.start}-{t.end} of xorb {t.xorb[:12]} decode to "
-                                         f"{sum(len(d) for d, _, _ in got)} bytes, the reconstruction says {expected}")
+                item = plan[i]
+                t = item.term
+                if i != current:
+                    _check_term(plan, current, term_bytes)
+                    current, want, term_bytes = i, item.first, 0
+                if first != want or first + len(got) > t.end:
+                    raise IntegrityError(f"chunks of xorb {t.xorb[:12]} out of order ({first}, expected {want})")
+                want = first + len(got)
+                xk = _xorb_key(t)
+                datas = [d for d, _, _ in got]
+                hashed = hasher.submit(_sha_update, sha, datas)  # beside the writes: both release the GIL
+                wrote = writers.submit(_write_at, fd, datas, pos.offset)
+                rows = []
                 for k, (data, h, xorb_end) in enumerate(got):
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    sha.update(data)
                     fh.update(h, len(data))
-                    recf.write(Row(_xorb_key(t), first + k, pos.offset, len(data), h, xorb_end).pack())
+                    rows.append(Row(xk, first + k, pos.offset, len(data), h, xorb_end).pack())
                     pos.offset += len(data)
-                    if k % 16 == 15:
-                        recf.flush()  # a killed run loses at most 16 chunks' record (the bytes are re-checked)
-                    if on_bytes is not None:
-                        on_bytes(len(data))
-                recf.flush()
+                    term_bytes += len(data)
+                writing.append((wrote, hashed, b"".join(rows), sum(len(d) for d in datas), done))
+                settle(WRITE_AHEAD)
+                if want == t.end:
+                    _check_term(plan, current, term_bytes)
+                    current = -1
+            _check_term(plan, current, term_bytes)
+            settle(0)
         if pos.offset != meta.size or sha.hexdigest() != meta.etag or fh.hexdigest() != xet_hash:
             _discard(paths)
             raise IntegrityError(f"corrupt Xet download: the rebuilt file has {pos.offset} bytes, sha256 "
                                  f"{sha.hexdigest()[:12]}, xet hash {fh.hexdigest()[:12]}; expected {meta.size}, "
                                  f"{meta.etag[:12]}, {xet_hash[:12]}")
         os.fsync(fd)
-    except BaseException:
-        if fetches is not None:
-            fetches.cancel()
-        raise
     finally:
+        writers.shutdown(wait=True)  # before the file closes: no write may land in a reused descriptor
+        hasher.shutdown(wait=True)
         os.close(fd)
-        pool.shutdown(wait=True, cancel_futures=True)
-    return XetOutcome(fetched=fetches.fetched if fetches else 0, local=local, resumed=resumed)
+        stream.close()
+    return XetOutcome(fetched=fetched[0], local=stream.local, resumed=resumed, peak_held=stream.held.peak)
+
+
+def _sha_update(sha, datas: list) -> None:
+    for d in datas:
+        sha.update(d)
+
+
+def _write_at(fd: int, datas: list, offset: int) -> None:
+    """The batch at `offset`: one `pwritev` (a chunk is 64 KiB: one write each would cost a syscall each); without
+    it (one writer thread then, in order) seek and write."""
+    views = [memoryview(d) for d in datas]
+    if not hasattr(os, "pwritev"):
+        os.lseek(fd, offset, os.SEEK_SET)
+        for view in views:
+            while view:
+                view = view[os.write(fd, view):]
+        return
+    while views:
+        n = os.pwritev(fd, views[:512], offset)
+        if n <= 0:
+            raise OSError(f"pwritev wrote {n} bytes")
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
+def _check_term(plan: list, i: int, got: int) -> None:
+    """A whole term (not one resumed midway) must decode to the length the reconstruction gave."""
+    if i < 0:
+        return
+    t = plan[i].term
+    if plan[i].first == t.start and got != t.length:
+        raise IntegrityError(f"chunks {t.start}-{t.end} of xorb {t.xorb[:12]} decode to {got} bytes, the "
+                             f"reconstruction says {t.length}")
 
 
 def _discard(paths: XetPartialPaths) -> None:

@@ -114,7 +114,7 @@ class ChunkIndex:
                 return False
         return row is not None and row[0] == end - start
 
-    def read_term(self, xorb: bytes, start: int, end: int) -> list[tuple[bytes, bytes]] | None:
+    def read_term(self, xorb: bytes, start: int, end: int) -> list[tuple[bytes | memoryview, bytes]] | None:
         """Chunks [start, end) of `xorb` as (data, hash), read from a file on disk that holds them all and checked
         against their recorded hashes; None when no file does."""
         with self._lock:
@@ -144,7 +144,7 @@ class ChunkIndex:
         return None
 
     @staticmethod
-    def _read(rows: list) -> list[tuple[bytes, bytes]] | None:
+    def _read(rows: list) -> list[tuple[bytes | memoryview, bytes]] | None:
         path, size, mtime = rows[0][1], rows[0][2], rows[0][3]
         try:
             with open(path, "rb") as f:
@@ -153,10 +153,10 @@ class ChunkIndex:
                     return None
                 first, last = rows[0][5], rows[-1][5] + rows[-1][6]
                 contiguous = all(b[5] == a[5] + a[6] for a, b in zip(rows, rows[1:], strict=False))
-                span = b""
+                span = memoryview(b"")
                 if contiguous:  # one read for the term (chunks of one xorb run are written one after another)
                     f.seek(first)
-                    span = f.read(last - first)
+                    span = memoryview(f.read(last - first))  # the chunks are views of it: no copy each
                 out = []
                 for r in rows:
                     if contiguous:
