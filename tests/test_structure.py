@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pkgutil
 import subprocess
 import sys
@@ -80,6 +81,47 @@ def test_layout_names_repo_folders_and_urls_as_huggingface_hub_does(repo_id, rep
     client = HubClient(endpoint="http://127.0.0.1:9")
     assert client.resolve_url(ref, "a" * 40, "dir/f #1.bin") == hf_hub_url(
         repo_id, "dir/f #1.bin", repo_type=repo_type, revision="a" * 40, endpoint="http://127.0.0.1:9")
+
+
+_REPO_IDS = ["gpt2", "org/name", "a.b/c_d-e", "Org-1/Model_2.v3", "x" * 96, "o/" + "x" * 96, "x" * 97,
+             "org/" + "y" * 97, "", "/", "org/", "/name", "a/b/c", "datasets/org/name", "-lead", "trail-", ".dot",
+             "dot.", "a--b", "a..b", "org/a--b", "name.git", "org/name.git", "café", "org/文件夹", "a b", "a\nb",
+             "a\x00b", "../x", "org/..", "..", ".", "a/.b", "a_/b", "_a", "a_", "org/_private", "1", "a@b", "a:b",
+             "a\\b", "a/b\n", "\nname", 123, None, b"org/name"]
+
+
+@pytest.mark.parametrize("repo_id", _REPO_IDS, ids=repr)
+def test_repo_id_rules_are_huggingface_hubs(repo_id):
+    """`names.repo_id_problem` is `validate_repo_id` without its import of the HTTP client: same verdict, same
+    words, on good and hostile ids."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    from hfcache.cache.names import repo_id_problem
+
+    if repo_id is None:  # huggingface_hub lets None through (an optional argument); a RepoRef never has None
+        assert repo_id_problem(repo_id) is not None
+        return
+    try:
+        validate_repo_id(repo_id)
+        theirs = None
+    except HFValidationError as e:
+        theirs = str(e)
+    assert repo_id_problem(repo_id) == theirs
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_symlink_probe_answers_as_huggingface_hub(disabled, tmp_path):
+    """`HubCache.symlinks_supported` is `are_symlinks_supported` without importing `file_download` (and with it
+    the HTTP client): both answer alike, HF_HUB_DISABLE_SYMLINKS included, and leave nothing behind."""
+    env = {**os.environ, "HF_HUB_DISABLE_SYMLINKS": "1" if disabled else "0"}
+    code = ("import sys; from pathlib import Path; from hfcache.cache.layout import HubCache;"
+            "from huggingface_hub.file_download import are_symlinks_supported;"
+            "ours = HubCache(sys.argv[1]).symlinks_supported(); print(ours, are_symlinks_supported(sys.argv[1]))")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "c")], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == (["False", "False"] if disabled else ["True", "True"])
+    assert list((tmp_path / "c").iterdir()) == [] if not disabled else not (tmp_path / "c").exists()
 
 
 def test_no_module_imports_another_that_imports_it_back():

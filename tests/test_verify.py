@@ -99,6 +99,49 @@ def test_a_blob_shared_by_snapshots_is_hashed_once(hub, cache, monkeypatch):
     assert report.ok and report.files == 6 + 2 + 6 and report.blobs == len(blobs) == 9
 
 
+def test_early_hashing_reads_each_blob_once_finds_damage_and_reports_all_progress(hub, cache, monkeypatch):
+    """Every blob started before the plan is done (EARLY_BYTES 1): still read once, a flipped byte still found
+    and named, and the progress held back until the totals are known adds up to them."""
+    from hfcache.progress import Progress
+    from hfcache.verify import check as v
+    from hfcache.verify import content
+
+    class Counting(Progress):
+        def __init__(self):
+            self.totals, self.bytes, self.files, self.early = None, 0, 0, 0
+
+        def start(self, files, total_bytes):
+            self.totals = (files, total_bytes)
+
+        def advance(self, n):
+            assert self.totals is not None, "advance before start"
+            self.bytes += n
+
+        def file_done(self, path, size, fetched):
+            assert self.totals is not None, "file_done before start"
+            self.files += 1
+
+    seen: list[str] = []
+    real = content.hash_file_kinds
+
+    def counting(path, kinds, *a, **kw):
+        seen.append(os.path.realpath(path))
+        return real(path, kinds, *a, **kw)
+
+    monkeypatch.setattr(content, "hash_file_kinds", counting)
+    monkeypatch.setattr(content, "EARLY_BYTES", 1)
+    blob = blob_of(cache, hub, "big.bin")
+    flip_byte(blob, 5)
+    progress = Counting()
+    report = v.verify(HubCache(cache), jobs=2, progress=progress)
+    blobs = [str(p.resolve()) for p in cache.glob("*/blobs/*")]
+    assert sorted(seen) == sorted(blobs)
+    assert progress.totals == (len(blobs), sum(os.path.getsize(p) for p in blobs))
+    assert (progress.files, progress.bytes) == progress.totals
+    [p] = [p for p in report.problems if p.severity == "error"]
+    assert p.kind == "hash-mismatch" and p.blob == f"models--org--tiny/blobs/{blob.name}"
+
+
 # -- damage --------------------------------------------------------------------------------------------------------
 def test_flipped_byte_names_the_blob_and_every_snapshot_path(hub, cache):
     blob = blob_of(cache, hub, "model.safetensors")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hfcache.cache import durable, flock
 from hfcache.cache.meta import MAX_TREE_BYTES, TREE_FORMAT_VERSION, FileMeta, parse_tree
-from hfcache.cache.names import BlobName, Commit, RefName, RelPath, XetHash
+from hfcache.cache.names import BlobName, Commit, RefName, RelPath, XetHash, repo_id_problem
 from hfcache.cache.paths import (
     Folder,
     PartialPaths,
@@ -62,15 +62,12 @@ class RepoRef:
     def __post_init__(self) -> None:
         if self.repo_type not in REPO_TYPES:
             raise UsageError(f"unknown repo type {self.repo_type!r} (expected one of {', '.join(REPO_TYPES)})")
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-        try:
-            validate_repo_id(self.repo_id)
-        except HFValidationError as e:
+        problem = repo_id_problem(self.repo_id)  # huggingface_hub's rules, without importing its HTTP stack
+        if problem is not None:
             # huggingface_hub's words are for its Python API ("Use `repo_type` argument"): say the CLI's
-            reason = str(e).splitlines()[0].replace("Use `repo_type` argument if needed.",
-                                                    "For a dataset, space or kernel, use --repo-type or TYPE:ORG/NAME.")
-            raise UsageError(f"invalid repo id {self.repo_id!r}: {reason}") from None
+            cli_words = "For a dataset, space or kernel, use --repo-type or TYPE:ORG/NAME."
+            reason = problem.splitlines()[0].replace("Use `repo_type` argument if needed.", cli_words)
+            raise UsageError(f"invalid repo id {self.repo_id!r}: {reason}")
 
     @property
     def folder_name(self) -> str:
@@ -153,6 +150,25 @@ def _atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _symlinks_supported(root: Path) -> bool:
+    """`huggingface_hub.file_download.are_symlinks_supported`, step for step (its module imports the HTTP client,
+    which an offline command must not pay for): HF_HUB_DISABLE_SYMLINKS, else a relative link tried in a temporary
+    folder inside the cache. tests/test_structure.py checks both answer alike."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_DISABLE_SYMLINKS:
+        return False
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, ignore_cleanup_errors=True) as tmp:
+        src, dst = Path(tmp) / "dummy_file_src", Path(tmp) / "dummy_file_dst"
+        src.touch()
+        try:
+            os.symlink(os.path.relpath(src, start=os.path.dirname(dst)), dst)
+        except OSError:
+            return False
+    return True
 
 
 class HubCache:
@@ -340,9 +356,7 @@ class HubCache:
         """`huggingface_hub`'s own probe of this cache folder (HF_HUB_DISABLE_SYMLINKS forces the copy layout), so
         both tools pick the same layout for the same folder."""
         if self._symlinks is None:
-            from huggingface_hub.file_download import are_symlinks_supported
-
-            self._symlinks = are_symlinks_supported(self.root)
+            self._symlinks = _symlinks_supported(self.root)
         return self._symlinks
 
     def link(self, repo: RepoRef, commit: str, filename: str, etag: str, new_blob: bool,

@@ -126,3 +126,33 @@ class RepoFolder(_Name):
     @classmethod
     def _ok(cls, value: str) -> bool:
         return _FOLDER_RE.fullmatch(value) is not None and ".." not in value
+
+
+# huggingface_hub's `validate_repo_id` rules and words (utils/_validators.py), here because importing that module
+# imports huggingface_hub.errors and with it the whole HTTP client: an offline command must not pay for it.
+# tests/test_structure.py checks both agree on a corpus of good and hostile ids.
+_REPO_ID_RE = re.compile(
+    r"""
+    (\b[\w\-.]{1,96}\b/)? # optional namespace
+    \b[\w\-.]{1,96}\b     # repo name
+    """,
+    flags=re.VERBOSE | re.ASCII,
+)
+
+
+def repo_id_problem(repo_id: object) -> str | None:
+    """Why `huggingface_hub.utils.validate_repo_id` would refuse `repo_id` (its message), or None when it is valid."""
+    if not isinstance(repo_id, str):
+        return f"Repo id must be a string, not {type(repo_id)}: '{repo_id}'."
+    if repo_id.count("/") > 1:
+        return ("Repo id must be in the form 'repo_name' or 'namespace/repo_name':"
+                f" '{repo_id}'. Use `repo_type` argument if needed.")
+    if not _REPO_ID_RE.fullmatch(repo_id):
+        return ("Repo id must use alphanumeric chars, '-', '_' or '.'."
+                " The name cannot start or end with '-' or '.' and the maximum length is 96:"
+                f" '{repo_id}'.")
+    if "--" in repo_id or ".." in repo_id:
+        return f"Cannot have -- or .. in repo_id: '{repo_id}'."
+    if repo_id.endswith(".git"):
+        return f"Repo_id cannot end by '.git': '{repo_id}'."
+    return None

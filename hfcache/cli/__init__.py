@@ -1,27 +1,46 @@
 """The `hfcache` command: a thin typer layer. Each command parses, calls one library function, renders.
 
-Commands live one module per area (`cli/fetch.py`, `cli/serve.py`, ...), each registering on `app`. Heavy
-imports (huggingface_hub, requests, the server, rich tables) happen inside commands, so `--help` and
-`--version` stay fast.
+Commands live one module per area (`cli/fetch.py`, `cli/serve.py`, ...), each registering on `app`. Only the
+module of the command being run is imported (`COMMANDS`), so typer builds that command alone, and an offline
+command never pays for the others' imports; `hfcache --help`, completion and an unknown name load them all.
+Heavy imports (huggingface_hub, requests, the server, rich tables) happen inside commands.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import sys
 
-from hfcache.cli import bundle as _bundle  # noqa: F401  (registers export, import, relocate, convert)
-from hfcache.cli import fetch as _fetch  # noqa: F401  (registers download, snapshot)
-from hfcache.cli import offline as _offline  # noqa: F401  (registers map-url, datasets, modules, doctor)
-from hfcache.cli import safety as _safety  # noqa: F401  (registers inspect)
-from hfcache.cli import scan as _scan  # noqa: F401  (registers scan, rm, prune, dedup)
-from hfcache.cli import serve as _serve  # noqa: F401  (registers serve)
-from hfcache.cli import verify as _verify  # noqa: F401  (registers verify, lock)
 from hfcache.cli.common import app
+
+# Every command, and the module that registers it on `app`. `--help` lists them in MODULES' order, as each
+# module registers them; tests/test_startup.py checks this table names every command there is.
+MODULES = ("bundle", "fetch", "offline", "safety", "scan", "serve", "verify")
+COMMANDS = {"export": "bundle", "import": "bundle", "relocate": "bundle", "convert": "bundle",
+            "download": "fetch", "snapshot": "fetch",
+            "map-url": "offline", "datasets": "offline", "modules": "offline", "doctor": "offline",
+            "inspect": "safety",
+            "scan": "scan", "rm": "scan", "prune": "scan", "dedup": "scan",
+            "serve": "serve",
+            "verify": "verify", "lock": "verify"}
+
+
+def register(argv: list[str] | None = None) -> None:
+    """Import the module of the command `argv` names (every module for `--help`, completion, or a name that is
+    not a command, so typer's own message and help list them all). The root takes no option with a value, so
+    the first argument that is not an option is the command."""
+    name = next((a for a in argv if not a.startswith("-")), None) if argv is not None else None
+    completing = any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
+    wanted = (COMMANDS[name],) if name in COMMANDS and not completing else MODULES
+    for module in wanted:
+        importlib.import_module(f"hfcache.cli.{module}")
 
 
 def main() -> None:
     from hfcache.errors import HfcacheError
 
+    register(sys.argv[1:])
     try:
         code = app(standalone_mode=False, prog_name="hfcache") or 0  # also as `python -m hfcache`: one name
     except HfcacheError as e:
@@ -78,4 +97,4 @@ def _usage_error(e: Exception) -> None:
     sys.exit(1)
 
 
-__all__ = ["app", "main"]
+__all__ = ["COMMANDS", "app", "main", "register"]

@@ -73,13 +73,16 @@ def verify(
     from hfcache.cache.layout import HubCache
     from hfcache.errors import UsageError
     from hfcache.render.verify import render_report, write_junit
-    from hfcache.verify import lockfile
     from hfcache.verify.check import parse_spec
     from hfcache.verify.workflow import verify_and_repair
 
     parsed = [parse_spec(s, repo_type) for s in specs or []]
     cache = HubCache(cache_dir)
-    pins = lockfile.read(lock) if lock is not None else None
+    pins = None
+    if lock is not None:
+        from hfcache.verify import lockfile
+
+        pins = lockfile.read(lock)
     if junit is not None:
         _check_writable(junit)  # before hashing, not after
     started = None

@@ -12,14 +12,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from hfcache.cache.layout import REPO_TYPES, HubCache, RepoRef, parse_repo_spec
 from hfcache.errors import UsageError
 from hfcache.progress import Progress
-from hfcache.verify.content import _hash_all, _judge
-from hfcache.verify.lockfile import Lock
+from hfcache.verify.content import Hasher, _judge
 from hfcache.verify.plan import _Planner, _select
 from hfcache.verify.report import ERROR, WARNING, Problem, RepoResult, VerifyReport
+
+if TYPE_CHECKING:  # the lock file's module loads only when a lock is given
+    from hfcache.verify.lockfile import Lock
 
 
 def parse_spec(spec: str, repo_type: str | None = None) -> tuple[RepoRef, str | None]:
@@ -49,16 +52,19 @@ def verify(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]] = (), *,
     if not cache.root.is_dir():
         raise UsageError(f"no hub cache at {cache.root}")
     selection = _select(cache, specs, repo_type, lock)
-    planner = _Planner(cache, client, allow_partial)
-    for repo, sel in selection.items():
-        planner.repo(repo, sel)
-    planner.finish()
-    hashable = sorted((t for t in planner.targets.values() if t.expects), key=lambda t: -t.size)
-    for t in planner.targets.values():
-        if not t.expects:
-            planner.problems.append(Problem("unverifiable", str(t.repo), tuple(sum(t.referrers.values(), [])),
-                                            t.blob, bytes=t.size, severity=WARNING))
-    results = _hash_all(hashable, jobs, progress or Progress())
+    with Hasher(jobs, progress or Progress()) as hasher:
+        hasher.early([str(cache.blobs_dir(repo)) for repo, sel in selection.items() if sel.whole])
+        planner = _Planner(cache, client, allow_partial)
+        with hasher.sharing_the_gil():
+            for repo, sel in selection.items():
+                planner.repo(repo, sel)
+        planner.finish()
+        hashable = sorted((t for t in planner.targets.values() if t.expects), key=lambda t: -t.size)
+        for t in planner.targets.values():
+            if not t.expects:
+                planner.problems.append(Problem("unverifiable", str(t.repo), tuple(sum(t.referrers.values(), [])),
+                                                t.blob, bytes=t.size, severity=WARNING))
+        results = hasher.hash_all(hashable)
     for t, result in zip(hashable, results, strict=True):
         planner.problems.extend(_judge(t, result))
     return _report(cache, selection, planner, hashable, results, time.perf_counter() - started, jobs,

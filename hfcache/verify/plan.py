@@ -10,13 +10,16 @@ import dataclasses
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hfcache.cache.hashing import HashKind, kind_of
 from hfcache.cache.layout import HubCache, RepoRef, is_commit
 from hfcache.cache.paths import COMPANIONS, Folder, lock_held, partial_of
 from hfcache.errors import EntryNotFound, HfcacheError, RepoNotFound, RevisionNotFound
-from hfcache.verify.lockfile import Lock, LockedRepo
 from hfcache.verify.report import ERROR, WARNING, OnlineUnavailable, Problem
+
+if TYPE_CHECKING:  # the lock file's module loads only when a lock is given
+    from hfcache.verify.lockfile import Lock, LockedRepo
 
 
 @dataclass
@@ -69,6 +72,8 @@ class _Planner:
         self.cache = cache
         self.root = str(cache.root)
         self.real_root = os.path.realpath(self.root)
+        self._prefix = self.root.rstrip(os.sep) + os.sep
+        self._blobs_dirs: dict[RepoRef, str] = {}  # per-file work uses strings: Path joins cost more than a read
         self.client = client
         self.allow_partial = allow_partial
         self.targets: dict[str, _Target] = {}
@@ -79,7 +84,15 @@ class _Planner:
         self.present: set[tuple[RepoRef, str]] = set()  # blobs a snapshot holds (in the copy layout, no blobs/)
 
     def rel(self, path: str) -> str:
+        if path.startswith(self._prefix) and ".." not in path:
+            return path[len(self._prefix):].replace(os.sep, "/")
         return os.path.relpath(path, self.root).replace(os.sep, "/")
+
+    def blobs_dir(self, repo: RepoRef) -> str:
+        d = self._blobs_dirs.get(repo)
+        if d is None:
+            d = self._blobs_dirs[repo] = str(self.cache.blobs_dir(repo))
+        return d
 
     def problem(self, kind: str, repo: RepoRef, **kw) -> None:
         self.problems.append(Problem(kind, str(repo), **kw))
@@ -210,13 +223,13 @@ class _Planner:
         if entry.is_symlink():
             target = os.readlink(entry.path)
             dest = os.path.normpath(os.path.join(os.path.dirname(entry.path), target))
-            blobs_dir = str(self.cache.blobs_dir(repo))
-            parent = os.path.dirname(dest)
+            blobs_dir = self.blobs_dir(repo)
+            parent, _, name = dest.rpartition(os.sep)
             if parent != blobs_dir and os.path.realpath(parent) != os.path.realpath(blobs_dir):
                 self.problem("bad-link", repo, paths=(shown,), expected=f"{repo.folder_name}/blobs/<hash>",
                              actual=target)
                 return None
-            return self._blob(repo, os.path.basename(dest), shown)
+            return self._blob(repo, name, shown)
         if entry.is_file(follow_symlinks=False):
             return self._target(repo, entry.path, None, entry.stat(follow_symlinks=False).st_size, shown)
         self.problem("bad-link", repo, paths=(shown,), expected="a file or a link to a blob", actual="special file")
@@ -234,7 +247,7 @@ class _Planner:
             if t is not None and referrer:
                 t.referrers.setdefault(repo, []).append(referrer)
             return t
-        path = str(self.cache.blobs_dir(repo) / name)  # a name from a link or a listing of blobs/
+        path = f"{self.blobs_dir(repo)}{os.sep}{name}"  # a name from a link or a listing of blobs/
         blob = self.rel(path)
         t = None
         try:

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hfcache.cache.layout import HubCache, RepoRef
 from hfcache.errors import HfcacheError
 from hfcache.progress import Progress
-from hfcache.verify import lockfile
 from hfcache.verify.check import verify
 from hfcache.verify.report import OnlineUnavailable, VerifyReport
+
+if TYPE_CHECKING:  # the lock file's module loads only when a lock is given
+    from hfcache.verify import lockfile
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ def snapshot_locked(lock_path, specs: Sequence[tuple[RepoRef, str | None]], fetc
 
     Pins the endpoint contradicts are refused before anything is fetched (see `lockfile.fetch`).
     """
+    from hfcache.verify import lockfile
+
     pins = lockfile.read(lock_path).select(specs)
     try:
         results = lockfile.fetch(pins, fetcher, source=str(lock_path))
