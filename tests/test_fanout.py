@@ -186,10 +186,32 @@ def test_few_files_stay_in_one_process(many, tmp_path, monkeypatch):
     """Auto mode starts no worker for a handful of files: its start-up would cost more than it saves."""
     from hfcache.fetch import fanout
 
-    assert fanout.plan(40, None) == 1
-    assert fanout.plan(10_000, None) == min(len(os.sched_getaffinity(0)), fanout.MAX_PROCESSES)
+    assert fanout.plan(40, None, load=0.0) == 1
+    assert fanout.plan(10_000, None, load=0.0) == min(len(os.sched_getaffinity(0)), fanout.MAX_PROCESSES)
     assert fanout.plan(10_000, 1) == 1
     assert fanout.plan(2, 5) == 2
+    # explicit counts are obeyed whatever the load
+    assert fanout.plan(10_000, 2, load=50.0) == 2
+
+
+def test_a_busy_machine_gets_no_extra_process(monkeypatch):
+    """Auto mode fans out only onto idle cores: at a load average of the core count or more, one process."""
+    from hfcache.fetch import fanout
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert fanout.plan(10_000, None, load=0.2) == 4
+    assert fanout.plan(10_000, None, load=2.0) == 2
+    assert fanout.plan(10_000, None, load=3.4) == 1
+    assert fanout.plan(10_000, None, load=9.0) == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (7.5, 1.0, 1.0))
+    assert fanout.plan(10_000, None) == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 1.0, 1.0))
+    assert fanout.plan(10_000, None) == 4
+
+
+def test_split_interleaves():
+    from hfcache.fetch import fanout
+
     assert fanout.split(list("abcdefg"), 3) == [["a", "d", "g"], ["b", "e"], ["c", "f"]]
 
 
@@ -205,3 +227,38 @@ def test_a_worker_takes_every_progress_callback_the_fetch_makes():
     for name in calls:
         assert callable(getattr(worker, name, None)), name
     worker.waiting("config.json")  # silent in a worker: the parent shows progress
+
+
+def test_a_worker_s_client_needs_no_hfapi(tmp_path):
+    """A fan-out worker only transfers: given its parent's headers, its HubClient imports neither HfApi nor
+    huggingface_hub's download module (0.3 s of CPU per worker), and still keeps the token off other origins."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from hfcache.cache.layout import RepoRef\n"
+        "from hfcache.fetch.hub import HubClient\n"
+        "c = HubClient('http://127.0.0.1:9', 'tok', headers={'user-agent': 'x', 'authorization': 'Bearer tok'})\n"
+        "assert c.resolve_url(RepoRef('org/m', 'dataset'), 'a' * 40, 'd/f 1.bin') == "
+        "'http://127.0.0.1:9/datasets/org/m/resolve/' + 'a' * 40 + '/d/f%201.bin'\n"
+        "assert c.headers_for('http://127.0.0.1:9/x')['authorization'] == 'Bearer tok'\n"
+        "assert 'authorization' not in c.headers_for('http://cdn.example/x')\n"
+        "heavy = [m for m in ('huggingface_hub.hf_api', 'huggingface_hub.file_download', 'httpx2')\n"
+        "         if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_worker_job_carries_the_parent_s_headers(tmp_path):
+    from hfcache.cache.layout import RepoRef
+    from hfcache.fetch import fanout
+    from hfcache.fetch.hub import HubClient
+
+    client = HubClient("http://127.0.0.1:9", token="secret")
+    j = fanout.job(tmp_path, client.endpoint, client.token, RepoRef("org/m"), "a" * 40, {}, None, None,
+                   headers=client.hub_headers())
+    assert j["headers"]["authorization"] == "Bearer secret"
+    assert "hfcache" in j["headers"]["user-agent"]

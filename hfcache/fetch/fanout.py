@@ -38,14 +38,25 @@ MIN_FILES_PER_PROCESS = 300  # below this, a worker's start-up costs more than t
 MAX_PROCESSES = 8
 
 
-def plan(todo: int, processes: int | None) -> int:
-    """How many processes (this one included) should share `todo` small files; 1 means no fan-out."""
+def plan(todo: int, processes: int | None, load: float | None = None) -> int:
+    """How many processes (this one included) should share `todo` small files; 1 means no fan-out.
+
+    A second process pays off only on a core nobody else is using: on a machine already busy (the 1-minute
+    load average at least the core count) it would add its start-up and a second copy of the per-file work to
+    a queue of runnable processes, and take longer in CPU and, as measured, in wall time. `load` defaults to
+    the system's 1-minute load average."""
     if processes is None:
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux
             cores = os.cpu_count() or 1
-        processes = min(cores, MAX_PROCESSES, todo // MIN_FILES_PER_PROCESS)
+        if load is None:
+            try:
+                load = os.getloadavg()[0]
+            except (AttributeError, OSError):  # no load average on this system: assume the cores are free
+                load = 0.0
+        idle = max(1, int(cores - load + 0.5))
+        processes = min(cores, idle, MAX_PROCESSES, todo // MIN_FILES_PER_PROCESS)
     return max(1, min(processes, todo))
 
 
@@ -55,9 +66,12 @@ def split(names: list[str], n: int) -> list[list[str]]:
 
 
 def job(cache_root: Path, endpoint: str, token: str | bool | None, repo: RepoRef, commit: str,
-        files: dict[str, FileMeta], workers: int | None, options: TransferOptions | None) -> dict:
-    """A worker's share, as the JSON it reads (the token travels over a pipe, never on a command line)."""
-    return {"cache": str(cache_root), "endpoint": endpoint, "token": token, "repo": [repo.repo_id, repo.repo_type],
+        files: dict[str, FileMeta], workers: int | None, options: TransferOptions | None,
+        headers: dict[str, str] | None = None) -> dict:
+    """A worker's share, as the JSON it reads (the token travels over a pipe, never on a command line). `headers`:
+    the parent's Hub headers, so the worker need not import huggingface_hub's HTTP helpers to build them."""
+    return {"cache": str(cache_root), "endpoint": endpoint, "token": token, "headers": headers,
+            "repo": [repo.repo_id, repo.repo_type],
             "commit": commit, "files": {f: m.to_json() for f, m in files.items()}, "workers": workers,
             "options": asdict(options) if options else None}
 
