@@ -93,7 +93,7 @@ class CasSession:
             cas, tok, exp = h.get("X-Xet-Cas-Url"), h.get("X-Xet-Access-Token"), h.get("X-Xet-Token-Expiration")
             if not (cas and tok and exp):
                 try:
-                    body = json.loads(resp.raw.read(64 * 1024, decode_content=True) or b"{}")
+                    body = json.loads(_read(resp, 64 * 1024) or b"{}")
                     cas, tok, exp = body.get("casUrl"), body.get("accessToken"), body.get("exp")
                 except (ValueError, AttributeError):
                     cas = None
@@ -141,3 +141,9 @@ class CasSession:
 
         return fetch_range(self.transfer, locate, entry.url_start, entry.url_end,
                            entry.url_end - entry.url_start + 1, on_bytes, what=f"xorb {entry.xorb[:12]}")
+
+
+def _read(resp, n: int) -> bytes:
+    """Up to `n` bytes of a small body, from a lean `conn.Response` or a streamed `requests` one."""
+    read = getattr(resp, "read", None)
+    return read(n) if read is not None else resp.raw.read(n, decode_content=True)
