@@ -186,27 +186,10 @@ def test_few_files_stay_in_one_process(many, tmp_path, monkeypatch):
     """Auto mode starts no worker for a handful of files: its start-up would cost more than it saves."""
     from hfcache.fetch import fanout
 
-    assert fanout.plan(40, None, load=0.0) == 1
-    assert fanout.plan(10_000, None, load=0.0) == min(len(os.sched_getaffinity(0)), fanout.MAX_PROCESSES)
+    assert fanout.plan(40, None) == 1
+    assert fanout.plan(10_000, None) == min(len(os.sched_getaffinity(0)), fanout.MAX_PROCESSES)
     assert fanout.plan(10_000, 1) == 1
     assert fanout.plan(2, 5) == 2
-    # explicit counts are obeyed whatever the load
-    assert fanout.plan(10_000, 2, load=50.0) == 2
-
-
-def test_a_busy_machine_gets_no_extra_process(monkeypatch):
-    """Auto mode fans out only onto idle cores: at a load average of the core count or more, one process."""
-    from hfcache.fetch import fanout
-
-    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
-    assert fanout.plan(10_000, None, load=0.2) == 4
-    assert fanout.plan(10_000, None, load=2.0) == 2
-    assert fanout.plan(10_000, None, load=3.4) == 1
-    assert fanout.plan(10_000, None, load=9.0) == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (7.5, 1.0, 1.0))
-    assert fanout.plan(10_000, None) == 1
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 1.0, 1.0))
-    assert fanout.plan(10_000, None) == 4
 
 
 def test_split_interleaves():

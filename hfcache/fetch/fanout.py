@@ -11,7 +11,7 @@ line per finished file, then the result (or the error, which the parent raises a
 is not used: its `spawn` re-imports the caller's `__main__`, which breaks scripts without a main guard and stdin.
 A worker costs ~0.12 s of CPU at start-up (it never imports `HfApi`: its parent hands it the Hub headers, and
 URLs are built without `huggingface_hub.file_download`), so workers are used only when there are enough small files
-to pay for it, and only onto cores the load average says are idle.
+to pay for it.
 
 Workers run in a session of their own, so a terminal's Ctrl-C reaches the parent only: a worker interrupted
 while still importing would print a traceback of its own (~20 lines each); the parent ends them instead. The
@@ -40,25 +40,14 @@ MIN_FILES_PER_PROCESS = 300  # below this, a worker's start-up costs more than t
 MAX_PROCESSES = 8
 
 
-def plan(todo: int, processes: int | None, load: float | None = None) -> int:
-    """How many processes (this one included) should share `todo` small files; 1 means no fan-out.
-
-    A second process pays off only on a core nobody else is using: on a machine already busy (the 1-minute
-    load average at least the core count) it would add its start-up and a second copy of the per-file work to
-    a queue of runnable processes, and take longer in CPU and, as measured, in wall time. `load` defaults to
-    the system's 1-minute load average."""
+def plan(todo: int, processes: int | None) -> int:
+    """How many processes (this one included) should share `todo` small files; 1 means no fan-out."""
     if processes is None:
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux
             cores = os.cpu_count() or 1
-        if load is None:
-            try:
-                load = os.getloadavg()[0]
-            except (AttributeError, OSError):  # no load average on this system: assume the cores are free
-                load = 0.0
-        idle = max(1, int(cores - load + 0.5))
-        processes = min(cores, idle, MAX_PROCESSES, todo // MIN_FILES_PER_PROCESS)
+        processes = min(cores, MAX_PROCESSES, todo // MIN_FILES_PER_PROCESS)
     return max(1, min(processes, todo))
 
 
