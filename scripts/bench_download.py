@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "bench-download"
 BIN = Path(sys.executable).parent
 MiB = 1024 * 1024
+BASELINE: Path | None = None  # --baseline: an older hfcache source tree, measured as one more tool
+CASES = {"a", "b", "c", "b'"}  # --cases
 HFD = ["--console-log-level=error", "--file-allocation=none", "-k", "1M", "-c", "--summary-interval=0", "-q"]
 
 
@@ -99,8 +101,9 @@ def cdn_folder(sources: dict[str, Path]) -> Path:
     return cdn
 
 
-def timed(cmd: list[str], env: dict[str, str], prefix: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one command (GNU time's, else this process's children's maximum)."""
+def timed(cmd: list[str], env: dict[str, str], prefix: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MB) (GNU time's, else this process's children's maximum) and CPU seconds (user +
+    system of the command and every process it waited for: a busy machine stretches wall time far more)."""
     gnu_time = Path("/usr/bin/time")
     report = WORK / "time.txt"
     full = [*prefix, str(gnu_time), "-f", "%M", "-o", str(report), *cmd] if gnu_time.exists() else [*prefix, *cmd]
@@ -111,7 +114,7 @@ def timed(cmd: list[str], env: dict[str, str], prefix: list[str]) -> tuple[float
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"bench: {' '.join(cmd)} failed: {proc.stderr.read().decode()[-500:]}")
     rss_kb = int(report.read_text().split()[-1]) if gnu_time.exists() else usage.ru_maxrss
-    return wall, rss_kb / 1024
+    return wall, rss_kb / 1024, usage.ru_utime + usage.ru_stime
 
 
 def aria_input(url: str, repo: str, files: list[str], dest: Path) -> Path:
@@ -132,6 +135,10 @@ def tools(kind: str, repo: str, url: str, dest: Path, files: list[str]) -> dict[
         "hfcache": [str(BIN / "hfcache"), "snapshot", repo, "--cache-dir", str(dest)],
         "huggingface_hub": [sys.executable, "-c", hf, repo, str(dest)],
     }
+    if BASELINE is not None:  # another hfcache source tree (--baseline), in the same interpreter
+        out["hfcache (baseline)"] = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(BASELINE)!r}); "
+                                     "from hfcache.cli import main; sys.argv[0] = 'hfcache'; sys.exit(main())",
+                                     "snapshot", repo, "--cache-dir", str(dest)]
     aria = shutil.which("aria2c")
     if kind == "big" and aria:
         for x in (4, 16):
@@ -154,7 +161,7 @@ def measure(name: str, kind: str, repo: str, source: Path, url: str, runs: int, 
     env.pop("HF_TOKEN", None)
     files = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
     nbytes = sum((source / f).stat().st_size for f in files)
-    results: dict[str, list[tuple[float, float]]] = {}
+    results: dict[str, list[tuple[float, float, float]]] = {}
     trash = WORK / "caches" / "trash"
     for run in range(runs):
         dests = {}
@@ -180,23 +187,27 @@ def measure(name: str, kind: str, repo: str, source: Path, url: str, runs: int, 
     shutil.rmtree(trash, ignore_errors=True)
     row = {"scenario": name, "bytes": nbytes, "tools": {}, "load": os.getloadavg()[0]}
     for tool, samples in results.items():
-        walls = [w for w, _ in samples]
+        walls = [w for w, _, _ in samples]
         row["tools"][tool] = {"median": statistics.median(walls), "best": min(walls),
-                              "rss": max(r for _, r in samples)}
+                              "rss": max(r for _, r, _ in samples),
+                              "cpu": statistics.median(c for _, _, c in samples)}
     print(render([row]), flush=True)
     return row
 
 
 def render(rows: list[dict]) -> str:
-    lines = ["| scenario | tool | median s | best s | MB/s (median) | peak RSS MB | its time / ours: best, median |",
-             "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| scenario | tool | median s | best s | MB/s (median) | CPU s (median) | peak RSS MB "
+             "| its time / ours: best, median | its CPU / ours |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for row in rows:
         ours = row["tools"]["hfcache"]
         for tool, t in row["tools"].items():
             ratio = "" if tool == "hfcache" else \
                 f"{t['best'] / ours['best']:.2f}x, {t['median'] / ours['median']:.2f}x"
+            cpu = "" if tool == "hfcache" else f"{t['cpu'] / max(ours['cpu'], 1e-9):.2f}x"
             lines.append(f"| {row['scenario']} | {tool} | {t['median']:.2f} | {t['best']:.2f} | "
-                         f"{row['bytes'] / t['median'] / 1e6:,.0f} | {t['rss']:.0f} | {ratio} |")
+                         f"{row['bytes'] / t['median'] / 1e6:,.0f} | {t['cpu']:.2f} | {t['rss']:.0f} | {ratio} "
+                         f"| {cpu} |")
     return "\n".join(lines)
 
 
@@ -232,13 +243,17 @@ def loopback(args, sources: dict[str, Path], cdn: Path) -> list[dict]:
     rows = []
     mb = args.big_mb
     with bench_net.Servers(WORK, sources, cdn, latency_ms=0) as srv:
-        rows.append(measure(f"(a) 1 file of {mb} MiB, CDN redirect to nginx", "big", "org/one", sources["one"],
-                            srv.url, args.runs))
-        rows.append(measure(f"(b) {args.small} files of 16 KiB", "small", "org/many", sources["many"], srv.hub_url,
-                            args.runs))
-        rows.append(measure("(c) 5 x 100 MiB shards + tokenizer/config, CDN redirect to nginx", "big", "org/mix",
-                            sources["mix"], srv.url, args.runs, only={"hfcache", "huggingface_hub"}))
-    if args.wan_ms:
+        if "a" in CASES:
+            rows.append(measure(f"(a) 1 file of {mb} MiB, CDN redirect to nginx", "big", "org/one", sources["one"],
+                                srv.url, args.runs))
+        if "b" in CASES:
+            rows.append(measure(f"(b) {args.small} files of 16 KiB", "small", "org/many", sources["many"],
+                                srv.hub_url, args.runs))
+        if "c" in CASES:
+            rows.append(measure("(c) 5 x 100 MiB shards + tokenizer/config, CDN redirect to nginx", "big", "org/mix",
+                                sources["mix"], srv.url, args.runs,
+                                only={"hfcache", "huggingface_hub", "hfcache (baseline)"}))
+    if args.wan_ms and "b'" in CASES:
         with bench_net.Servers(WORK, sources, cdn, latency_ms=args.wan_ms) as srv:
             rows.append(measure(f"(b') {args.small} files of 16 KiB, {args.wan_ms:g} ms per answer", "small",
                                 "org/many", sources["many"], srv.hub_url, args.runs))
@@ -247,7 +262,7 @@ def loopback(args, sources: dict[str, Path], cdn: Path) -> list[dict]:
 
 def netns(args, sources: dict[str, Path], cdn: Path) -> list[dict]:
     rows = []
-    for rate, delay in ((1000, 30), (200, 100)):
+    for rate, delay in [tuple(int(x) for x in link.split(":")) for link in args.links.split(",")]:
         with bench_net.Link(rate_mbit=rate) as link, \
                 bench_net.Servers(WORK, sources, cdn, latency_ms=0, link=link, delay_ms=delay) as srv:
             label = f"{rate} Mbit/s, {delay} ms per answer"
@@ -287,7 +302,14 @@ def main() -> None:
     ap.add_argument("--netns-runs", type=int, help="runs for (d) (default: --runs; at 200 Mbit/s a run is minutes)")
     ap.add_argument("--only", choices=["loopback", "netns"], help="run one half")
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    ap.add_argument("--baseline", type=Path, help="also time this hfcache source tree (e.g. a `git archive` of "
+                    "an older commit), as 'hfcache (baseline)'")
+    ap.add_argument("--links", default="1000:30,200:100", help="(d)'s links, as MBIT:DELAY_MS,...")
+    ap.add_argument("--cases", default="a,b,c,b'", help="loopback cases to run, of a,b,c,b' (default: all)")
     args = ap.parse_args()
+    global BASELINE, CASES
+    BASELINE = args.baseline.resolve() if args.baseline else None
+    CASES = set(args.cases.split(","))
     if not shutil.which("nginx"):
         raise SystemExit("bench: nginx is needed (apt-get install nginx-light)")
     sources = build_sources(args.big_mb, args.small)
@@ -299,6 +321,9 @@ def main() -> None:
         rows += netns(args, sources, cdn)
     load = os.getloadavg()
     flags = (" --netns" if args.netns else "") + (f" --netns-runs {args.netns_runs}" if args.netns_runs else "")
+    flags += (f" --cases {args.cases}" if args.cases != "a,b,c,b'" else "") + \
+        (" --baseline DIR" if BASELINE else "") + (f" --only {args.only}" if args.only else "") + \
+        (f" --links {args.links}" if args.links != "1000:30,200:100" else "")
     text = (f"## download\n\nMeasured by `scripts/bench_download.py --runs {args.runs}{flags}` on {machine()}; "
             "load average at the end "
             f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min).\n"

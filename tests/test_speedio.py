@@ -228,3 +228,38 @@ def test_gate_admits_at_most_its_limit_and_follows_changes():
         gate.leave()
     assert gate.active == 0
     assert gate.try_enter() and not gate.try_enter()
+
+
+def test_a_lean_answer_reads_as_json_like_a_requests_one(tmp_path):
+    """The mirror's access check calls `.json()` and the Xet token reader reads a bounded body: both work over a
+    lean connection (they failed with AttributeError / TypeError once transfers stopped going through requests)."""
+    import http.server
+    import json as _json
+
+    from hfcache.fetch import conn
+    from hfcache.xet.cas import _read
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = _json.dumps({"gated": False, "casUrl": "http://x"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    pool = conn.Pool((10, 10))
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/api/models/org/m"
+        with pool.get(url, {}) as resp:
+            assert resp.json() == {"gated": False, "casUrl": "http://x"}
+        with pool.get(url, {}) as resp:
+            assert _json.loads(_read(resp, 64 * 1024))["casUrl"] == "http://x"
+    finally:
+        pool.close()
+        srv.shutdown()
+        srv.server_close()

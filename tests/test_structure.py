@@ -79,8 +79,11 @@ def test_layout_names_repo_folders_and_urls_as_huggingface_hub_does(repo_id, rep
     assert ref.folder_name == repo_folder_name(repo_id=repo_id, repo_type=repo_type)
     assert RepoRef.from_folder_name(ref.folder_name) == ref
     client = HubClient(endpoint="http://127.0.0.1:9")
-    assert client.resolve_url(ref, "a" * 40, "dir/f #1.bin") == hf_hub_url(
-        repo_id, "dir/f #1.bin", repo_type=repo_type, revision="a" * 40, endpoint="http://127.0.0.1:9")
+    # resolve_url builds the URL itself (no huggingface_hub.file_download import): every character class
+    for name in ("dir/f #1.bin", "a?b&c=d%20e.txt", "café/文件.json", "+~!$'()*,;:@[].x", "sp ace/t\tab"):
+        for rev in ("a" * 40, "refs/pr/1", "v1.0+x"):
+            assert client.resolve_url(ref, rev, name) == hf_hub_url(
+                repo_id, name, repo_type=repo_type, revision=rev, endpoint="http://127.0.0.1:9"), (name, rev)
 
 
 _REPO_IDS = ["gpt2", "org/name", "a.b/c_d-e", "Org-1/Model_2.v3", "x" * 96, "o/" + "x" * 96, "x" * 97,

@@ -427,22 +427,57 @@ def test_partial_names_are_none_that_any_huggingface_hub_uses():
     assert partial_of(sha) is None and partial_of(f"{sha}.lock") is None
 
 
-def test_a_large_partial_is_flushed_to_the_disk_while_it_is_written(tmp_path, monkeypatch):
-    """So that the fsync before publishing finds only the tail: a background `fdatasync` every 32 MiB."""
-    import threading
-
-    from hfcache.cache import partfile
+def _write_past_one_flush(tmp_path, partfile):
     from hfcache.cache.paths import partial_paths
 
-    synced = threading.Event()
-    real = getattr(os, "fdatasync", os.fsync)
-    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.set(), real(fd))[1], raising=False)
     size = 2 * partfile.FLUSH_EVERY_BYTES
     pf = partfile.PartFile(partial_paths(tmp_path / ("ab" * 32)), "ab" * 32, size)
     pf.open(size)
     chunk = b"\0" * (1024 * 1024)
     for _ in range(partfile.FLUSH_EVERY_BYTES // len(chunk) + 1):
         pf.write(pf.parts[0], chunk)
-    assert synced.wait(30)  # while the file is still being written
-    pf.discard()
+    return pf
+
+
+@pytest.mark.parametrize("has_sync_file_range", [True, False])
+def test_a_large_partial_is_flushed_to_the_disk_while_it_is_written(tmp_path, monkeypatch, has_sync_file_range):
+    """So that the fsync before publishing finds only the tail: every 32 MiB a background thread starts the
+    bytes for the disk with `sync_file_range` (which takes no inode lock, so the writers never wait on it), or
+    `fdatasync` where there is no `sync_file_range`."""
+    import threading
+
+    from hfcache.cache import partfile
+
+    started, synced = threading.Event(), threading.Event()
+    real_start, real_sync = partfile.start_writeback, getattr(os, "fdatasync", os.fsync)
+
+    def start(fd):
+        started.set()
+        return real_start(fd) if has_sync_file_range else False
+
+    monkeypatch.setattr(partfile, "start_writeback", start)
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.set(), real_sync(fd))[1], raising=False)
+    pf = _write_past_one_flush(tmp_path, partfile)
+    assert started.wait(30)  # while the file is still being written
+    if has_sync_file_range:
+        pf.discard()  # the flusher stopped: it never fell back to fdatasync
+        assert not synced.is_set()
+    else:
+        assert synced.wait(30)
+        pf.discard()
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux's")
+def test_start_writeback_works_on_linux(tmp_path):
+    from hfcache.cache import partfile
+
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"x" * 65536)
+        assert partfile.start_writeback(fd) is True
+        assert partfile.start_writeback(fd) is True  # waits for the first round, starts none: still fine
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"x" * 65536

@@ -56,6 +56,15 @@ class Response:
     def is_redirect(self) -> bool:
         return self.status_code in (301, 302, 303, 307, 308) and "location" in self.headers
 
+    def json(self, limit: int = 16 * 1024 * 1024):
+        """The body as JSON, as `requests.Response.json` gives it (a small API answer; at most `limit` bytes)."""
+        return read_json(self, limit)
+
+    def read(self, n: int) -> bytes:
+        """Up to `n` bytes of the body (as `raw.read(n, decode_content=True)` does over `requests`: this
+        connection asks for no content coding, so there is none to decode)."""
+        return self.raw.read(n)
+
     def read1(self, n: int) -> bytes:
         raw = self.raw
         if raw.length == 0:  # all of a sized body is in: http.client would only see that on one more call

@@ -282,7 +282,8 @@ class Fetcher:
             return None
         shares = fanout.split(todo, n)[1:]  # the first share stays here
         jobs = [fanout.job(self.cache.root, self.client.endpoint, self.client.token, repo, commit,
-                           {f: files[f] for f in share}, self.max_workers, self.transfer_options)
+                           {f: files[f] for f in share}, self.max_workers, self.transfer_options,
+                           headers=self.client.hub_headers())
                 for share in shares]
 
         def file_done(path: str, size: int, fetched: bool) -> None:

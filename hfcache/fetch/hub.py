@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from hfcache.cache.layout import RepoRef, is_commit, safe_relpath
 from hfcache.cache.meta import FileMeta
@@ -37,17 +37,29 @@ def same_origin(a: str, b: str) -> bool:
 class HubClient:
     """Talks to one endpoint (`HF_ENDPOINT` by default) with one token (`HF_TOKEN` or the stored one)."""
 
-    def __init__(self, endpoint: str | None = None, token: str | bool | None = None) -> None:
-        from huggingface_hub import HfApi, constants
+    def __init__(self, endpoint: str | None = None, token: str | bool | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        from huggingface_hub import constants  # light; HfApi (0.3 s of imports) waits for the first API call
 
         self.endpoint = (endpoint or constants.ENDPOINT).rstrip("/")
         self.token = token
-        self.api = HfApi(endpoint=self.endpoint, token=token)
-        self._headers: dict[str, str] | None = None
+        self._api = None
+        # `headers`: the Hub headers another HubClient built for the same endpoint and token (a fan-out worker
+        # gets its parent's, so it never imports huggingface_hub's HTTP helpers only to build them again)
+        self._headers: dict[str, str] | None = dict(headers) if headers is not None else None
         self._reached = False
         # huggingface_hub's API calls wait forever by default: a server that accepts and never answers would
         # hang every command. The first call (which every listing follows) waits this long, as for a HEAD.
         self.timeout = float(constants.HF_HUB_ETAG_TIMEOUT)
+
+    @property
+    def api(self):
+        """`huggingface_hub.HfApi`, made on first use: transfers alone (a fan-out worker) never need it."""
+        if self._api is None:
+            from huggingface_hub import HfApi
+
+            self._api = HfApi(endpoint=self.endpoint, token=self.token)
+        return self._api
 
     # -- metadata ----------------------------------------------------------------------------------------------
     def resolve_revision(self, repo: RepoRef, revision: str) -> str:
@@ -115,17 +127,24 @@ class HubClient:
 
     # -- transfers ---------------------------------------------------------------------------------------------
     def resolve_url(self, repo: RepoRef, commit: str, filename: str) -> str:
-        from huggingface_hub import hf_hub_url
+        """`hf_hub_url(...)` with this endpoint, built here: importing `huggingface_hub.file_download` for it
+        costs 0.15 s of CPU per process (tests/test_compat* compare the two)."""
+        from huggingface_hub import constants
 
-        return hf_hub_url(repo.repo_id, filename, repo_type=repo.repo_type, revision=commit, endpoint=self.endpoint)
+        prefix = constants.REPO_TYPES_URL_PREFIXES.get(repo.repo_type, "")
+        return f"{self.endpoint}/{prefix}{repo.repo_id}/resolve/{quote(commit, safe='')}/{quote(filename)}"
 
-    def headers_for(self, url: str) -> dict[str, str]:
-        """Hub headers (user agent, token); the token only for the endpoint's own origin, never a CDN."""
+    def hub_headers(self) -> dict[str, str]:
+        """Hub headers (user agent, token) for the endpoint's own origin, built once."""
         if self._headers is None:
             from huggingface_hub.utils import build_hf_headers
 
             self._headers = build_hf_headers(token=self.token, library_name="hfcache")
-        headers = dict(self._headers)
+        return dict(self._headers)
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """Hub headers (user agent, token); the token only for the endpoint's own origin, never a CDN."""
+        headers = self.hub_headers()
         if not url.startswith(self.endpoint + "/") and not same_origin(url, self.endpoint):
             headers.pop("authorization", None)
             headers.pop("Authorization", None)

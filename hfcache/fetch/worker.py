@@ -42,7 +42,8 @@ def _worker_main() -> int:
     j = json.loads(line)
     threading.Thread(target=_lifeline, daemon=True, name="hfcache-lifeline").start()
     try:
-        fetcher = Fetcher(HubCache(Path(j["cache"])), client=HubClient(j["endpoint"], j["token"]), offline=False,
+        client = HubClient(j["endpoint"], j["token"], headers=j.get("headers"))
+        fetcher = Fetcher(HubCache(Path(j["cache"])), client=client, offline=False,
                           max_workers=j["workers"], progress=_LineProgress(), processes=1,
                           transfer_options=TransferOptions(**j["options"]) if j["options"] else None)
         stats = fetcher.fetch_files(RepoRef(*j["repo"]), j["commit"],
