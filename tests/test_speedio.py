@@ -237,7 +237,6 @@ def test_a_lean_answer_reads_as_json_like_a_requests_one(tmp_path):
     import json as _json
 
     from hfcache.fetch import conn
-    from hfcache.xet.cas import _read
 
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -258,7 +257,9 @@ def test_a_lean_answer_reads_as_json_like_a_requests_one(tmp_path):
         with pool.get(url, {}) as resp:
             assert resp.json() == {"gated": False, "casUrl": "http://x"}
         with pool.get(url, {}) as resp:
-            assert _json.loads(_read(resp, 64 * 1024))["casUrl"] == "http://x"
+            assert conn.read_json(resp, 64 * 1024)["casUrl"] == "http://x"
+        with pool.get(url, {}) as resp, pytest.raises(ValueError):
+            conn.read_json(resp, 16)  # a body over the limit is refused, not read whole
     finally:
         pool.close()
         srv.shutdown()
