@@ -230,6 +230,8 @@ def write_doc(text: str) -> None:
 
 def run(args: argparse.Namespace, lab: netlab.Lab) -> str:
     b = Bench(args, lab)
+    if args.upstream_mbit:
+        b.up_node.limit(f"{args.upstream_mbit}mbit", burst="1mb")  # the mirror's LAN stays unshaped
     olah = None if args.no_olah else ensure_olah(args.olah_venv)
     mirror = not args.peers_only
     if mirror:
@@ -289,6 +291,9 @@ def run(args: argparse.Namespace, lab: netlab.Lab) -> str:
 
     base = statistics.median(hot["nginx alone (static file)"])
     base_best = max(hot["nginx alone (static file)"])
+    if args.upstream_mbit:
+        lines.append(f"The upstream's egress shaped to {args.upstream_mbit} Mbit/s with tbf (a WAN link to the Hub); "
+                     "the mirror and its clients share an unshaped bridge.\n")
     lines.append(f"### (a) cache hits: {args.clients} clients x {args.size_mib} MiB at once\n")
     lines.append("| server | median MB/s | best MB/s | vs nginx alone (median) | vs nginx alone (best) |")
     lines.append("| --- | ---: | ---: | ---: | ---: |")
@@ -329,6 +334,8 @@ def main() -> None:
     ap.add_argument("--no-olah", action="store_true")
     ap.add_argument("--peers-only", action="store_true", help="only nginx alone and olah (no hfcache mirror)")
     ap.add_argument("--no-doc", action="store_true", help="do not update docs/benchmarks.md")
+    ap.add_argument("--upstream-mbit", type=int, default=0,
+                    help="shape the upstream's egress with tbf to this rate (a WAN link to the Hub; namespaces only)")
     args = ap.parse_args()
     for need in ("curl", "wrk", "nginx"):
         if shutil.which(need) is None:
