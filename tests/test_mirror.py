@@ -486,3 +486,11 @@ def test_a_silent_upstream_does_not_hold_clients_when_a_last_answer_exists(tmp_p
     finally:
         upstream.app.latency = 0.0
         mirror.stop()
+
+
+def test_a_name_no_file_system_takes_is_a_bad_request_not_a_retry(mirror):
+    """A revision component over 255 bytes can never be stored: 400 at once (a 503 would make clients retry)."""
+    r = _get(f"{mirror.url}/api/models/org/tiny/revision/{'a' * 300}")
+    assert r.status_code == 400, (r.status_code, r.text)
+    r = _get(f"{mirror.url}/org/tiny/resolve/main/{'b' * 300}.txt")
+    assert r.status_code in (400, 404) and r.status_code != 503, (r.status_code, r.text)

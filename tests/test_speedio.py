@@ -264,3 +264,48 @@ def test_a_lean_answer_reads_as_json_like_a_requests_one(tmp_path):
         pool.close()
         srv.shutdown()
         srv.server_close()
+
+
+def test_a_location_with_spaces_and_letters_is_sent_percent_encoded():
+    """A redirect's Location may carry a space or a non-ASCII letter: sent as `requests` sends it, not refused."""
+    import http.server
+
+    from hfcache.fetch import conn
+
+    seen = []
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    pool = conn.Pool((10, 10))
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        for path in ("/a b/é.bin?x=1", "/already%20quoted"):
+            with pool.get(base + path, {}) as resp:
+                assert resp.status_code == 200 and resp.read(10) == b"ok"
+    finally:
+        pool.close()
+        srv.shutdown()
+        srv.server_close()
+    assert seen == ["/a%20b/%C3%A9.bin?x=1", "/already%20quoted"]
+
+
+def test_names_no_file_system_takes_are_refused_where_they_enter():
+    from hfcache.cache.names import RefName, RelPath
+    from hfcache.errors import UnsafePath, UsageError
+
+    with pytest.raises(UsageError):
+        RefName("a" * 256)
+    with pytest.raises(UnsafePath):
+        RelPath("dir/" + "é" * 128)  # 256 bytes in UTF-8
+    assert RelPath("dir/" + "é" * 127) and RefName("refs/pr/" + "a" * 255)

@@ -439,3 +439,14 @@ def test_real_chunks_of_every_scheme_are_decoded(xet_hub, tmp_path):
     assert r.stats.xet_files == len(files)
     for path, data in files.items():
         assert (r.path / path).read_bytes() == data
+
+
+def test_a_hostile_reconstruction_is_one_endpoint_error():
+    """Nesting deep enough to exhaust the parser's recursion is refused like any other bad answer."""
+    from hfcache.errors import EndpointError
+    from hfcache.xet import recon
+
+    for body in (b"[" * 100_000, b'{"terms": 5}', b"null"):
+        with pytest.raises(EndpointError):
+            recon.parse(body, "the CAS")
+    assert recon.MAX_RECON_BYTES <= 64 * 1024 * 1024

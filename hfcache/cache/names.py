@@ -79,9 +79,16 @@ class Commit(_Name):
         return _COMMIT_RE.fullmatch(value) is not None
 
 
+NAME_MAX = 255
+
+
 def _relpath_ok(value: str) -> bool:
+    """No way out of the folder, and no component a file system refuses (over NAME_MAX, 255 bytes): such a name
+    fails where it enters, not as an OSError deep in a write or a read."""
     return bool(value) and "\0" not in value and "\\" not in value and not value.startswith("/") \
-        and _DRIVE_RE.match(value) is None and all(part not in ("", ".", "..") for part in value.split("/"))
+        and _DRIVE_RE.match(value) is None \
+        and all(part not in ("", ".", "..") and len(part.encode("utf-8", "surrogatepass")) <= NAME_MAX
+                for part in value.split("/"))
 
 
 class RelPath(_Name):

@@ -16,12 +16,13 @@ import os
 import ssl
 import threading
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from hfcache.fetch.adaptive import LatencyMeter
 
 STALE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, http.client.RemoteDisconnected,
          http.client.BadStatusLine)
+_URI_SAFE = "!#$%&'()*+,/:;=?@[]~"
 DRAIN_MAX = 64 * 1024  # a redirect's or an error's body is read out (keeping the connection) up to this size
 
 
@@ -136,6 +137,9 @@ class Pool:
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
+        # As `requests` sends it (`requote_uri`): a space or a non-ASCII letter in a redirect's Location is
+        # percent-encoded, an escape already there is left alone; http.client would refuse the raw string.
+        target = quote(target, safe=_URI_SAFE)
         for fresh in (False, True):
             conn = None if fresh else self._take(key)
             reused = conn is not None

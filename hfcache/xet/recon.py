@@ -18,7 +18,7 @@ from hfcache.errors import EndpointError, UnsafePath
 from hfcache.xet.chunks import MAX_CHUNK
 
 MAX_XORB_BYTES = 128 * 1024 * 1024  # xet-core caps a xorb at 64 MiB (and 8192 chunks): twice that is hostile
-MAX_RECON_BYTES = 256 * 1024 * 1024
+MAX_RECON_BYTES = 32 * 1024 * 1024  # a 50 GB file of whole xorbs is ~1 MB of JSON; a fragmented one a few
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,6 @@ def parse(data: bytes, source: str) -> Reconstruction:
                 fetch.setdefault(xorb, []).append(FetchEntry(xorb, start, end, url, ustart, uend))
         if terms and offset >= terms[0].length:
             raise ValueError("offset_into_first_range beyond the first term")
-    except (ValueError, TypeError, AttributeError, UnsafePath) as e:
+    except (ValueError, TypeError, AttributeError, UnsafePath, RecursionError) as e:
         raise EndpointError(f"{source} sent a reconstruction hfcache cannot use: {e}") from None
     return Reconstruction(offset, terms, fetch)
