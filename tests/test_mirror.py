@@ -145,9 +145,11 @@ def test_a_restarted_mirror_resumes_the_partial_a_killed_one_left(tmp_path, upst
     commit = upstream.commit("org/tiny")
     blob = blob_of(store, "huge.bin", upstream)
     partial = HubCache(store).partial_paths(REPO, blob.name)
-    first = requests.get(f"{a.url}/org/tiny/resolve/{commit}/huge.bin", stream=True, timeout=60)
-    done = wait_for(lambda: written_prefix(partial, blob.name, len(BIG)), "the partial to hold bytes")
-    a.kill()
+    try:  # the first mirror never outlives the test, even when the wait fails
+        first = requests.get(f"{a.url}/org/tiny/resolve/{commit}/huge.bin", stream=True, timeout=60)
+        done = wait_for(lambda: written_prefix(partial, blob.name, len(BIG)), "the partial to hold bytes")
+    finally:
+        a.kill()
     first.close()
     again = start_mirror(store, upstream.url)
     try:
