@@ -5,14 +5,11 @@ to partial files (`Transfer.fetch_blob`), these to memory, with the same rules.
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 
 from hfcache.errors import AuthError, EndpointError, EntryNotFound, IntegrityError
 from hfcache.fetch import conn
 from hfcache.fetch.transfer import (
-    PROGRESS_RESET,
     RETRY_STATUS,
     STREAM_CHUNK,
     OnBytes,
@@ -21,8 +18,8 @@ from hfcache.fetch.transfer import (
     _chunks,
     _network_errors,
     _Retryable,
+    back_off,
 )
-from hfcache.units import counted
 
 Locate = Callable[[bool], tuple[str, dict[str, str]]]  # fresh? -> (url, headers)
 
@@ -113,11 +110,4 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
                 return memoryview(buf)[:size] if buf is into else buf
             raise _Retryable(f"connection closed after {have} of {size} bytes")
         except (_Retryable, *_network_errors()) as e:
-            attempts = 1 if got >= PROGRESS_RESET else attempts + 1
-            reason = str(e) if isinstance(e, _Retryable) else type(e).__name__
-            if attempts > transfer.options.retries:
-                tries = counted(transfer.options.retries, "retry", many="retries")
-                raise EndpointError(f"giving up on {what or url} after {tries}: {reason}") from None
-            wait = getattr(e, "wait", None)
-            backoff = min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
-            time.sleep(wait if wait is not None else backoff)
+            attempts = back_off(e, attempts, got, transfer.options.retries, what or url)

@@ -355,14 +355,7 @@ class Transfer:
                 if not part.complete:
                     raise _Retryable(f"connection closed after {part.offset} of {pf.size} bytes")
             except (_Retryable, *_network_errors()) as e:
-                attempts = 1 if got >= PROGRESS_RESET else attempts + 1
-                reason = str(e) if isinstance(e, _Retryable) else type(e).__name__
-                if attempts > self.options.retries:
-                    tries = counted(self.options.retries, "retry", many="retries")
-                    raise EndpointError(f"giving up on {source.origin} after {tries}: {reason}") from None
-                wait = getattr(e, "wait", None)
-                backoff = min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
-                time.sleep(wait if wait is not None else backoff)
+                attempts = back_off(e, attempts, got, self.options.retries, source.origin)
             finally:
                 received += got
         pf.checkpoint()
@@ -438,3 +431,17 @@ def no_space(folder: Path, needed: int | None, name: str) -> Iterator[None]:
         if not is_disk_full(e):
             raise
         raise disk_full(folder, needed, name) from None
+
+
+def back_off(e: BaseException, attempts: int, got: int, retries: int, what: str) -> int:
+    """One more failed attempt at `what` (a part, a range): wait before the next (the server's Retry-After, else
+    exponential backoff with jitter) and return the new count, or give up in one line once `retries` are spent.
+    An attempt that moved PROGRESS_RESET bytes starts the count again."""
+    attempts = 1 if got >= PROGRESS_RESET else attempts + 1
+    reason = str(e) if isinstance(e, _Retryable) else type(e).__name__
+    if attempts > retries:
+        tries = counted(retries, "retry", many="retries")
+        raise EndpointError(f"giving up on {what} after {tries}: {reason}") from None
+    wait = getattr(e, "wait", None)
+    time.sleep(wait if wait is not None else min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5))
+    return attempts
