@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -228,6 +229,67 @@ def test_gate_admits_at_most_its_limit_and_follows_changes():
         gate.leave()
     assert gate.active == 0
     assert gate.try_enter() and not gate.try_enter()
+
+
+def _probe(wanted_at, n_items, hold_until=None):
+    """Run `n_items` through `run_elastic`, recording how many ran at once; `hold_until(k)`: an item blocks
+    until k items run together (or 30 s pass), which shows that k threads exist."""
+    lock, now, peak, seen = threading.Lock(), [0], [0], []
+    deadline = time.monotonic() + 30  # one bound for the whole run, not one per item
+    together = threading.Condition(lock)
+
+    def work(i):
+        with together:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+            together.notify_all()
+            if hold_until is not None and i > 0:  # the first item's end is when more are first asked for
+                together.wait_for(lambda: now[0] >= hold_until or peak[0] >= hold_until,
+                                   timeout=max(0.0, deadline - time.monotonic()))
+            seen.append(i)
+            now[0] -= 1
+        return i * 2
+
+    done = [0]
+
+    def wanted():
+        done[0] += 1
+        return wanted_at(done[0])
+
+    out = adaptive.run_elastic(work, list(range(n_items)), 1, 64, wanted)
+    return out, peak[0], seen
+
+
+def test_elastic_run_returns_every_result_in_order_and_runs_each_item_once():
+    out, _, seen = _probe(lambda k: 1 + k % 5, 200)
+    assert out == [i * 2 for i in range(200)]
+    assert sorted(seen) == list(range(200))
+
+
+def test_elastic_run_keeps_one_thread_while_one_is_wanted():
+    _, peak, _ = _probe(lambda k: 1, 100)
+    assert peak == 1
+
+
+def test_elastic_run_starts_threads_when_more_are_wanted():
+    """After the first item 6 are wanted: 6 items must run at once (each waits for the sixth), which a
+    single thread (or a pool that never grows) cannot do within the bound."""
+    _, peak, _ = _probe(lambda k: 6, 60, hold_until=6)
+    assert peak >= 6
+
+
+def test_elastic_run_stops_handing_out_items_after_an_error():
+    started = []
+
+    def work(i):
+        started.append(i)
+        if i == 3:
+            raise ValueError("boom")
+        return i
+
+    with pytest.raises(ValueError, match="boom"):
+        adaptive.run_elastic(work, list(range(1000)), 1, 1, lambda: 1)
+    assert started == [0, 1, 2, 3]
 
 
 def test_a_lean_answer_reads_as_json_like_a_requests_one(tmp_path):

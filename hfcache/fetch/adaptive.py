@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 REFERENCE = 0.005  # seconds: every 5 ms of answer latency adds `lo` more streams
+T = TypeVar("T")
+R = TypeVar("R")
 
 
-def streams(latency: float, lo: int, hi: int) -> int:
-    """Streams for answers that take `latency` seconds: `lo` on loopback, growing with the latency, at most `hi`."""
-    return max(lo, min(hi, int(lo * (1 + max(0.0, latency) / REFERENCE))))
+def streams(latency: float, lo: int, hi: int, grow: int | None = None) -> int:
+    """Streams for answers that take `latency` seconds: `lo` on loopback, `grow` (default `lo`) more for every
+    `REFERENCE` of latency, at most `hi`."""
+    grow = lo if grow is None else grow
+    return max(lo, min(hi, int(lo + grow * max(0.0, latency) / REFERENCE)))
 
 
 class LatencyMeter:
@@ -70,3 +76,71 @@ class Gate:
         with self._cond:
             self.active = max(0, self.active - 1)
             self._cond.notify()
+
+
+def run_elastic(work: Callable[[T], R], items: Sequence[T], start: int, most: int,
+                wanted: Callable[[], int]) -> list[R]:
+    """`work` over `items` (results in their order) on threads whose number follows `wanted()`, asked after each
+    item, between 1 and `most`. A pool of `most` threads held back by a gate would keep every idle thread
+    waking on each hand-off (on loopback ~200 futex calls per small file); here only the threads wanted exist:
+    one starts when more are wanted, one leaves when fewer are. On the first error (or Ctrl-C in the caller)
+    no new item starts; items in flight finish, and the error is raised at once."""
+    return _Elastic(work, items, most, wanted).run(start)
+
+
+class _Elastic:
+    def __init__(self, work, items, most: int, wanted) -> None:
+        self.work, self.items, self.most, self.wanted = work, items, max(1, most), wanted
+        self.results: list = [None] * len(items)
+        self.next = self.finished = self.threads = 0
+        self.want = 1
+        self.error: BaseException | None = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+
+    def run(self, start: int) -> list:
+        if not self.items:
+            return []
+        with self.lock:
+            self.want = min(self.most, max(1, start))
+            for _ in range(min(self.want, len(self.items))):
+                self._spawn()
+        try:
+            self.done.wait()
+        except BaseException as e:  # Ctrl-C: stop handing out items
+            with self.lock:
+                self.error = self.error or e
+            raise
+        if self.error is not None:
+            raise self.error
+        return self.results
+
+    def _spawn(self) -> None:  # under the lock
+        self.threads += 1
+        threading.Thread(target=self._loop, name="hfcache-fetch").start()
+
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                if self.error is not None or self.next >= len(self.items) or self.threads > self.want:
+                    self.threads -= 1
+                    return
+                i = self.next
+                self.next += 1
+            try:
+                result = self.work(self.items[i])
+                want = min(self.most, max(1, self.wanted()))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+                with self.lock:
+                    self.error = self.error or e
+                    self.threads -= 1
+                self.done.set()
+                return
+            with self.lock:
+                self.results[i] = result
+                self.finished += 1
+                if self.finished == len(self.items):
+                    self.done.set()
+                self.want = want
+                while self.threads < want and self.next + self.threads < len(self.items):
+                    self._spawn()

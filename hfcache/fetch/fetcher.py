@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from hfcache.fetch.transfer import TransferOptions, no_space
 from hfcache.progress import Progress
 
 SMALL_FILE = 1024 * 1024
-SMALL_STREAMS = (8, 64)  # small files in flight when answers are instant (loopback) / slow (see adaptive)
+SMALL_STREAMS = (4, 8, 64)  # small files in flight on loopback, more per 5 ms of answer latency, at most (adaptive)
 
 
 @dataclass(frozen=True)
@@ -210,22 +209,20 @@ class Fetcher:
         self.progress.start(len(files), sum(m.size for m in files.values()))
 
         workers = self.max_workers or _auto_workers(files)
-        # Many small files: `workers` threads, of which the gate lets as many work as the answer latency calls for
-        # (few on loopback, where more only add CPU; more when every answer waits on the network; see adaptive).
-        gate = adaptive.Gate(SMALL_STREAMS[0]) if self.max_workers is None and workers > SMALL_STREAMS[0] else None
+        # Many small files: as many threads as the answer latency calls for (few on loopback, where more only
+        # add CPU; more when every answer waits on the network; see adaptive), up to `workers`.
+        start = workers if self.max_workers is not None else min(workers, SMALL_STREAMS[0])
+
+        def wanted() -> int:
+            if self.max_workers is not None:
+                return workers
+            latency = transfer.meter.latency()
+            return start if latency is None else adaptive.streams(latency, SMALL_STREAMS[0], workers,
+                                                                  SMALL_STREAMS[1])
 
         def work(item: tuple[str, FileMeta]) -> tuple[bool, int]:
-            if gate is not None:
-                gate.enter()
-            try:
-                with no_space(self.cache.root, item[1].size, f"{repo}/{item[0]}"):
-                    return self._ensure_file(transfer, repo, commit, *item)
-            finally:
-                if gate is not None:
-                    gate.leave()
-                    latency = transfer.meter.latency()
-                    if latency is not None:
-                        gate.set_limit(adaptive.streams(latency, SMALL_STREAMS[0], workers))
+            with no_space(self.cache.root, item[1].size, f"{repo}/{item[0]}"):
+                return self._ensure_file(transfer, repo, commit, *item)
 
         # Largest first: the long transfers start early and small files fill the gaps.
         items = sorted(files.items(), key=lambda kv: -kv[1].size)
@@ -235,13 +232,13 @@ class Fetcher:
         try:
             helpers = self._fan_out(repo, commit, files)
             mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
-            results = _run_all(work, mine, workers)
+            results = adaptive.run_elastic(work, mine, start, workers, wanted)
             ran = list(mine)
             if helpers is not None:
                 theirs, unfinished = helpers.results()
                 if unfinished:  # a worker died without a word: its share is fetched here
                     extra = [i for i in items if i[0] in unfinished]
-                    results += _run_all(work, extra, workers)
+                    results += adaptive.run_elastic(work, extra, start, workers, wanted)
                     ran += extra
             if partials or unfinished:
                 self._sweep(repo, blobs)
@@ -387,21 +384,6 @@ class Fetcher:
                     self._ready_dirs.add(d)
 
 
-def _run_all(work, items: list, workers: int) -> list[tuple[bool, int]]:
-    """`work` over `items` on `workers` threads; on the first error (or Ctrl-C) what has not started is
-    dropped at once, rather than run to the end as leaving a `with ThreadPoolExecutor` block would."""
-    if workers <= 1 or len(items) <= 1:
-        return [work(i) for i in items]
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="hfcache-fetch")
-    try:
-        results = list(pool.map(work, items))
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-    return results
-
-
 def _per_file(ran: list, results: list, theirs: list[dict]) -> dict[str, int]:
     """Bytes received per file fetched, this process's and its workers'."""
     out = {name: n for (name, _), (was, n) in zip(ran, results, strict=True) if was}
@@ -414,7 +396,7 @@ def _auto_workers(files: dict[str, FileMeta]) -> int:
     """Small files are latency-bound: a round trip each, little data. They deserve more requests in flight;
     large files share bandwidth and are split into parallel parts anyway."""
     small = sum(1 for m in files.values() if m.size < SMALL_FILE)
-    return 8 if small < 32 else SMALL_STREAMS[1]
+    return 8 if small < 32 else SMALL_STREAMS[2]
 
 
 def select_files(files: dict[str, FileMeta], include: Sequence[str] | None,
