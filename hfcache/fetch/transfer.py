@@ -231,8 +231,9 @@ class Transfer:
                     raise refusal
                 try:
                     digest, n = self._download(source, pf, kind, on_bytes)
-                finally:
+                except BaseException:
                     pf.close()
+                    raise
             except BaseException as e:
                 if getattr(e, "kept", False):
                     raise
