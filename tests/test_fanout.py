@@ -65,7 +65,9 @@ def test_progress_reports_every_file_from_every_process(many, tmp_path, monkeypa
     seen: list[tuple[str, int, bool]] = []
     advanced: list[int] = []
 
-    class Recorder:
+    from hfcache.progress import Progress
+
+    class Recorder(Progress):  # (a lock wait is told too: two names of one blob may meet in two processes)
         def start(self, files: int, total_bytes: int) -> None: ...
         def advance(self, nbytes: int) -> None: advanced.append(nbytes)
         def file_done(self, path: str, size: int, fetched: bool) -> None: seen.append((path, size, fetched))
@@ -81,12 +83,9 @@ def test_progress_reports_every_file_from_every_process(many, tmp_path, monkeypa
 
 
 def test_a_failing_worker_ends_in_one_line_and_a_rerun_finishes(many, tmp_path):
-    from hfcache.fetch import fanout
-
     cache = tmp_path / "c"
     small = sorted(f for f, d in FILES.items() if len(d) < 1024 * 1024)
-    _, share1, share2 = fanout.split(small, 3)  # the shares the two workers get; this process keeps the first
-    failing = [share1[5], share2[7]]
+    failing = [small[5], small[-7]]  # whichever process takes them
     many.app.faults.add(*(Fault("500", name, times=-1) for name in failing))
     bad = run_cli("snapshot", "org/many", "--cache-dir", str(cache), "--processes", "3", "--retries", "1",
                   endpoint=many.url)
@@ -192,10 +191,16 @@ def test_few_files_stay_in_one_process(many, tmp_path, monkeypatch):
     assert fanout.plan(2, 5) == 2
 
 
-def test_split_interleaves():
+def test_the_cursor_hands_out_each_file_once_to_every_taker():
+    from hfcache.cache.meta import FileMeta
     from hfcache.fetch import fanout
 
-    assert fanout.split(list("abcdefg"), 3) == [["a", "d", "g"], ["b", "e"], ["c", "f"]]
+    meta = FileMeta.checked(size=1, blob_id="a" * 40, lfs_sha256=None, lfs_size=None, xet_hash=None)
+    cursor = fanout.Cursor([(f"f{i}", meta) for i in range(100)])
+    got = [cursor.take()[0] for _ in range(3)] + [f for f, _ in cursor.take_many(40)] + [cursor.take()[0]]
+    got += [f for f, _ in cursor.take_many(1000)]
+    assert got == [f"f{i}" for i in range(100)]
+    assert cursor.take() is None and cursor.take_many(5) == []
 
 
 def test_a_worker_takes_every_progress_callback_the_fetch_makes():
@@ -241,7 +246,7 @@ def test_the_worker_job_carries_the_parent_s_headers(tmp_path):
     from hfcache.fetch.hub import HubClient
 
     client = HubClient("http://127.0.0.1:9", token="secret")
-    j = fanout.job(tmp_path, client.endpoint, client.token, RepoRef("org/m"), "a" * 40, {}, None, None,
+    j = fanout.job(tmp_path, client.endpoint, client.token, RepoRef("org/m"), "a" * 40, None, None,
                    headers=client.hub_headers())
     assert j["headers"]["authorization"] == "Bearer secret"
     assert "hfcache" in j["headers"]["user-agent"]

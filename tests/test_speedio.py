@@ -256,14 +256,43 @@ def _probe(wanted_at, n_items, hold_until=None):
         done[0] += 1
         return wanted_at(done[0])
 
-    out = adaptive.run_elastic(work, list(range(n_items)), 1, 64, wanted)
+    out = adaptive.run_elastic(work, adaptive.taker(range(n_items)), 1, 64, wanted)
     return out, peak[0], seen
 
 
-def test_elastic_run_returns_every_result_in_order_and_runs_each_item_once():
+def test_elastic_run_returns_every_item_with_its_result_and_runs_each_once():
     out, _, seen = _probe(lambda k: 1 + k % 5, 200)
-    assert out == [i * 2 for i in range(200)]
+    assert sorted(out) == [(i, i * 2) for i in range(200)]
     assert sorted(seen) == list(range(200))
+
+
+def test_elastic_run_waits_for_a_feed_that_is_slow_to_come():
+    """A fan-out worker's files arrive in batches over a pipe: a `take` that blocks for a while is waited for,
+    and the run ends only at its None."""
+    import queue
+
+    q: queue.SimpleQueue = queue.SimpleQueue()
+
+    def producer():
+        for i in range(50):
+            q.put(i)
+        q.put(None)
+
+    def take():
+        item = q.get(timeout=30)
+        if item is None:
+            q.put(None)  # for the other threads
+        return item
+
+    t = threading.Thread(target=producer)
+    out_box = []
+    runner = threading.Thread(target=lambda: out_box.append(adaptive.run_elastic(lambda i: -i, take, 4, 4,
+                                                                                lambda: 4)))
+    runner.start()  # every thread waits in `take` before the first item exists
+    t.start()
+    runner.join(60)
+    t.join(60)
+    assert sorted(out_box[0]) == [(i, -i) for i in range(50)]
 
 
 def test_elastic_run_keeps_one_thread_while_one_is_wanted():
@@ -288,7 +317,7 @@ def test_elastic_run_stops_handing_out_items_after_an_error():
         return i
 
     with pytest.raises(ValueError, match="boom"):
-        adaptive.run_elastic(work, list(range(1000)), 1, 1, lambda: 1)
+        adaptive.run_elastic(work, adaptive.taker(range(1000)), 1, 1, lambda: 1)
     assert started == [0, 1, 2, 3]
 
 

@@ -78,32 +78,44 @@ class Gate:
             self._cond.notify()
 
 
-def run_elastic(work: Callable[[T], R], items: Sequence[T], start: int, most: int,
-                wanted: Callable[[], int]) -> list[R]:
-    """`work` over `items` (results in their order) on threads whose number follows `wanted()`, asked after each
-    item, between 1 and `most`. A pool of `most` threads held back by a gate would keep every idle thread
-    waking on each hand-off (on loopback ~200 futex calls per small file); here only the threads wanted exist:
-    one starts when more are wanted, one leaves when fewer are. On the first error (or Ctrl-C in the caller)
-    no new item starts; items in flight finish, and the error is raised at once."""
-    return _Elastic(work, items, most, wanted).run(start)
+def taker(items: Sequence[T]) -> Callable[[], T | None]:
+    """`items` one at a time, for `run_elastic` (thread-safe; None at the end)."""
+    it = iter(items)
+    lock = threading.Lock()
+
+    def take() -> T | None:
+        with lock:
+            return next(it, None)
+
+    return take
+
+
+def run_elastic(work: Callable[[T], R], take: Callable[[], T | None], start: int, most: int,
+                wanted: Callable[[], int]) -> list[tuple[T, R]]:
+    """`work` over what `take` hands out (thread-safe, None when there is no more; it may wait for more), on
+    threads whose number follows `wanted()`, asked after each item, between 1 and `most`; returns each item with
+    its result, in the order they finished. A pool of `most` threads held back by a gate would keep every idle
+    thread waking on each hand-off (on loopback ~200 futex calls per small file); here only the threads wanted
+    exist: one starts when more are wanted, one leaves when fewer are. On the first error (or Ctrl-C in the
+    caller) no new item starts; items in flight finish, and the error is raised at once."""
+    return _Elastic(work, take, most, wanted).run(start)
 
 
 class _Elastic:
-    def __init__(self, work, items, most: int, wanted) -> None:
-        self.work, self.items, self.most, self.wanted = work, items, max(1, most), wanted
-        self.results: list = [None] * len(items)
-        self.next = self.finished = self.threads = 0
+    def __init__(self, work, take, most: int, wanted) -> None:
+        self.work, self.take, self.most, self.wanted = work, take, max(1, most), wanted
+        self.results: list = []
+        self.threads = 0
         self.want = 1
+        self.drained = False  # `take` said there is no more
         self.error: BaseException | None = None
         self.lock = threading.Lock()
         self.done = threading.Event()
 
     def run(self, start: int) -> list:
-        if not self.items:
-            return []
         with self.lock:
             self.want = min(self.most, max(1, start))
-            for _ in range(min(self.want, len(self.items))):
+            for _ in range(self.want):
                 self._spawn()
         try:
             self.done.wait()
@@ -119,28 +131,34 @@ class _Elastic:
         self.threads += 1
         threading.Thread(target=self._loop, name="hfcache-fetch").start()
 
+    def _leave(self) -> None:  # under the lock
+        self.threads -= 1
+        if self.threads == 0:
+            self.done.set()
+
     def _loop(self) -> None:
         while True:
             with self.lock:
-                if self.error is not None or self.next >= len(self.items) or self.threads > self.want:
-                    self.threads -= 1
+                if self.error is not None or self.drained or self.threads > self.want:
+                    self._leave()
                     return
-                i = self.next
-                self.next += 1
             try:
-                result = self.work(self.items[i])
+                item = self.take()
+                if item is None:
+                    with self.lock:
+                        self.drained = True
+                        self._leave()
+                    return
+                result = self.work(item)
                 want = min(self.most, max(1, self.wanted()))
             except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
                 with self.lock:
                     self.error = self.error or e
-                    self.threads -= 1
-                self.done.set()
+                    self.done.set()
+                    self._leave()
                 return
             with self.lock:
-                self.results[i] = result
-                self.finished += 1
-                if self.finished == len(self.items):
-                    self.done.set()
+                self.results.append((item, result))
                 self.want = want
-                while self.threads < want and self.next + self.threads < len(self.items):
+                while self.threads < want and not self.drained and self.error is None:
                     self._spawn()

@@ -6,9 +6,15 @@ threads wait on the network. A second process uses a second core. The cache need
 blob is written under the per-blob lock and published by rename, exactly as when several `hfcache` or
 `huggingface_hub` processes fill one cache, so a worker simply runs the ordinary fetch on its share.
 
-A worker is `python -m hfcache.fetch.worker`: the job goes in on stdin as one JSON line, and out come one JSON
-line per finished file, then the result (or the error, which the parent raises as its own). `multiprocessing`
-is not used: its `spawn` re-imports the caller's `__main__`, which breaks scripts without a main guard and stdin.
+A worker is `python -m hfcache.fetch.worker`: the job goes in on stdin as one JSON line, then the files in
+batches (one JSON line each, a few dozen files, and a last line saying there are no more), and out come one JSON
+line per finished file, then the result (or the error, which the parent raises as its own). The files are not
+split in fixed shares: a worker starts ~0.3 s after the parent and runs on a core the server shares, so fixed
+halves left one process working alone for the last 20% of the time. Every process takes from one queue
+(`Cursor`): the parent's threads one file at a time, a worker a new batch whenever half of its last is done.
+
+`multiprocessing` is not used: its `spawn` re-imports the caller's `__main__`, which breaks scripts without a main
+guard and stdin.
 A worker costs ~0.12 s of CPU at start-up (it never imports `HfApi`: its parent hands it the Hub headers, and
 URLs are built without `huggingface_hub.file_download`), so workers are used only when there are enough small files
 to pay for it.
@@ -21,6 +27,7 @@ exits at once.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -38,6 +45,7 @@ from hfcache.fetch.transfer import TransferOptions
 
 MIN_FILES_PER_PROCESS = 300  # below this, a worker's start-up costs more than the time it saves
 MAX_PROCESSES = 8
+BATCH = 32  # files handed to a worker at a time; the next batch goes when half of one is done
 
 
 def plan(todo: int, processes: int | None) -> int:
@@ -51,28 +59,43 @@ def plan(todo: int, processes: int | None) -> int:
     return max(1, min(processes, todo))
 
 
-def split(names: list[str], n: int) -> list[list[str]]:
-    """`n` interleaved shares, so each gets a like mix of sizes and folders."""
-    return [names[i::n] for i in range(n)]
+class Cursor:
+    """The files not handed out yet, shared by this process's threads and the workers' feeders."""
+
+    def __init__(self, items: list[tuple[str, FileMeta]]) -> None:
+        self.names = frozenset(f for f, _ in items)
+        self._items = collections.deque(items)
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[str, FileMeta] | None:
+        with self._lock:
+            return self._items.popleft() if self._items else None
+
+    def take_many(self, n: int) -> list[tuple[str, FileMeta]]:
+        with self._lock:
+            return [self._items.popleft() for _ in range(min(n, len(self._items)))]
 
 
 def job(cache_root: Path, endpoint: str, token: str | bool | None, repo: RepoRef, commit: str,
-        files: dict[str, FileMeta], workers: int | None, options: TransferOptions | None,
-        headers: dict[str, str] | None = None) -> dict:
-    """A worker's share, as the JSON it reads (the token travels over a pipe, never on a command line). `headers`:
+        workers: int | None, options: TransferOptions | None, headers: dict[str, str] | None = None) -> dict:
+    """A worker's job, as the JSON it reads (the token travels over a pipe, never on a command line). `headers`:
     the parent's Hub headers, so the worker need not import huggingface_hub's HTTP helpers to build them."""
     return {"cache": str(cache_root), "endpoint": endpoint, "token": token, "headers": headers,
-            "repo": [repo.repo_id, repo.repo_type],
-            "commit": commit, "files": {f: m.to_json() for f, m in files.items()}, "workers": workers,
+            "repo": [repo.repo_id, repo.repo_type], "commit": commit, "workers": workers,
             "options": asdict(options) if options else None}
+
+
+def batch_line(items: list[tuple[str, FileMeta]]) -> str:
+    """Files for a worker (an empty batch: there are no more)."""
+    return json.dumps({"files": {f: m.to_json() for f, m in items}} if items else {"end": True}) + "\n"
 
 
 class Workers:
     """Worker processes fetching shares of a file list while the caller fetches its own share."""
 
-    def __init__(self, jobs: list[dict], file_done: Callable[[str, int, bool], None]) -> None:
-        self._files = [list(j["files"]) for j in jobs]
-        self.names = {name for names in self._files for name in names}
+    def __init__(self, jobs: list[dict], cursor: Cursor, file_done: Callable[[str, int, bool], None]) -> None:
+        self._cursor = cursor
+        self._sent: list[set[str]] = [set() for _ in jobs]  # handed to each worker, not reported done
         self._file_done = file_done
         self._outcomes: list[dict] = [{} for _ in jobs]
         self._procs: list[subprocess.Popen] = []
@@ -95,20 +118,35 @@ class Workers:
             raise
 
     def _read(self, proc: subprocess.Popen, i: int, job_text: str) -> None:
-        try:
-            proc.stdin.write(job_text + "\n")
-            proc.stdin.flush()  # stdin stays open: the worker's lifeline (see the module's docstring)
-        except (OSError, ValueError):
-            pass  # the worker died at once; its exit status says so
+        sent = self._sent[i]
+        ended = not self._send(proc, job_text + "\n") or not self._feed(proc, sent)
         for line in proc.stdout:
             try:
                 event = json.loads(line)
             except ValueError:
                 continue  # a line cut short by the worker's end: its exit status and outcome tell the rest
             if "file" in event:
+                sent.discard(event["file"])
                 self._file_done(event["file"], event["size"], event["fetched"])
+                if not ended and len(sent) <= BATCH // 2:
+                    ended = not self._feed(proc, sent)
             else:
                 self._outcomes[i] = event
+
+    def _feed(self, proc: subprocess.Popen, sent: set[str]) -> bool:
+        """Hand the worker its next batch; False once there are no more (it was told so) or it is gone."""
+        items = self._cursor.take_many(BATCH)
+        sent.update(f for f, _ in items)
+        return self._send(proc, batch_line(items)) and bool(items)
+
+    @staticmethod
+    def _send(proc: subprocess.Popen, text: str) -> bool:
+        try:
+            proc.stdin.write(text)
+            proc.stdin.flush()  # stdin stays open: the worker's lifeline (see the module's docstring)
+            return True
+        except (OSError, ValueError):
+            return False  # the worker died; its exit status and what it did not report tell the rest
 
     def results(self) -> tuple[list[dict], set[str]]:
         """Wait for every worker: their stats, and the files of any that died without a word (killed, or it
@@ -118,7 +156,7 @@ class Workers:
             _close(proc.stdin)
             proc.wait()
         stats, unfinished = [], set()
-        for outcome, job_files in zip(self._outcomes, self._files, strict=True):
+        for outcome, job_files in zip(self._outcomes, self._sent, strict=True):
             if "error" in outcome:
                 cls = getattr(errors, outcome["type"], errors.HfcacheError)
                 raise (cls if isinstance(cls, type) and issubclass(cls, errors.HfcacheError)

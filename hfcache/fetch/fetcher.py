@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,8 +190,10 @@ class Fetcher:
         return DownloadResult(repo, revision, commit, paths, FetchStats(files_reused=len(paths)), offline=True)
 
     # -- fetching ----------------------------------------------------------------------------------------------
-    def fetch_files(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]) -> FetchStats:
-        """Put `files` (names and metadata of one commit) in the cache; what is there already is reused."""
+    def fetch_files(self, repo: RepoRef, commit: str, files: dict[str, FileMeta],
+                    feed: Callable[[], tuple[str, FileMeta] | None] | None = None) -> FetchStats:
+        """Put `files` (names and metadata of one commit) in the cache; what is there already is reused. `feed`
+        (a fan-out worker, with `files` empty): the files come one at a time from the parent, None at the end."""
         from hfcache.fetch.transfer import Transfer
         from hfcache.xet.path import XetPath
 
@@ -230,16 +232,16 @@ class Fetcher:
         theirs: list[dict] = []
         unfinished: set[str] = set()
         try:
-            helpers = self._fan_out(repo, commit, files)
-            mine = [i for i in items if i[0] not in helpers.names] if helpers is not None else items
-            results = adaptive.run_elastic(work, mine, start, workers, wanted)
-            ran = list(mine)
+            helpers, shared = self._fan_out(repo, commit, items)
+            if feed is None:
+                own = adaptive.taker([i for i in items if shared is None or i[0] not in shared.names])
+                feed = own if shared is None else (lambda: own() or shared.take())
+            ran = adaptive.run_elastic(work, feed, start, workers, wanted)
             if helpers is not None:
                 theirs, unfinished = helpers.results()
-                if unfinished:  # a worker died without a word: its share is fetched here
+                if unfinished:  # a worker died without a word: what it was given is fetched here
                     extra = [i for i in items if i[0] in unfinished]
-                    results += adaptive.run_elastic(work, extra, start, workers, wanted)
-                    ran += extra
+                    ran += adaptive.run_elastic(work, adaptive.taker(extra), start, workers, wanted)
             if partials or unfinished:
                 self._sweep(repo, blobs)
         except BaseException as e:
@@ -252,46 +254,46 @@ class Fetcher:
             transfer.close()
             self._xet.close()
             self._sync_dirs()
+        results = [r for _, r in ran]
         fetched = sum(1 for was_fetched, _ in results if was_fetched) + sum(s["files_fetched"] for s in theirs)
         return FetchStats(
             files_fetched=fetched,
-            files_reused=len(files) - fetched,
+            files_reused=(len(files) or len(ran)) - fetched,
             bytes_fetched=sum(n for _, n in results) + sum(s["bytes_fetched"] for s in theirs),
-            bytes_total=sum(m.size for m in files.values()),
+            bytes_total=sum(m.size for m in files.values()) or sum(m.size for (_, m), _ in ran),
             xet_files=len(self._xet_stats) + sum(s.get("xet_files", 0) for s in theirs),
             bytes_local=sum(local for _, local in self._xet_stats.values()) + sum(s.get("bytes_local", 0)
                                                                                  for s in theirs),
-            fetched_by_file=_per_file(ran, results, theirs),
+            fetched_by_file=_per_file(ran, theirs),
         )
 
-    def _fan_out(self, repo: RepoRef, commit: str, files: dict[str, FileMeta]):
-        """Hand shares of the missing small files to worker processes, when there are enough of them."""
+    def _fan_out(self, repo: RepoRef, commit: str, items: list[tuple[str, FileMeta]]):
+        """Worker processes to share the missing small files with, when there are enough of them: the workers and
+        the queue of files they and this process take from (`fanout.Cursor`); (None, None) for none."""
         from hfcache.fetch import fanout
 
         if self.processes == 1:
-            return None
-        small = [f for f, m in files.items() if m.size < SMALL_FILE]
+            return None, None
+        small = [i for i in items if i[1].size < SMALL_FILE]
         if len(small) < fanout.MIN_FILES_PER_PROCESS * 2 and self.processes is None:
-            return None
-        todo = [f for f in small if not self.cache.pointer_path(repo, commit, f).exists()]
+            return None, None
+        todo = [i for i in small if not self.cache.pointer_path(repo, commit, i[0]).exists()]
         n = fanout.plan(len(todo), self.processes)
         if n <= 1:
-            return None
-        shares = fanout.split(todo, n)[1:]  # the first share stays here
-        jobs = [fanout.job(self.cache.root, self.client.endpoint, self.client.token, repo, commit,
-                           {f: files[f] for f in share}, self.max_workers, self.transfer_options,
-                           headers=self.client.hub_headers())
-                for share in shares]
+            return None, None
+        job = fanout.job(self.cache.root, self.client.endpoint, self.client.token, repo, commit, self.max_workers,
+                         self.transfer_options, headers=self.client.hub_headers())
 
         def file_done(path: str, size: int, fetched: bool) -> None:
             if fetched:
                 self.progress.advance(size)
             self.progress.file_done(path, size, fetched)
 
+        shared = fanout.Cursor(todo)
         try:
-            return fanout.Workers(jobs, file_done)
+            return fanout.Workers([job] * (n - 1), shared, file_done), shared
         except OSError:
-            return None
+            return None, None
 
     def _ensure_file(self, transfer, repo: RepoRef, commit: str, filename: str, meta: FileMeta) -> tuple[bool, int]:
         pointer = self.cache.pointer_path(repo, commit, filename)
@@ -384,9 +386,9 @@ class Fetcher:
                     self._ready_dirs.add(d)
 
 
-def _per_file(ran: list, results: list, theirs: list[dict]) -> dict[str, int]:
+def _per_file(ran: list, theirs: list[dict]) -> dict[str, int]:
     """Bytes received per file fetched, this process's and its workers'."""
-    out = {name: n for (name, _), (was, n) in zip(ran, results, strict=True) if was}
+    out = {name: n for (name, _), (was, n) in ran if was}
     for s in theirs:
         out.update(s.get("fetched_by_file", {}))
     return out

@@ -1,12 +1,14 @@
 """One worker process of a fan-out (`python -m hfcache.fetch.worker`; see `fanout` for why processes): it reads
-its job as one JSON line on stdin, runs the ordinary fetch over its share, and writes one JSON line per finished
-file, then the result or the error. Kept apart from `fanout` (the parent's side), so that `fetcher`, which starts
+its job as one JSON line on stdin, then batches of files, runs the ordinary fetch over them as they come, and
+writes one JSON line per finished file, then the result or the error.
+Kept apart from `fanout` (the parent's side), so that `fetcher`, which starts
 workers, and the worker, which runs a `Fetcher`, do not import each other."""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
 import threading
 from dataclasses import asdict
@@ -40,14 +42,26 @@ def _worker_main() -> int:
     if not line.strip():
         return 130  # stopped before it was given a job (Ctrl-C in the parent): nothing to say
     j = json.loads(line)
-    threading.Thread(target=_lifeline, daemon=True, name="hfcache-lifeline").start()
+    files: queue.SimpleQueue = queue.SimpleQueue()
+    threading.Thread(target=_lifeline, args=(files,), daemon=True, name="hfcache-lifeline").start()
+    ended = threading.Event()
+
+    def feed() -> tuple[str, FileMeta] | None:
+        """The next file the parent handed over; None once it said there are no more."""
+        if ended.is_set():
+            return None
+        item = files.get()
+        if item is None:
+            ended.set()
+            files.put(None)  # for the other threads waiting here
+        return item
+
     try:
         client = HubClient(j["endpoint"], j["token"], headers=j.get("headers"))
         fetcher = Fetcher(HubCache(Path(j["cache"])), client=client, offline=False,
                           max_workers=j["workers"], progress=_LineProgress(), processes=1,
                           transfer_options=TransferOptions(**j["options"]) if j["options"] else None)
-        stats = fetcher.fetch_files(RepoRef(*j["repo"]), j["commit"],
-                                    {f: FileMeta.from_json(m) for f, m in j["files"].items()})
+        stats = fetcher.fetch_files(RepoRef(*j["repo"]), j["commit"], {}, feed=feed)
         outcome = {"stats": asdict(stats)}
     except errors.HfcacheError as e:
         outcome = {"error": str(e), "type": type(e).__name__}
@@ -58,11 +72,16 @@ def _worker_main() -> int:
     return 0
 
 
-def _lifeline() -> None:
-    """End this worker when its parent is gone (stdin at EOF): nobody would take its results, nor stop it."""
+def _lifeline(files: queue.SimpleQueue) -> None:
+    """Queue the files of each batch the parent sends (None after the last); end this worker when its parent is
+    gone (stdin at EOF): nobody would take its results, nor stop it."""
     try:
-        while sys.stdin.read(4096):
-            pass
+        for line in sys.stdin:
+            batch = json.loads(line)
+            for f, m in batch.get("files", {}).items():
+                files.put((f, FileMeta.from_json(m)))
+            if "end" in batch:
+                files.put(None)
     except (OSError, ValueError):
         pass
     os._exit(130)
