@@ -178,16 +178,25 @@ class HubCache:
         self.root = (Path(root).expanduser() if root is not None else default_cache_dir()).absolute()
         self._symlinks: bool | None = None
         self._lock_dirs: set[Path] = set()
+        # folders already built, by (kind, repo[, commit]): a snapshot of 2,000 small files asks for the same few
+        # folders ~10,000 times, and each `Path /` costs more than the file's link
+        self._dirs: dict[tuple, Path] = {}
+
+    def _dir(self, key: tuple, make: Callable[[], Path]) -> Path:
+        d = self._dirs.get(key)
+        if d is None:
+            d = self._dirs[key] = make()
+        return d
 
     # -- paths -------------------------------------------------------------------------------------------------
     def repo_dir(self, repo: RepoRef) -> Path:
-        return self.root / repo.folder_name
+        return self._dir(("repo", repo), lambda: self.root / repo.folder_name)
 
     def blobs_dir(self, repo: RepoRef) -> Path:
-        return self.repo_dir(repo) / Folder.BLOBS
+        return self._dir(("blobs", repo), lambda: self.repo_dir(repo) / Folder.BLOBS)
 
     def snapshots_dir(self, repo: RepoRef) -> Path:
-        return self.repo_dir(repo) / Folder.SNAPSHOTS
+        return self._dir(("snapshots", repo), lambda: self.repo_dir(repo) / Folder.SNAPSHOTS)
 
     def refs_dir(self, repo: RepoRef) -> Path:
         return self.repo_dir(repo) / Folder.REFS
@@ -197,7 +206,9 @@ class HubCache:
 
     def locks_dir(self, repo: RepoRef | None = None) -> Path:
         """`.locks/`, or one repo's folder in it."""
-        return self.root / Folder.LOCKS / repo.folder_name if repo is not None else self.root / Folder.LOCKS
+        if repo is None:
+            return self.root / Folder.LOCKS
+        return self._dir(("locks", repo), lambda: self.root / Folder.LOCKS / repo.folder_name)
 
     def store_dir(self) -> Path:
         return self.root / Folder.BLOBS
@@ -211,7 +222,7 @@ class HubCache:
         return self.blobs_dir(repo) / BlobName(etag)
 
     def snapshot_dir(self, repo: RepoRef, commit: str) -> Path:
-        return self.snapshots_dir(repo) / Commit(commit)
+        return self._dir(("snapshot", repo, commit), lambda: self.snapshots_dir(repo) / Commit(commit))
 
     def pointer_path(self, repo: RepoRef, commit: str, filename: str) -> Path:
         return self.snapshot_dir(repo, commit).joinpath(*RelPath(filename).parts)
