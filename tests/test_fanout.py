@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -250,3 +251,36 @@ def test_the_worker_job_carries_the_parent_s_headers(tmp_path):
                    headers=client.hub_headers())
     assert j["headers"]["authorization"] == "Bearer secret"
     assert "hfcache" in j["headers"]["user-agent"]
+
+
+def test_a_failing_progress_callback_for_a_worker_s_file_is_an_error(many, tmp_path):
+    """The parent hands a worker its files as it reports progress: a callback that raises there ends the worker
+    and the run with that error, as it does in this process's own threads (it was lost with the reader thread,
+    and the worker's files were fetched again here), and nothing waits for ever."""
+    from hfcache.errors import HfcacheError
+    from hfcache.fetch.hub import HubClient
+    from hfcache.progress import Progress
+
+    class Broken(Progress):
+        def file_done(self, path: str, size: int, fetched: bool) -> None:
+            if threading.current_thread().name == "hfcache-fanout":
+                raise RuntimeError("progress display gone")
+
+    fetcher = Fetcher(HubCache(tmp_path / "c"), client=HubClient(many.url), progress=Broken(), processes=2,
+                      max_workers=1)
+    done = []
+    t = threading.Thread(target=lambda: done.append(_outcome(fetcher)), daemon=True)
+    t.start()
+    t.join(120)
+    assert done, "the snapshot hung"
+    assert isinstance(done[0], HfcacheError) and "progress display gone" in str(done[0])
+    assert_clean(tmp_path / "c")
+
+
+def _outcome(fetcher):
+    from hfcache.errors import HfcacheError
+
+    try:
+        return fetcher.snapshot(RepoRef("org/many"))
+    except HfcacheError as e:
+        return e

@@ -118,6 +118,16 @@ class Workers:
             raise
 
     def _read(self, proc: subprocess.Popen, i: int, job_text: str) -> None:
+        try:
+            self._converse(proc, i, job_text)
+        except Exception as e:  # noqa: BLE001 - a progress callback failed, say: an error, as in this process's threads
+            self._outcomes[i] = {"error": f"download worker: {type(e).__name__}: {e}", "type": "HfcacheError"}
+            with contextlib.suppress(OSError):
+                proc.kill()
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdout.read()  # to its end, so the kill is seen
+
+    def _converse(self, proc: subprocess.Popen, i: int, job_text: str) -> None:
         sent = self._sent[i]
         ended = not self._send(proc, job_text + "\n") or not self._feed(proc, sent)
         for line in proc.stdout:
