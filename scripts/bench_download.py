@@ -26,6 +26,7 @@ tree). Results go to stdout and docs/benchmarks.md (section "download").
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import os
 import platform
@@ -312,6 +313,10 @@ def main() -> None:
     CASES = set(args.cases.split(","))
     if not shutil.which("nginx"):
         raise SystemExit("bench: nginx is needed (apt-get install nginx-light)")
+    # An installed hfcache has its bytecode compiled (pip does it, as for huggingface_hub); a checkout run with
+    # PYTHONDONTWRITEBYTECODE=1 would compile every module in every process of every run instead
+    for tree in filter(None, [ROOT / "hfcache", BASELINE and BASELINE / "hfcache"]):
+        compileall.compile_dir(tree, quiet=1)
     sources = build_sources(args.big_mb, args.small)
     cdn = cdn_folder(sources)
     rows = [] if args.only == "netns" else loopback(args, sources, cdn)
