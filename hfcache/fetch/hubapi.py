@@ -48,10 +48,13 @@ class Answer:
         return self.headers.get(name.lower())
 
     def json(self):
-        """The body as JSON (ValueError when it is not)."""
+        """The body as JSON (ValueError when it is not, or nests too deep to read)."""
         import json
 
-        return json.loads(self.body or b"null")
+        try:
+            return json.loads(self.body or b"null")
+        except RecursionError:
+            raise ValueError("JSON nested too deep") from None
 
 
 class _Pool(conn.Pool):
@@ -94,11 +97,12 @@ class Api:
         self._lock = threading.Lock()
 
     def request(self, method: str, url: str, headers_for: HeadersFor, body: bytes | None = None,
-                timeout: Timeout = (None, None), limit: int = BODY_LIMIT) -> Answer:
+                timeout: Timeout = (None, None), limit: int | None = None) -> Answer:
         """One call, redirects followed as httpx follows them (a 301/302/303 turns a POST into a GET; the
         headers, token included or not, are those `headers_for` gives each URL). Raises OSError,
         http.client.HTTPException or a `requests` error when the endpoint cannot be reached, ValueError for a
-        body over `limit` bytes."""
+        body over `limit` bytes (default `BODY_LIMIT`)."""
+        limit = BODY_LIMIT if limit is None else limit
         for _ in range(MAX_REDIRECTS + 1):
             headers = {**headers_for(url), "Accept-Encoding": "gzip",
                        "X-Amzn-Trace-Id": str(uuid.uuid4())}
