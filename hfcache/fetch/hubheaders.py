@@ -137,10 +137,11 @@ def get_token() -> str | None:
 def user_agent(library_name: str | None, fetch: FetchJson | None = None) -> str:
     """`_http_user_agent(library_name=...)`: library, hf_hub and python versions; torch and the agent harness
     unless telemetry is off; the origin from `HF_HUB_USER_AGENT_ORIGIN`."""
-    from huggingface_hub import __version__, constants
+    import huggingface_hub
+    from huggingface_hub import constants
 
     ua = f"{library_name}/None" if library_name is not None else "unknown/None"
-    ua += f"; hf_hub/{__version__}"
+    ua += f"; hf_hub/{huggingface_hub.__version__}"
     ua += f"; python/{sys.version.split()[0].rstrip('+')}"
     if not constants.HF_HUB_DISABLE_TELEMETRY:
         torch = _torch_version()
