@@ -32,7 +32,8 @@ def json_reply(obj: object, status: int = 200, headers: dict[str, str] | None = 
 
 
 class StubHub:
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: Answer, tls: tuple[str, str] | None = None) -> None:
+        """`tls`: (certificate file, key file) to serve https."""
         self.answer = answer
         self.log: list[Req] = []
         outer = self
@@ -65,7 +66,13 @@ class StubHub:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        if tls is not None:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -33,19 +33,19 @@ FILES = [
 PATHS = ["config.json", "d/a b.txt", "é/x+y&z=1.txt"]
 
 
-def _next(req: Req, host: str | None = None) -> str:
+def _next(req: Req, host: str | None = None, scheme: str = "http") -> str:
     path = urlsplit(req.target).path
-    return f'<http://{host or req.host}{path}?recursive=true&expand=false&cursor=1>; rel="next"'
+    return f'<{scheme}://{host or req.host}{path}?recursive=true&expand=false&cursor=1>; rel="next"'
 
 
-def repo_answer(req: Req, next_host: str | None = None):
+def repo_answer(req: Req, next_host: str | None = None, scheme: str = "http"):
     """A small repo: its info, its tree in two pages, paths-info."""
     parts = urlsplit(req.target)
     if "/revision/" in parts.path:
         return json_reply({"id": "org/m", "sha": C, "siblings": []})
     if "/tree/" in parts.path:
         if "cursor" not in parse_qs(parts.query):
-            return json_reply(FILES[:2], headers={"Link": _next(req, next_host)})
+            return json_reply(FILES[:2], headers={"Link": _next(req, next_host, scheme)})
         return json_reply(FILES[2:])
     if "/paths-info/" in parts.path:
         return json_reply(FILES[:1])
