@@ -98,18 +98,19 @@ class HubClient:
         self._reach(repo, commit)
         url: str | None = self._api_url(repo, "tree", quote(commit, safe="")) + "?" + urlencode(
             {"recursive": "true", "expand": "false"})
-        entries: list = []
+        source = f"{self.endpoint}'s listing of {repo}@{commit[:12]}"
+        files: dict[str, FileMeta] = {}
         seen: set[str] = set()
         while url is not None:
             if url in seen or len(seen) >= MAX_PAGES:
-                raise EndpointError(f"{self.endpoint} kept paging the listing of {repo}@{commit[:12]} "
-                                    f"({len(seen)} pages, {url} again or too many): nothing was fetched")
+                raise EndpointError(f"{source} kept paging ({len(seen)} pages; a page named twice, or more than "
+                                    f"{MAX_PAGES:,}): nothing was fetched")
             seen.add(url)
             page, url = self._page(url, repo, commit)
             if not isinstance(page, list):
                 raise self._unreadable(f"a listing page is a {type(page).__name__}, not a list")
-            entries.extend(page)
-        return self._to_meta(entries, f"{self.endpoint}'s listing of {repo}@{commit[:12]}")
+            self._to_meta(page, source, files)  # page by page: a listing is held as FileMeta, not as JSON
+        return files
 
     def _page(self, url: str, repo: RepoRef, commit: str) -> tuple[object, str | None]:
         """One listing page and the next page's URL; retried on 408/429/5xx and network errors, 5 times with
@@ -175,12 +176,13 @@ class HubClient:
         except ValueError as e:  # a body over the bound, a gzip body that is not
             raise self._unreadable(str(e)) from None
 
-    def _to_meta(self, entries: list, source: str) -> dict[str, FileMeta]:
+    def _to_meta(self, entries: list, source: str, files: dict[str, FileMeta] | None = None) -> dict[str, FileMeta]:
         """Each entry as huggingface_hub's `RepoFile` reads it (`path`, `size`, `oid`, `lfs` {`oid`, `size`},
         `xetHash`; an entry whose `type` is not "file" is a folder), its shape checked (a wrong one is an
         EndpointError), then every name checked before any path is made from it: a listing naming
-        `../../models--other--private/blobs/f` or `.` as a blob, or `../x` as a file, is refused whole."""
-        files: dict[str, FileMeta] = {}
+        `../../models--other--private/blobs/f` or `.` as a blob, or `../x` as a file, is refused whole. Adds
+        to `files` (the pages before) when given."""
+        files = {} if files is None else files
         for i, e in enumerate(entries):
             if not isinstance(e, dict) or "type" not in e:
                 raise self._unreadable(f"{source}: entry {i} is not a file or folder entry")

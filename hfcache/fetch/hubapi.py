@@ -52,7 +52,7 @@ class Answer:
         import json
 
         try:
-            return json.loads(self.body or b"null")
+            return json.loads(self.body)
         except RecursionError:
             raise ValueError("JSON nested too deep") from None
 
