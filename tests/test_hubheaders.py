@@ -190,3 +190,15 @@ def test_patterns_are_filter_repo_objects():
         for ignore in patterns:
             theirs = list(filter_repo_objects(names, allow_patterns=allow, ignore_patterns=ignore))
             assert list(filter_names(names, allow, ignore)) == theirs, (allow, ignore)
+
+
+def test_a_token_huggingface_hub_cannot_get_is_one_line(tmp_path):
+    """OIDC is handed to huggingface_hub; its refusal (no id token outside CI) is one line, exit 1."""
+    from tests.conftest import run_cli
+
+    (tmp_path / "home").mkdir()
+    env = _env(tmp_path, {"HF_OIDC_RESOURCE": "org/m", "GITHUB_ACTIONS": None,
+                          "ACTIONS_ID_TOKEN_REQUEST_URL": None})
+    r = run_cli("download", "org/tiny", "config.json", "--cache-dir", str(tmp_path / "c"), env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and "cannot get the token" in lines[0], r.stderr

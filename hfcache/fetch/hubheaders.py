@@ -29,7 +29,8 @@ _registry: dict | None = None
 
 
 class NoToken(Exception):
-    """`token=True` and no token found (huggingface_hub's LocalTokenNotFoundError)."""
+    """`token=True` and no token found (huggingface_hub's LocalTokenNotFoundError), or huggingface_hub failed
+    to get one where it was handed the job (an OIDC exchange refused)."""
 
 
 def build_hf_headers(token: bool | str | None = None, library_name: str | None = None,
@@ -80,7 +81,11 @@ def _library_get_token() -> str | None:
     """huggingface_hub's own `get_token`, for what needs the network or a notebook."""
     from huggingface_hub.utils import get_token
 
-    return get_token()
+    try:
+        return get_token()
+    except Exception as e:  # OIDCError and the like: one line, not a traceback
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise NoToken(f"cannot get the token: {lines[0]}") from None
 
 
 def _needs_refresh(token: str) -> bool:
