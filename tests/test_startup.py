@@ -155,3 +155,37 @@ def test_the_dispatch_table_names_every_command_and_help_lists_them_all(tmp_path
 def test_an_unknown_command_still_names_its_error(tmp_path):
     p, _ = loaded(["verfy"], tmp_path)
     assert p.returncode == 2 and "verfy" in p.stderr and "Traceback" not in p.stderr
+
+
+# What an online snapshot or download must not load: huggingface_hub's API client and HTTP helpers (HfApi,
+# `huggingface_hub.utils`, httpx2) and pydantic; hfcache makes its own API calls (`hfcache.fetch.hubapi`).
+ONLINE_HEAVY = ("huggingface_hub.hf_api", "huggingface_hub.utils", "huggingface_hub.file_download", "httpx",
+                "httpx2", "pydantic", "pydantic_core")
+
+ONLINE_RUNS = {
+    "snapshot": ["snapshot", "org/tiny"],
+    "snapshot, up to date": ["snapshot", "org/tiny"],
+    "snapshot --include --exclude": ["snapshot", "org/tiny", "--include", "*.json", "--include", "tokenizer/",
+                                     "--exclude", "README*"],
+    "snapshot of a dataset": ["snapshot", "dataset:org/ds"],
+    "download": ["download", "org/tiny", "config.json", "model.safetensors", "--revision", "v1"],
+    "download at refs/pr/1": ["download", "org/tiny", "config.json", "--revision", "refs/pr/1"],
+}
+
+
+def test_an_online_snapshot_or_download_imports_no_hfapi_httpx_or_pydantic(tmp_path):
+    from tests.conftest import build_hub
+
+    hub = build_hub(tmp_path / "hub")
+    try:
+        cache = tmp_path / "cache"
+        for case, args in ONLINE_RUNS.items():
+            p, modules = loaded([*args, "--cache-dir", str(cache)], tmp_path,
+                                {"HF_ENDPOINT": hub.url, "HF_HUB_DISABLE_TELEMETRY": "1"})
+            assert p.returncode == 0, (case, p.stderr[-2000:])
+            assert "hfcache.fetch.hubapi" in modules, case  # the command did ask the endpoint
+            bad = sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in ONLINE_HEAVY))
+            assert bad == [], f"hfcache {' '.join(args)} imported {bad}"
+        assert len(hub.requests("api/")) >= len(ONLINE_RUNS)
+    finally:
+        hub.server.stop()

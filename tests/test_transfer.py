@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -231,8 +232,17 @@ def test_kill_9_at_random_points_then_rerun_completes(fhub, tmp_path):
 
 def bytes_on_disk(cache: Path) -> int:
     """Bytes written under `blobs/` so far: partials are created at full size and filled in place (sparse), so
-    their allocated blocks, not their size, tell how far a download got."""
-    return sum(p.stat().st_blocks * 512 for p in cache.glob("*/blobs/*") if p.is_file())
+    their allocated blocks, not their size, tell how far a download got. A partial renamed into place (or
+    removed) between the listing and its stat is skipped: it is counted on the next look."""
+    total = 0
+    for p in cache.glob("*/blobs/*"):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode):
+            total += st.st_blocks * 512
+    return total
 
 
 def test_partials_of_finished_blobs_are_swept_and_others_kept(fhub, tmp_path):

@@ -1,7 +1,9 @@
 """Fetching: the one path by which bytes enter a cache (Xet files through `hfcache.xet`, on this engine).
 
 - `fetcher`: `Fetcher.download` and `Fetcher.snapshot` (online and offline), returning typed results.
-- `hub`: `HubClient`, the Hub API client (metadata through `HfApi`; its errors become hfcache's one-line errors).
+- `hub`: `HubClient`, the Hub API client (revision, listing, paths-info; answers checked as hostile, errors as
+  hfcache's one-line errors); `hubapi`: those calls on the wire, as `HfApi` sends them, without importing it;
+  `hubheaders`: `build_hf_headers` ported (user agent, token); `patterns`: `filter_repo_objects` ported.
 - `transfer`: the transfer engine: pooled connections, ranged parts hashed in order as they arrive, retries,
   checked atomic blob writes.
 - `inorder`: `OrderedHash`, one hash over parts that arrive out of order, fed in order.

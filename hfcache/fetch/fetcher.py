@@ -403,9 +403,9 @@ def _auto_workers(files: dict[str, FileMeta]) -> int:
 
 def select_files(files: dict[str, FileMeta], include: Sequence[str] | None,
                  exclude: Sequence[str] | None) -> dict[str, FileMeta]:
-    """`huggingface_hub`'s own pattern rules (fnmatch, `*` crosses `/`, trailing `/` means the folder)."""
-    from huggingface_hub.utils import filter_repo_objects
+    """`huggingface_hub`'s own pattern rules (fnmatch, `*` crosses `/`, trailing `/` means the folder), as
+    `patterns` ports them."""
+    from hfcache.fetch.patterns import filter_names
 
-    keep = filter_repo_objects(files, allow_patterns=list(include) if include else None,
-                               ignore_patterns=list(exclude) if exclude else None)
+    keep = filter_names(files, list(include) if include else None, list(exclude) if exclude else None)
     return {f: files[f] for f in keep}
