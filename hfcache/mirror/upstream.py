@@ -227,6 +227,7 @@ class Upstream:
 
     def close(self) -> None:
         with self._lock:
-            for _, transfer in self._clients.values():
+            for client, transfer in self._clients.values():
                 transfer.close()
+                client.close()  # its API connections (an evicted client may still be in use: left to the GC)
             self._clients.clear()
