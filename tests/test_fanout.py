@@ -284,3 +284,18 @@ def _outcome(fetcher):
         return fetcher.snapshot(RepoRef("org/many"))
     except HfcacheError as e:
         return e
+
+
+def test_workers_report_each_file_at_once_without_pythonunbuffered(many, tmp_path):
+    """A worker is handed its next batch when it reports files done: its reports must not wait in a pipe's
+    8 KiB buffer (without PYTHONUNBUFFERED, as a user runs it, worker and parent waited on each other for ever)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED" and not k.startswith("HF_")}
+    env["HF_ENDPOINT"] = many.url
+    try:
+        p = subprocess.run([sys.executable, "-m", "hfcache", "snapshot", "org/many", "--cache-dir",
+                            str(tmp_path / "c"), "--processes", "2", "--max-workers", "1"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the snapshot hung: a worker's progress lines stayed in its stdout buffer")
+    assert p.returncode == 0, p.stderr
+    assert_clean(tmp_path / "c")
