@@ -299,3 +299,16 @@ def test_workers_report_each_file_at_once_without_pythonunbuffered(many, tmp_pat
         pytest.fail("the snapshot hung: a worker's progress lines stayed in its stdout buffer")
     assert p.returncode == 0, p.stderr
     assert_clean(tmp_path / "c")
+
+
+def test_a_worker_may_grow_to_as_many_streams_as_this_process(tmp_path, monkeypatch):
+    """A worker is handed small files only, a batch at a time (`files` empty): it may grow to as many threads
+    as this process does under latency, not the 8 that an empty file list once gave it."""
+    from hfcache.fetch import adaptive, fetcher
+    from hfcache.fetch.hub import HubClient
+
+    most = []
+    monkeypatch.setattr(adaptive, "run_elastic", lambda work, take, start, m, wanted: most.append(m) or [])
+    f = Fetcher(HubCache(tmp_path / "c"), client=HubClient("http://127.0.0.1:9"), processes=1)
+    f.fetch_files(RepoRef("org/m"), "a" * 40, {}, feed=lambda: None)
+    assert most == [fetcher.SMALL_STREAMS[2]]
