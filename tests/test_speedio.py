@@ -400,3 +400,16 @@ def test_names_no_file_system_takes_are_refused_where_they_enter():
     with pytest.raises(UnsafePath):
         RelPath("dir/" + "é" * 128)  # 256 bytes in UTF-8
     assert RelPath("dir/" + "é" * 127) and RefName("refs/pr/" + "a" * 255)
+
+
+def test_the_folders_a_hubcache_remembers_stay_bounded(tmp_path):
+    """A server's HubCache is asked for the folder of every repo name a client sends: what it remembers must not
+    grow with them; a folder asked again is still the right one."""
+    from hfcache.cache import layout
+    from hfcache.cache.layout import HubCache, RepoRef
+
+    cache = HubCache(tmp_path)
+    for i in range(layout.DIRS_REMEMBERED * 2 + 10):
+        assert cache.repo_dir(RepoRef(f"org/r{i}")) == tmp_path / f"models--org--r{i}"
+    assert len(cache._dirs) <= layout.DIRS_REMEMBERED
+    assert cache.snapshot_dir(RepoRef("org/r1"), "a" * 40) == tmp_path / "models--org--r1" / "snapshots" / ("a" * 40)
