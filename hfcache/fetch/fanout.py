@@ -4,7 +4,7 @@ Fetching a small file is mostly Python work (a request, a lock, a few file opera
 and the GIL runs that work one thread at a time, so a thousand small files keep one core busy however many
 threads wait on the network. A second process uses a second core. The cache needs nothing new for this: every
 blob is written under the per-blob lock and published by rename, exactly as when several `hfcache` or
-`huggingface_hub` processes fill one cache, so a worker simply runs the ordinary fetch on its share.
+`huggingface_hub` processes fill one cache, so a worker simply runs the ordinary fetch on the files it is handed.
 
 A worker is `python -m hfcache.fetch.worker`: the job goes in on stdin as one JSON line, then the files in
 batches (one JSON line each, a few dozen files, and a last line saying there are no more), and out come one JSON
@@ -91,7 +91,7 @@ def batch_line(items: list[tuple[str, FileMeta]]) -> str:
 
 
 class Workers:
-    """Worker processes fetching shares of a file list while the caller fetches its own share."""
+    """Worker processes fetching files handed out from one `Cursor`, from which the caller's threads take too."""
 
     def __init__(self, jobs: list[dict], cursor: Cursor, file_done: Callable[[str, int, bool], None]) -> None:
         self._cursor = cursor
