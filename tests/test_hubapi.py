@@ -277,3 +277,23 @@ def test_a_redirect_or_next_page_to_a_non_http_url_is_one_endpoint_error(where, 
 
     with StubHub(answer) as hub, pytest.raises(EndpointError, match="cannot read"):
         HubClient(hub.url, token="hf_secret").list_files(RepoRef("org/x"), C)
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "http://127.0.0.1:99999/x"])
+def test_a_file_s_redirect_to_a_non_http_url_is_one_endpoint_error(tmp_path, target):
+    """The same rule for a file's bytes (`Transfer`): an AttributeError or ValueError escaped before."""
+    from hfcache.cache.layout import HubCache
+    from hfcache.fetch.fetcher import Fetcher
+
+    entry = {"type": "file", "path": "f.txt", "size": 3, "oid": "b" * 40}
+
+    def answer(req: Req):
+        if "/revision/" in req.target:
+            return json_reply({"sha": C, "siblings": [{"rfilename": "f.txt"}]})
+        if "/tree/" in req.target or "/paths-info/" in req.target:
+            return json_reply([entry])
+        return 302, {"Location": target, "X-Repo-Commit": C, "ETag": '"' + "b" * 40 + '"'}, b""
+
+    with StubHub(answer) as hub, pytest.raises(EndpointError, match="a redirect"):
+        Fetcher(HubCache(tmp_path / "c"), client=HubClient(hub.url), processes=1).snapshot(RepoRef("org/x"))
+    assert not list((tmp_path / "c").glob("*/blobs/*")) and not list((tmp_path / "c").glob("*/snapshots/*/*"))
