@@ -75,6 +75,12 @@ class Cursor:
         with self._lock:
             return [self._items.popleft() for _ in range(min(n, len(self._items)))]
 
+    def close(self) -> None:
+        """Hand out nothing more: a process failed, and the run ends with its error (as a thread's error ends
+        the run in one process)."""
+        with self._lock:
+            self._items.clear()
+
 
 def job(cache_root: Path, endpoint: str, token: str | bool | None, repo: RepoRef, commit: str,
         workers: int | None, options: TransferOptions | None, headers: dict[str, str] | None = None) -> dict:
@@ -122,6 +128,7 @@ class Workers:
             self._converse(proc, i, job_text)
         except Exception as e:  # noqa: BLE001 - a progress callback failed, say: an error, as in this process's threads
             self._outcomes[i] = {"error": f"download worker: {type(e).__name__}: {e}", "type": "HfcacheError"}
+            self._cursor.close()
             with contextlib.suppress(OSError):
                 proc.kill()
             with contextlib.suppress(OSError, ValueError):
@@ -142,6 +149,8 @@ class Workers:
                     ended = not self._feed(proc, sent)
             else:
                 self._outcomes[i] = event
+                if "error" in event:
+                    self._cursor.close()
 
     def _feed(self, proc: subprocess.Popen, sent: set[str]) -> bool:
         """Hand the worker its next batch; False once there are no more (it was told so) or it is gone."""
