@@ -284,3 +284,45 @@ def _outcome(fetcher):
         return fetcher.snapshot(RepoRef("org/many"))
     except HfcacheError as e:
         return e
+
+
+def test_workers_report_each_file_at_once_without_pythonunbuffered(many, tmp_path):
+    """A worker is handed its next batch when it reports files done: its reports must not wait in a pipe's
+    8 KiB buffer (without PYTHONUNBUFFERED, as a user runs it, worker and parent waited on each other for ever)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED" and not k.startswith("HF_")}
+    env["HF_ENDPOINT"] = many.url
+    try:
+        p = subprocess.run([sys.executable, "-m", "hfcache", "snapshot", "org/many", "--cache-dir",
+                            str(tmp_path / "c"), "--processes", "2", "--max-workers", "1"],
+                           capture_output=True, text=True, env=env, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the snapshot hung: a worker's progress lines stayed in its stdout buffer")
+    assert p.returncode == 0, p.stderr
+    assert_clean(tmp_path / "c")
+
+
+def test_a_worker_may_grow_to_as_many_streams_as_this_process(tmp_path, monkeypatch):
+    """A worker is handed small files only, a batch at a time (`files` empty): it may grow to as many threads
+    as this process does under latency, not the 8 that an empty file list once gave it."""
+    from hfcache.fetch import adaptive, fetcher
+    from hfcache.fetch.hub import HubClient
+
+    most = []
+    monkeypatch.setattr(adaptive, "run_elastic", lambda work, take, start, m, wanted: most.append(m) or [])
+    f = Fetcher(HubCache(tmp_path / "c"), client=HubClient("http://127.0.0.1:9"), processes=1)
+    f.fetch_files(RepoRef("org/m"), "a" * 40, {}, feed=lambda: None)
+    assert most == [fetcher.SMALL_STREAMS[2]]
+
+
+def test_a_worker_s_error_stops_every_process_taking_new_files(many, tmp_path):
+    """A file failing in a worker ends the run as a thread's failure does in one process: no process starts
+    another file (the parent went on to fetch every other file before it said so)."""
+    todo = sorted((f for f, d in FILES.items() if len(d) < 1024 * 1024), key=lambda f: -len(FILES[f]))
+    first = todo[0]  # in the first batch the worker is handed, before this process reaches the queue
+    many.app.faults.add(Fault("500", first, times=-1),
+                        Fault("slow", "weights.bin", times=-1, rate=2_000_000))  # this process's own file first
+    r = run_cli("snapshot", "org/many", "--cache-dir", str(tmp_path / "c"), "--processes", "2",
+                "--max-workers", "1", "--retries", "1", endpoint=many.url)
+    assert r.returncode == 1 and "HTTP 500" in r.stderr, r.stderr
+    assert sum(resolved(many).values()) <= 8, resolved(many)  # the failing file (retried), the large one, ...
+    assert_clean(tmp_path / "c")

@@ -260,3 +260,40 @@ def test_the_cli_says_one_line_for_a_malformed_listing(tmp_path):
         r = run_cli("snapshot", "org/m", "--cache-dir", str(tmp_path), endpoint=hub.url)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and "cannot read" in lines[0] and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("where", ["redirect", "next page"])
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "ftp://127.0.0.1/x", "http://127.0.0.1:99999/x"])
+def test_a_redirect_or_next_page_to_a_non_http_url_is_one_endpoint_error(where, target):
+    """httpx refuses such a URL (UnsupportedProtocol, InvalidURL); here it was an AttributeError or a
+    ValueError out of the client, which the CLI showed as an internal error."""
+
+    def answer(req: Req):
+        if "/revision/" in req.target:
+            return json_reply({"sha": C, "siblings": []})
+        if where == "redirect":
+            return 302, {"Location": target}, b""
+        return json_reply([], headers={"Link": f'<{target}>; rel="next"'})
+
+    with StubHub(answer) as hub, pytest.raises(EndpointError, match="cannot read"):
+        HubClient(hub.url, token="hf_secret").list_files(RepoRef("org/x"), C)
+
+
+@pytest.mark.parametrize("target", ["file:///etc/passwd", "http://127.0.0.1:99999/x"])
+def test_a_file_s_redirect_to_a_non_http_url_is_one_endpoint_error(tmp_path, target):
+    """The same rule for a file's bytes (`Transfer`): an AttributeError or ValueError escaped before."""
+    from hfcache.cache.layout import HubCache
+    from hfcache.fetch.fetcher import Fetcher
+
+    entry = {"type": "file", "path": "f.txt", "size": 3, "oid": "b" * 40}
+
+    def answer(req: Req):
+        if "/revision/" in req.target:
+            return json_reply({"sha": C, "siblings": [{"rfilename": "f.txt"}]})
+        if "/tree/" in req.target or "/paths-info/" in req.target:
+            return json_reply([entry])
+        return 302, {"Location": target, "X-Repo-Commit": C, "ETag": '"' + "b" * 40 + '"'}, b""
+
+    with StubHub(answer) as hub, pytest.raises(EndpointError, match="a redirect"):
+        Fetcher(HubCache(tmp_path / "c"), client=HubClient(hub.url), processes=1).snapshot(RepoRef("org/x"))
+    assert not list((tmp_path / "c").glob("*/blobs/*")) and not list((tmp_path / "c").glob("*/snapshots/*/*"))

@@ -400,3 +400,44 @@ def test_names_no_file_system_takes_are_refused_where_they_enter():
     with pytest.raises(UnsafePath):
         RelPath("dir/" + "é" * 128)  # 256 bytes in UTF-8
     assert RelPath("dir/" + "é" * 127) and RefName("refs/pr/" + "a" * 255)
+
+
+def test_the_folders_a_hubcache_remembers_stay_bounded(tmp_path):
+    """A server's HubCache is asked for the folder of every repo name a client sends: what it remembers must not
+    grow with them; a folder asked again is still the right one."""
+    from hfcache.cache import layout
+    from hfcache.cache.layout import HubCache, RepoRef
+
+    cache = HubCache(tmp_path)
+    for i in range(layout.DIRS_REMEMBERED * 2 + 10):
+        assert cache.repo_dir(RepoRef(f"org/r{i}")) == tmp_path / f"models--org--r{i}"
+    assert len(cache._dirs) <= layout.DIRS_REMEMBERED
+    assert cache.snapshot_dir(RepoRef("org/r1"), "a" * 40) == tmp_path / "models--org--r1" / "snapshots" / ("a" * 40)
+
+
+def test_elastic_run_does_not_start_an_item_a_waiting_take_gave_after_an_error():
+    """A `take` that waits (a worker's feed) may hand out an item after another thread failed: it is not run."""
+    from hfcache.fetch import adaptive
+
+    failed = threading.Event()
+    ran: list[int] = []
+    items = iter(range(1, 100))
+
+    def take():
+        i = next(items, None)
+        if i == 2:
+            assert failed.wait(30)  # the second thread's item comes only once the first has failed
+        return i
+
+    def work(i: int) -> int:
+        if i == 1:
+            failed.set()
+            raise RuntimeError("boom")
+        ran.append(i)
+        return i
+
+    with pytest.raises(RuntimeError, match="boom"):
+        adaptive.run_elastic(work, take, 2, 2, lambda: 2)
+    for t in [t for t in threading.enumerate() if t.name == "hfcache-fetch"]:
+        t.join(30)
+    assert ran == []

@@ -171,6 +171,9 @@ def _symlinks_supported(root: Path) -> bool:
     return True
 
 
+DIRS_REMEMBERED = 4096  # folders a HubCache remembers (a snapshot needs a few; a long-lived server, more names)
+
+
 class HubCache:
     """One hub cache folder: paths, refs, tree listings, markers, locks and links."""
 
@@ -185,6 +188,8 @@ class HubCache:
     def _dir(self, key: tuple, make: Callable[[], Path]) -> Path:
         d = self._dirs.get(key)
         if d is None:
+            if len(self._dirs) >= DIRS_REMEMBERED:  # a server asked for ever new repo names: memory stays bounded
+                self._dirs.clear()
             d = self._dirs[key] = make()
         return d
 

@@ -144,9 +144,9 @@ class _Elastic:
                     return
             try:
                 item = self.take()
-                if item is None:
+                if item is None or self.error is not None:  # (`take` may have waited while another failed)
                     with self.lock:
-                        self.drained = True
+                        self.drained = self.drained or item is None
                         self._leave()
                     return
                 result = self.work(item)

@@ -4,7 +4,7 @@ Fetching a small file is mostly Python work (a request, a lock, a few file opera
 and the GIL runs that work one thread at a time, so a thousand small files keep one core busy however many
 threads wait on the network. A second process uses a second core. The cache needs nothing new for this: every
 blob is written under the per-blob lock and published by rename, exactly as when several `hfcache` or
-`huggingface_hub` processes fill one cache, so a worker simply runs the ordinary fetch on its share.
+`huggingface_hub` processes fill one cache, so a worker simply runs the ordinary fetch on the files it is handed.
 
 A worker is `python -m hfcache.fetch.worker`: the job goes in on stdin as one JSON line, then the files in
 batches (one JSON line each, a few dozen files, and a last line saying there are no more), and out come one JSON
@@ -75,6 +75,12 @@ class Cursor:
         with self._lock:
             return [self._items.popleft() for _ in range(min(n, len(self._items)))]
 
+    def close(self) -> None:
+        """Hand out nothing more: a process failed, and the run ends with its error (as a thread's error ends
+        the run in one process)."""
+        with self._lock:
+            self._items.clear()
+
 
 def job(cache_root: Path, endpoint: str, token: str | bool | None, repo: RepoRef, commit: str,
         workers: int | None, options: TransferOptions | None, headers: dict[str, str] | None = None) -> dict:
@@ -91,7 +97,7 @@ def batch_line(items: list[tuple[str, FileMeta]]) -> str:
 
 
 class Workers:
-    """Worker processes fetching shares of a file list while the caller fetches its own share."""
+    """Worker processes fetching files handed out from one `Cursor`, from which the caller's threads take too."""
 
     def __init__(self, jobs: list[dict], cursor: Cursor, file_done: Callable[[str, int, bool], None]) -> None:
         self._cursor = cursor
@@ -122,6 +128,7 @@ class Workers:
             self._converse(proc, i, job_text)
         except Exception as e:  # noqa: BLE001 - a progress callback failed, say: an error, as in this process's threads
             self._outcomes[i] = {"error": f"download worker: {type(e).__name__}: {e}", "type": "HfcacheError"}
+            self._cursor.close()
             with contextlib.suppress(OSError):
                 proc.kill()
             with contextlib.suppress(OSError, ValueError):
@@ -142,6 +149,8 @@ class Workers:
                     ended = not self._feed(proc, sent)
             else:
                 self._outcomes[i] = event
+                if "error" in event:
+                    self._cursor.close()
 
     def _feed(self, proc: subprocess.Popen, sent: set[str]) -> bool:
         """Hand the worker its next batch; False once there are no more (it was told so) or it is gone."""

@@ -126,7 +126,11 @@ class HubClient:
             if answer.status in hubapi.RETRY_STATUS and attempt <= hubapi.PAGE_RETRIES:
                 hubapi.sleep(hubapi.retry_wait(answer, attempt))
                 continue
-            return self._decode(answer, repo, commit), hubapi.next_page(answer)
+            page = self._decode(answer, repo, commit)
+            try:
+                return page, hubapi.next_page(answer)
+            except ValueError as e:  # a `Link` to `file:///...`, say
+                raise self._unreadable(str(e)) from None
         raise AssertionError("unreachable")
 
     def paths_info(self, repo: RepoRef, commit: str, paths: Iterable[str]) -> dict[str, FileMeta]:

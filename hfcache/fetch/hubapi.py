@@ -114,7 +114,7 @@ class Api:
                 answer_headers = _headers(resp)
                 location = answer_headers.get("location")
                 if status in _REDIRECTS and location is not None:
-                    url = urljoin(url, location)
+                    url = checked_url(urljoin(url, location), "a redirect")
                     if status in (301, 302, 303) and method == "POST":
                         method, body = "GET", None
                     continue
@@ -211,7 +211,20 @@ def next_page(answer: Answer) -> str | None:
             link[key.strip(strip)] = v.strip(strip)
         links[link.get("rel") or link["url"]] = link["url"]
     nxt = links.get("next")
-    return urljoin(answer.url, nxt) if nxt else None
+    return checked_url(urljoin(answer.url, nxt), "a next page") if nxt else None
+
+
+def checked_url(url: str, what: str) -> str:
+    """`url` when it is an http(s) URL with a host (and a valid port); else ValueError: a redirect or a `Link` to
+    `file:///etc/passwd` or `http://[::1` is a bad answer, not a crash in the client."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError as e:
+        raise ValueError(f"{what} to an unreadable URL: {e}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{what} to {url[:100]!r}, not an http(s) URL")
+    return url
 
 
 def status_error(answer: Answer, endpoint: str, what: str, revision: str) -> Exception | None:

@@ -37,7 +37,7 @@ from hfcache.cache.meta import FileMeta
 from hfcache.cache.partfile import RESUMABLE_MIN_SIZE, Part, PartFile, is_disk_full
 from hfcache.cache.paths import partial_paths
 from hfcache.errors import AuthError, DiskFull, EndpointError, EntryNotFound, HfcacheError, IntegrityError
-from hfcache.fetch import adaptive, conn
+from hfcache.fetch import adaptive, conn, hubapi
 from hfcache.fetch.hub import HubClient, same_origin
 from hfcache.fetch.inorder import OrderedHash, hash_range
 from hfcache.units import counted
@@ -95,7 +95,10 @@ class _Source:
                 raise _Retryable(f"{type(e).__name__}") from None
             if resp.is_redirect:
                 resp.close()
-                url = urljoin(url, resp.headers["Location"])
+                try:
+                    url = hubapi.checked_url(urljoin(url, resp.headers["Location"]), "a redirect")
+                except ValueError as e:  # `file:///etc/passwd`, a port out of range: a bad answer, not a crash
+                    raise EndpointError(f"{self.origin}: {e}") from None
                 continue
             status = resp.status_code
             if status in (200, 206):

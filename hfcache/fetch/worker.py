@@ -31,6 +31,7 @@ class _LineProgress(Progress):
     def file_done(self, path: str, size: int, fetched: bool) -> None:
         with self._lock:
             sys.stdout.write(json.dumps({"file": path, "size": size, "fetched": fetched}) + "\n")
+            sys.stdout.flush()  # the parent hands out the next batch on these lines: a pipe is block-buffered
 
 
 def _worker_main() -> int:
