@@ -56,7 +56,10 @@ def test_hf_xet_recovers_from_faults(hub, tmp_path, fault):
     assert getattr(hub.faults, fault) == 0  # the fault fired
     if fault == "expire_next_xorb":
         assert hub.stats.reconstructions == 2  # asked again (v1 at once: hf_xet remembers v2 is absent)
-        assert [r[2] for r in hub.stats.paths("/cas/xorb/")] == [403, 206]
+        codes = [r[2] for r in hub.stats.paths("/cas/xorb/")]
+        # the expired URL is refused (hf_xet may try it twice, from two tasks, on a loaded machine), then the
+        # new one is served
+        assert codes[-1] == 206 and codes[:-1] and set(codes[:-1]) == {403}, codes
     if fault == "reset_next_xorb":
         assert hub.stats.xorb_gets >= 2
 
@@ -190,7 +193,8 @@ def test_tree_pages_and_many_files(tmp_path):
         commit = hub.add_repo("org/many", files)
         listed = list(HfApi(endpoint=hub.endpoint, token=TOKEN).list_repo_tree("org/many", recursive=True))
         assert {f.path for f in listed} == set(files) | {"f", "x"}
-        assert len(hub.stats.paths("/tree/")) == 2
+        # two pages (the server gives 1,000 entries a page; huggingface_hub may retry one on a loaded machine)
+        assert len(hub.stats.paths("/tree/")) >= 2
         assert all(hub.xet_file("org/many", p, commit).xet_hash for p in files if p.startswith("x/"))
     finally:
         hub.stop()
