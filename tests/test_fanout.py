@@ -326,3 +326,28 @@ def test_a_worker_s_error_stops_every_process_taking_new_files(many, tmp_path):
     assert r.returncode == 1 and "HTTP 500" in r.stderr, r.stderr
     assert sum(resolved(many).values()) <= 8, resolved(many)  # the failing file (retried), the large one, ...
     assert_clean(tmp_path / "c")
+
+
+def test_a_worker_is_kept_with_as_many_files_as_its_threads_can_take():
+    """Under latency a worker runs up to 64 threads: with a fixed batch of 32 it never held more than ~48
+    files, and its other threads sat idle. It is topped up to twice the wanted threads (at least BATCH)."""
+    import io
+    from types import SimpleNamespace
+
+    from hfcache.cache.meta import FileMeta
+    from hfcache.fetch import fanout
+
+    meta = FileMeta.checked(size=1, blob_id="a" * 40)
+    workers = fanout.Workers.__new__(fanout.Workers)  # its hand-out only: no process
+    workers._cursor = fanout.Cursor([(f"f{i}", meta) for i in range(500)])
+    workers._in_hand = lambda: 128
+    fake = SimpleNamespace(stdin=io.StringIO())
+    sent: set[str] = set()
+    assert workers._feed(fake, sent) and len(sent) == 128
+    in_hand = set(sorted(sent)[:60])  # 68 of them done
+    assert workers._feed(fake, in_hand) and len(in_hand) == 128
+    workers._in_hand = lambda: 4  # loopback: few threads, still a batch at least
+    few = {"x"}
+    assert workers._feed(fake, few) and len(few) == fanout.BATCH
+    lines = [json.loads(line) for line in fake.stdin.getvalue().splitlines()]
+    assert [len(b["files"]) for b in lines] == [128, 68, fanout.BATCH - 1]

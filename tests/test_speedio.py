@@ -419,25 +419,48 @@ def test_elastic_run_does_not_start_an_item_a_waiting_take_gave_after_an_error()
     """A `take` that waits (a worker's feed) may hand out an item after another thread failed: it is not run."""
     from hfcache.fetch import adaptive
 
-    failed = threading.Event()
+    raised = threading.Event()
     ran: list[int] = []
     items = iter(range(1, 100))
 
     def take():
         i = next(items, None)
         if i == 2:
-            assert failed.wait(30)  # the second thread's item comes only once the first has failed
+            assert raised.wait(30)  # the second thread's item comes only once the run has raised the first's error
         return i
 
     def work(i: int) -> int:
         if i == 1:
-            failed.set()
             raise RuntimeError("boom")
         ran.append(i)
         return i
 
     with pytest.raises(RuntimeError, match="boom"):
-        adaptive.run_elastic(work, take, 2, 2, lambda: 2)
+        try:
+            adaptive.run_elastic(work, take, 2, 2, lambda: 2)
+        finally:
+            raised.set()
     for t in [t for t in threading.enumerate() if t.name == "hfcache-fetch"]:
         t.join(30)
     assert ran == []
+
+
+def test_elastic_run_goes_on_with_the_threads_it_could_start(monkeypatch):
+    """A process limit refusing more threads: the run finishes on those it has (it waited for ever on threads
+    counted but never started)."""
+    real, started = threading.Thread.start, [0]
+
+    def start(self):
+        if self.name == "hfcache-fetch":
+            started[0] += 1
+            if started[0] > 2:
+                raise RuntimeError("can't start new thread")
+        real(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    box: list = []
+    runner = threading.Thread(target=lambda: box.append(adaptive.run_elastic(lambda i: i, adaptive.taker(range(100)),
+                                                                             8, 8, lambda: 8)))
+    real(runner)
+    runner.join(60)
+    assert box and sorted(box[0]) == [(i, i) for i in range(100)]

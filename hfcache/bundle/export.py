@@ -182,11 +182,10 @@ def _snapshot_files(folder: Path) -> list[str]:
 
 
 def _filter(files: Iterable[str], include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
-    """`snapshot`'s own pattern rules, from `huggingface_hub`."""
-    from huggingface_hub.utils import filter_repo_objects
+    """`snapshot`'s own pattern rules (huggingface_hub's `filter_repo_objects`, ported: `fetch.patterns`)."""
+    from hfcache.fetch.patterns import filter_names
 
-    return list(filter_repo_objects(list(files), allow_patterns=list(include) if include else None,
-                                    ignore_patterns=list(exclude) if exclude else None))
+    return list(filter_names(list(files), list(include) if include else None, list(exclude) if exclude else None))
 
 
 def _locate(cache: HubCache, repo: RepoRef, pointer: Path, rel: str, tree) -> tuple[str, Path, str | None]:

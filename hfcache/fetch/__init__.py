@@ -8,8 +8,10 @@
   checked atomic blob writes.
 - `inorder`: `OrderedHash`, one hash over parts that arrive out of order, fed in order.
 - `conn`: lean kept-alive `http.client` connections for transfers (no proxy or client certificate involved).
-- `adaptive`: how many requests to keep in flight, from the answer latency (a gate whose limit follows it).
+- `adaptive`: how many requests to keep in flight, from the answer latency (a gate whose limit follows it, and
+  `run_elastic`, the fetch threads whose number follows it).
+- `space`: a full disk in one line (a file that cannot fit refused before it is written).
 - `ranges`: byte ranges into memory through the same engine and rules (the Xet path's reconstructions and xorbs).
-- `fanout`: many small files shared by worker processes (`Workers`, the parent's side); `worker`: one worker
-  process (`python -m hfcache.fetch.worker`).
+- `fanout`: many small files shared by worker processes, all taking from one queue (`Cursor`; `Workers`, the
+  parent's side); `worker`: one worker process (`python -m hfcache.fetch.worker`).
 """

@@ -116,7 +116,8 @@ class _Elastic:
         with self.lock:
             self.want = min(self.most, max(1, start))
             for _ in range(self.want):
-                self._spawn()
+                if not self._spawn():
+                    break
         try:
             self.done.wait()
         except BaseException as e:  # Ctrl-C: stop handing out items
@@ -127,9 +128,17 @@ class _Elastic:
             raise self.error
         return self.results
 
-    def _spawn(self) -> None:  # under the lock
+    def _spawn(self) -> bool:  # under the lock
         self.threads += 1
-        threading.Thread(target=self._loop, name="hfcache-fetch").start()
+        try:
+            threading.Thread(target=self._loop, name="hfcache-fetch").start()
+        except RuntimeError:  # no more threads to be had (a process limit): go on with those there are
+            self.threads -= 1
+            if self.threads == 0:
+                raise
+            self.most = self.threads
+            return False
+        return True
 
     def _leave(self) -> None:  # under the lock
         self.threads -= 1
@@ -161,4 +170,5 @@ class _Elastic:
                 self.results.append((item, result))
                 self.want = want
                 while self.threads < want and not self.drained and self.error is None:
-                    self._spawn()
+                    if not self._spawn():
+                        break

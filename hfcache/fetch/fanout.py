@@ -11,7 +11,8 @@ batches (one JSON line each, a few dozen files, and a last line saying there are
 line per finished file, then the result (or the error, which the parent raises as its own). The files are not
 split in fixed shares: a worker starts ~0.3 s after the parent and runs on a core the server shares, so fixed
 halves left one process working alone for the last 20% of the time. Every process takes from one queue
-(`Cursor`): the parent's threads one file at a time, a worker a new batch whenever half of its last is done.
+(`Cursor`): the parent's threads one file at a time, a worker in batches: it is kept with twice as many files in
+hand as the parent runs threads (at least `BATCH`), topped up whenever half of them are done.
 
 `multiprocessing` is not used: its `spawn` re-imports the caller's `__main__`, which breaks scripts without a main
 guard and stdin.
@@ -45,7 +46,7 @@ from hfcache.fetch.transfer import TransferOptions
 
 MIN_FILES_PER_PROCESS = 300  # below this, a worker's start-up costs more than the time it saves
 MAX_PROCESSES = 8
-BATCH = 32  # files handed to a worker at a time; the next batch goes when half of one is done
+BATCH = 32  # files a worker has in hand at least; more when it runs more threads (`in_hand`), refilled at half
 
 
 def plan(todo: int, processes: int | None) -> int:
@@ -99,8 +100,12 @@ def batch_line(items: list[tuple[str, FileMeta]]) -> str:
 class Workers:
     """Worker processes fetching files handed out from one `Cursor`, from which the caller's threads take too."""
 
-    def __init__(self, jobs: list[dict], cursor: Cursor, file_done: Callable[[str, int, bool], None]) -> None:
+    def __init__(self, jobs: list[dict], cursor: Cursor, file_done: Callable[[str, int, bool], None],
+                 in_hand: Callable[[], int] = lambda: BATCH) -> None:
+        """`in_hand`: how many files a worker should hold, asked at each top-up (the caller's wanted threads
+        times two: a worker under the same latency runs as many, and each must find a file waiting)."""
         self._cursor = cursor
+        self._in_hand = in_hand
         self._sent: list[set[str]] = [set() for _ in jobs]  # handed to each worker, not reported done
         self._file_done = file_done
         self._outcomes: list[dict] = [{} for _ in jobs]
@@ -145,7 +150,7 @@ class Workers:
             if "file" in event:
                 sent.discard(event["file"])
                 self._file_done(event["file"], event["size"], event["fetched"])
-                if not ended and len(sent) <= BATCH // 2:
+                if not ended and len(sent) <= self._target() // 2:
                     ended = not self._feed(proc, sent)
             else:
                 self._outcomes[i] = event
@@ -154,9 +159,12 @@ class Workers:
 
     def _feed(self, proc: subprocess.Popen, sent: set[str]) -> bool:
         """Hand the worker its next batch; False once there are no more (it was told so) or it is gone."""
-        items = self._cursor.take_many(BATCH)
+        items = self._cursor.take_many(self._target() - len(sent))
         sent.update(f for f, _ in items)
         return self._send(proc, batch_line(items)) and bool(items)
+
+    def _target(self) -> int:
+        return max(BATCH, self._in_hand())
 
     @staticmethod
     def _send(proc: subprocess.Popen, text: str) -> bool:

@@ -22,7 +22,8 @@ from hfcache.cache.paths import LEGACY_RECORD_ROLE, UNIQUE
 from hfcache.errors import EndpointError, EntryNotFound, OfflineCacheMiss, UsageError
 from hfcache.fetch import adaptive
 from hfcache.fetch.hub import HubClient
-from hfcache.fetch.transfer import TransferOptions, no_space
+from hfcache.fetch.space import no_space
+from hfcache.fetch.transfer import TransferOptions
 from hfcache.progress import Progress
 
 SMALL_FILE = 1024 * 1024
@@ -233,7 +234,7 @@ class Fetcher:
         theirs: list[dict] = []
         unfinished: set[str] = set()
         try:
-            helpers, shared = self._fan_out(repo, commit, items)
+            helpers, shared = self._fan_out(repo, commit, items, lambda: 2 * wanted())
             if feed is None:
                 own = adaptive.taker([i for i in items if shared is None or i[0] not in shared.names])
                 feed = own if shared is None else (lambda: own() or shared.take())
@@ -268,9 +269,11 @@ class Fetcher:
             fetched_by_file=_per_file(ran, theirs),
         )
 
-    def _fan_out(self, repo: RepoRef, commit: str, items: list[tuple[str, FileMeta]]):
+    def _fan_out(self, repo: RepoRef, commit: str, items: list[tuple[str, FileMeta]],
+                 in_hand: Callable[[], int]):
         """Worker processes to share the missing small files with, when there are enough of them: the workers and
-        the queue of files they and this process take from (`fanout.Cursor`); (None, None) for none."""
+        the queue of files they and this process take from (`fanout.Cursor`); (None, None) for none. `in_hand`:
+        how many files a worker should hold (see `fanout.Workers`)."""
         from hfcache.fetch import fanout
 
         if self.processes == 1:
@@ -292,7 +295,7 @@ class Fetcher:
 
         shared = fanout.Cursor(todo)
         try:
-            return fanout.Workers([job] * (n - 1), shared, file_done), shared
+            return fanout.Workers([job] * (n - 1), shared, file_done, in_hand), shared
         except OSError:
             return None, None
 

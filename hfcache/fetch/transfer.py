@@ -21,9 +21,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,12 +32,13 @@ from urllib.parse import urljoin
 
 from hfcache.cache.hashing import kind_of, new_hasher
 from hfcache.cache.meta import FileMeta
-from hfcache.cache.partfile import RESUMABLE_MIN_SIZE, Part, PartFile, is_disk_full
+from hfcache.cache.partfile import Part, PartFile, is_disk_full
 from hfcache.cache.paths import partial_paths
 from hfcache.errors import AuthError, DiskFull, EndpointError, EntryNotFound, HfcacheError, IntegrityError
 from hfcache.fetch import adaptive, conn, hubapi
 from hfcache.fetch.hub import HubClient, same_origin
 from hfcache.fetch.inorder import OrderedHash, hash_range
+from hfcache.fetch.space import disk_full, space_refusal
 from hfcache.units import counted
 
 MiB = 1024 * 1024
@@ -226,7 +225,7 @@ class Transfer:
         for attempt in range(2):
             try:
                 trusted = pf.open(self.options.part_size if split else max(meta.size, 1))
-                refusal = _space_refusal(dest.parent, meta.size - trusted, name or dest.name)
+                refusal = space_refusal(dest.parent, meta.size - trusted, name or dest.name)
                 if refusal is not None and trusted:  # what earlier runs fetched stays, for when there is room
                     pf.close()
                     refusal.kept = True
@@ -400,41 +399,6 @@ def _chunks(resp) -> Iterator[bytes]:
         return
     while chunk := raw.read1(STREAM_CHUNK, decode_content=False):
         yield chunk
-
-
-def _free_bytes(folder: Path) -> int | None:
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return None
-
-
-def _space_refusal(folder: Path, needed: int, name: str) -> DiskFull | None:
-    """A file that cannot fit is refused before any of it is written (huggingface_hub only warns, then fails
-    midway)."""
-    if needed < RESUMABLE_MIN_SIZE:
-        return None  # not worth a system call: a small file that does not fit fails on its first write instead
-    free = _free_bytes(folder)
-    return disk_full(folder, needed, name, free) if free is not None and needed > free else None
-
-
-def disk_full(folder: Path, needed: int | None, name: str, free: int | None = None) -> DiskFull:
-    """The one line a full disk gets: which file, how much it needs, how much is free and where."""
-    free = _free_bytes(folder) if free is None else free
-    have = "unknown" if free is None else f"{free:,}"
-    needs = "" if needed is None else f"it needs {needed:,} bytes, "
-    return DiskFull(f"no space left for {name}: {needs}{have} bytes free in {folder}")
-
-
-@contextlib.contextmanager
-def no_space(folder: Path, needed: int | None, name: str) -> Iterator[None]:
-    """Turn a full disk met anywhere inside (a listing, a ref, a link, a lock file) into `DiskFull`."""
-    try:
-        yield
-    except OSError as e:
-        if not is_disk_full(e):
-            raise
-        raise disk_full(folder, needed, name) from None
 
 
 def back_off(e: BaseException, attempts: int, got: int, retries: int, what: str) -> int:
