@@ -324,71 +324,36 @@ def test_elastic_run_stops_handing_out_items_after_an_error():
 def test_a_lean_answer_reads_as_json_like_a_requests_one(tmp_path):
     """The mirror's access check calls `.json()` and the Xet token reader reads a bounded body: both work over a
     lean connection (they failed with AttributeError / TypeError once transfers stopped going through requests)."""
-    import http.server
-    import json as _json
-
     from hfcache.fetch import conn
+    from tests.stubhub import StubHub, json_reply
 
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = _json.dumps({"gated": False, "casUrl": "http://x"}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     pool = conn.Pool((10, 10))
-    try:
-        url = f"http://127.0.0.1:{srv.server_address[1]}/api/models/org/m"
-        with pool.get(url, {}) as resp:
-            assert resp.json() == {"gated": False, "casUrl": "http://x"}
-        with pool.get(url, {}) as resp:
-            assert conn.read_json(resp, 64 * 1024)["casUrl"] == "http://x"
-        with pool.get(url, {}) as resp, pytest.raises(ValueError):
-            conn.read_json(resp, 16)  # a body over the limit is refused, not read whole
-    finally:
-        pool.close()
-        srv.shutdown()
-        srv.server_close()
+    with StubHub(lambda req: json_reply({"gated": False, "casUrl": "http://x"})) as hub:
+        try:
+            url = f"{hub.url}/api/models/org/m"
+            with pool.get(url, {}) as resp:
+                assert resp.json() == {"gated": False, "casUrl": "http://x"}
+            with pool.get(url, {}) as resp:
+                assert conn.read_json(resp, 64 * 1024)["casUrl"] == "http://x"
+            with pool.get(url, {}) as resp, pytest.raises(ValueError):
+                conn.read_json(resp, 16)  # a body over the limit is refused, not read whole
+        finally:
+            pool.close()
 
 
 def test_a_location_with_spaces_and_letters_is_sent_percent_encoded():
     """A redirect's Location may carry a space or a non-ASCII letter: sent as `requests` sends it, not refused."""
-    import http.server
-
     from hfcache.fetch import conn
+    from tests.stubhub import StubHub
 
-    seen = []
-
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
     pool = conn.Pool((10, 10))
-    try:
-        base = f"http://127.0.0.1:{srv.server_address[1]}"
-        for path in ("/a b/é.bin?x=1", "/already%20quoted"):
-            with pool.get(base + path, {}) as resp:
-                assert resp.status_code == 200 and resp.read(10) == b"ok"
-    finally:
-        pool.close()
-        srv.shutdown()
-        srv.server_close()
-    assert seen == ["/a%20b/%C3%A9.bin?x=1", "/already%20quoted"]
+    with StubHub(lambda req: (200, {}, b"ok")) as hub:
+        try:
+            for path in ("/a b/é.bin?x=1", "/already%20quoted"):
+                with pool.get(hub.url + path, {}) as resp:
+                    assert resp.status_code == 200 and resp.read(10) == b"ok"
+        finally:
+            pool.close()
 
 
 def test_names_no_file_system_takes_are_refused_where_they_enter():
