@@ -212,7 +212,7 @@ class Fetcher:
         self.progress.start(len(files), sum(m.size for m in files.values()))
 
         # a fan-out worker (`feed`, no `files`) is handed small files only, a batch at a time
-        workers = self.max_workers or (SMALL_STREAMS[2] if feed is not None and not files else _auto_workers(files))
+        workers = self.max_workers or (SMALL_STREAMS[2] if feed is not None else _auto_workers(files))
         # Many small files: as many threads as the answer latency calls for (few on loopback, where more only
         # add CPU; more when every answer waits on the network; see adaptive), up to `workers`.
         start = workers if self.max_workers is not None else min(workers, SMALL_STREAMS[0])

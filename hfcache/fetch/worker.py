@@ -1,8 +1,8 @@
 """One worker process of a fan-out (`python -m hfcache.fetch.worker`; see `fanout` for why processes): it reads
 its job as one JSON line on stdin, then batches of files, runs the ordinary fetch over them as they come, and
-writes one JSON line per finished file, then the result or the error.
-Kept apart from `fanout` (the parent's side), so that `fetcher`, which starts
-workers, and the worker, which runs a `Fetcher`, do not import each other."""
+writes one JSON line per finished file, then the result or the error. Kept apart from `fanout` (the parent's
+side), so that `fetcher`, which starts workers, and the worker, which runs a `Fetcher`, do not import each
+other."""
 
 from __future__ import annotations
 
@@ -45,15 +45,11 @@ def _worker_main() -> int:
     j = json.loads(line)
     files: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_lifeline, args=(files,), daemon=True, name="hfcache-lifeline").start()
-    ended = threading.Event()
 
     def feed() -> tuple[str, FileMeta] | None:
         """The next file the parent handed over; None once it said there are no more."""
-        if ended.is_set():
-            return None
         item = files.get()
         if item is None:
-            ended.set()
             files.put(None)  # for the other threads waiting here
         return item
 
