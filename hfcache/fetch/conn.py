@@ -131,7 +131,20 @@ class Pool:
         self._ssl: ssl.SSLContext | None = None
 
     def get(self, url: str, headers: dict[str, str]) -> Response:
-        """One GET; a kept-alive connection the server closed meanwhile is replaced once, at once."""
+        """One GET for a transfer; any other OS error on the way (no such host, a certificate refused) is a
+        network error like any other (a `ConnectionError`), never taken for a local one (a full disk)."""
+        try:
+            return self.request("GET", url, headers)
+        except (ConnectionError, TimeoutError):
+            raise
+        except OSError as e:
+            raise ConnectionError(f"{type(e).__name__}: {e}") from None
+
+    def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None = None,
+                timeout: tuple[float | None, float | None] | None = None) -> Response:
+        """One request (`timeout`: this call's own (connect, read), else the pool's); a kept-alive connection
+        the server closed meanwhile is replaced once, at once. Failures raise as they come (OSError,
+        `http.client.HTTPException`)."""
         parts = urlsplit(url)
         key = (parts.scheme, parts.hostname, parts.port)
         target = parts.path or "/"
@@ -145,9 +158,13 @@ class Pool:
             reused = conn is not None
             if conn is None:
                 conn = self._new(key)
+            if timeout is not None:
+                conn.timeout, conn.read_timeout = timeout
+                if conn.sock is not None:
+                    conn.sock.settimeout(timeout[1])
             try:
                 sent = time.monotonic()
-                conn.request("GET", target, headers=headers)
+                conn.request(method, target, body=body, headers=headers)
                 raw = conn.getresponse()
                 self.meter.add(time.monotonic() - sent)
             except STALE:
@@ -155,12 +172,6 @@ class Pool:
                 if reused:
                     continue
                 raise
-            except (ConnectionError, TimeoutError, http.client.HTTPException):
-                conn.close()
-                raise
-            except OSError as e:  # no such host, a certificate refused: a network error like any other
-                conn.close()
-                raise ConnectionError(f"{type(e).__name__}: {e}") from None
             except BaseException:
                 conn.close()
                 raise

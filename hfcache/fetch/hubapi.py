@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from hfcache.errors import AuthError, EndpointError, EntryNotFound, RepoNotFound, RevisionNotFound
 from hfcache.fetch import conn
@@ -57,41 +57,11 @@ class Answer:
             raise ValueError("JSON nested too deep") from None
 
 
-class _Pool(conn.Pool):
-    """`conn.Pool` with the method, body and per-request timeouts an API call needs."""
-
-    def send(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
-             timeout: Timeout) -> conn.Response:
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.hostname, parts.port)
-        target = quote((parts.path or "/") + ("?" + parts.query if parts.query else ""), safe=conn._URI_SAFE)
-        for fresh in (False, True):
-            c = None if fresh else self._take(key)
-            reused = c is not None
-            if c is None:
-                c = self._new(key)
-            c.timeout, c.read_timeout = timeout
-            if c.sock is not None:
-                c.sock.settimeout(timeout[1])
-            try:
-                c.request(method, target, body=body, headers=headers)
-                return conn.Response(self, key, c, c.getresponse())
-            except conn.STALE:
-                c.close()
-                if reused:
-                    continue
-                raise
-            except BaseException:
-                c.close()
-                raise
-        raise AssertionError("unreachable")
-
-
 class Api:
     """One endpoint's API calls; thread-safe (a mirror asks from many threads)."""
 
     def __init__(self) -> None:
-        self._pools: dict[bool | str, _Pool] = {}
+        self._pools: dict[bool | str, conn.Pool] = {}
         self._env: dict[str, dict] = {}
         self._adapter = None
         self._lock = threading.Lock()
@@ -131,8 +101,8 @@ class Api:
             with self._lock:
                 pool = self._pools.get(verify)
                 if pool is None:
-                    pool = self._pools[verify] = _Pool((10.0, None), verify)
-            return pool.send(method, url, headers, body, timeout)
+                    pool = self._pools[verify] = conn.Pool((10.0, None), verify)
+            return pool.request(method, url, headers, body, timeout)
         from requests.models import PreparedRequest
 
         with self._lock:
