@@ -62,6 +62,14 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:  # quiet
         pass
 
+    on_status = None  # set per request by the routes: records the request before its status line goes out
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        # Record first: a client that has read the answer must find the request in the stats already.
+        if self.on_status is not None:
+            self.on_status(code)
+        super().send_response(code, message)
+
     def do_GET(self) -> None:
         self.server.routes.handle(self)
 

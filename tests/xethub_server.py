@@ -20,6 +20,17 @@ class XetRoutes(CasRoutes):
         parts = [unquote(p) for p in url.path.split("/")[1:]]
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         status = 500
+        slot: list = []  # (the list, the index) of this request's record, once its status line was sent
+
+        def record(code: int) -> None:
+            with self.hub.lock:
+                if slot:  # the list may be an old one, replaced by stats.reset(): then the update is moot
+                    slot[0][slot[1]] = (h.command, url.path, code)
+                else:
+                    slot.extend((self.hub.stats.requests, len(self.hub.stats.requests)))
+                    self.hub.stats.requests.append((h.command, url.path, code))
+
+        h.on_status = record
         try:
             if h.command in ("POST", "PUT"):
                 h.request_body = h.body()
@@ -42,8 +53,9 @@ class XetRoutes(CasRoutes):
             with contextlib.suppress(OSError):
                 self.send(h, 500, {"error": f"{type(e).__name__}: {e}"})
         finally:
-            with self.hub.lock:
-                self.hub.stats.requests.append((h.command, url.path, status))
+            h.on_status = None
+            if not slot or slot[0][slot[1]][2] != status:
+                record(status)  # never answered, or its outcome (599: the connection broke) differs
 
     def route(self, h: Handler, parts: list[str], query: dict[str, str]) -> int | None:
         if parts[:1] == ["cas"]:
