@@ -93,7 +93,9 @@ def test_the_same_requests_as_hfapi(repo_type, revision):
     assert (w.size, w.blob_id, w.lfs_sha256, w.lfs_size, w.xet_hash) == (10, "d" * 40, "e" * 64, 10, "f" * 64)
     from huggingface_hub.utils import build_hf_headers
 
-    assert ua == build_hf_headers(token=TOKEN, library_name="hfcache")["user-agent"]
+    from hfcache import __version__
+
+    assert ua == build_hf_headers(token=TOKEN, library_name="hfcache", library_version=__version__)["user-agent"]
 
 
 def test_a_next_page_on_another_origin_gets_no_token():

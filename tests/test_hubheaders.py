@@ -2,10 +2,10 @@
 
 Each case runs in a fresh interpreter (huggingface_hub reads its environment once, at import) with its own
 HF_HOME, environment and files (token file, stored tokens, the agent harness registry, a torch distribution):
-hfcache's `HubClient.hub_headers()` first, then `build_hf_headers(token=..., library_name="hfcache")`, and the
-two dicts must dump to the same JSON. Every part of the user agent is covered: library, hf_hub and python
-versions, torch (a stand-in distribution), the agent harness (from a cached registry, a stale one, or fetched
-from the endpoint), the origin; and every source of the token.
+hfcache's `HubClient.hub_headers()` first, then `build_hf_headers(token=..., library_name="hfcache",
+library_version=<hfcache's>)`, and the two dicts must dump to the same JSON. Every part of the user agent is
+covered: library, hf_hub and python versions, torch (a stand-in distribution), the agent harness (from a cached
+registry, a stale one, or fetched from the endpoint), the origin; and every source of the token.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from hfcache import __version__
 from tests.stubhub import Req, StubHub, json_reply
 
 SCRIPT = """
@@ -30,7 +31,8 @@ ours = HubClient("http://127.0.0.1:9", token=token).hub_headers()
 handed = "huggingface_hub.utils._auth" in sys.modules
 if sys.argv[2] == "both":
     from huggingface_hub.utils import build_hf_headers
-    theirs = build_hf_headers(token=token, library_name="hfcache")
+    from hfcache import __version__
+    theirs = build_hf_headers(token=token, library_name="hfcache", library_version=__version__)
 else:
     theirs = None
 print(json.dumps({"ours": json.dumps(ours), "theirs": json.dumps(theirs), "handed": handed}))
@@ -38,7 +40,9 @@ print(json.dumps({"ours": json.dumps(ours), "theirs": json.dumps(theirs), "hande
 THEIRS_ONLY = """
 import json, sys
 from huggingface_hub.utils import build_hf_headers
-print(json.dumps({"theirs": json.dumps(build_hf_headers(token=json.loads(sys.argv[1]), library_name="hfcache"))}))
+from hfcache import __version__
+print(json.dumps({"theirs": json.dumps(build_hf_headers(token=json.loads(sys.argv[1]), library_name="hfcache",
+                                                        library_version=__version__))}))
 """
 
 REGISTRY = {"standardEnvVars": ["AI_AGENT", "AGENT"],
@@ -119,7 +123,7 @@ CASES = {
     "telemetry-torch": ({**TELEMETRY, "PYTHONPATH": "{T}/site"}, ["torch", "registry"], None, False),
     "do-not-track": ({**TELEMETRY, "DO_NOT_TRACK": "1", "PYTHONPATH": "{T}/site", "AI_AGENT": "x"},
                      ["torch", "registry"], None, False),
-    "origin": ({"HF_HUB_USER_AGENT_ORIGIN": "my-app; hfcache/None"}, [], "hf_x", False),
+    "origin": ({"HF_HUB_USER_AGENT_ORIGIN": f"my-app; hfcache/{__version__}"}, [], "hf_x", False),
 }
 
 
@@ -149,7 +153,7 @@ def test_the_headers_are_build_hf_headers_byte_for_byte(case, tmp_path):
     assert out["ours"] == out["theirs"]
     assert out["handed"] is handed  # huggingface_hub's token code loaded only to refresh an OAuth token
     ours = json.loads(out["ours"])
-    assert ours["user-agent"].startswith("hfcache/None; hf_hub/")
+    assert ours["user-agent"].startswith(f"hfcache/{__version__}; hf_hub/")
     if "torch" in files and "do-not-track" not in case:
         assert "; torch/9.8.7" in ours["user-agent"]
     if "agent-by" in case or "stale" in case:

@@ -227,12 +227,13 @@ class HubClient:
 
     def hub_headers(self) -> dict[str, str]:
         """Hub headers (user agent, token) for the endpoint's own origin, built once, as huggingface_hub's
-        `build_hf_headers(token=..., library_name="hfcache")` builds them (`hubheaders`)."""
+        `build_hf_headers(token=..., library_name="hfcache", library_version=...)` builds them (`hubheaders`)."""
         if self._headers is None:
+            from hfcache import __version__
             from hfcache.fetch import hubheaders
 
             try:
-                self._headers = hubheaders.build_hf_headers(self.token, "hfcache", self._fetch_json)
+                self._headers = hubheaders.build_hf_headers(self.token, "hfcache", __version__, self._fetch_json)
             except hubheaders.NoToken as e:
                 raise AuthError(str(e)) from None
         return dict(self._headers)

@@ -34,10 +34,10 @@ class NoToken(Exception):
 
 
 def build_hf_headers(token: bool | str | None = None, library_name: str | None = None,
-                     fetch: FetchJson | None = None) -> dict[str, str]:
-    """`build_hf_headers(token=token, library_name=library_name)` as huggingface_hub 2.4 builds it."""
+                     library_version: str | None = None, fetch: FetchJson | None = None) -> dict[str, str]:
+    """`build_hf_headers(token=..., library_name=..., library_version=...)` as huggingface_hub 2.4 builds it."""
     to_send = token_to_send(token)
-    headers = {"user-agent": user_agent(library_name, fetch)}
+    headers = {"user-agent": user_agent(library_name, library_version, fetch)}
     if to_send is not None:
         headers["authorization"] = f"Bearer {to_send}"
     return headers
@@ -139,13 +139,13 @@ def get_token() -> str | None:
 
 
 # -- user agent ----------------------------------------------------------------------------------------------
-def user_agent(library_name: str | None, fetch: FetchJson | None = None) -> str:
-    """`_http_user_agent(library_name=...)`: library, hf_hub and python versions; torch and the agent harness
-    unless telemetry is off; the origin from `HF_HUB_USER_AGENT_ORIGIN`."""
+def user_agent(library_name: str | None, library_version: str | None = None, fetch: FetchJson | None = None) -> str:
+    """`_http_user_agent(library_name=..., library_version=...)`: library, hf_hub and python versions; torch
+    and the agent harness unless telemetry is off; the origin from `HF_HUB_USER_AGENT_ORIGIN`."""
     import huggingface_hub
     from huggingface_hub import constants
 
-    ua = f"{library_name}/None" if library_name is not None else "unknown/None"
+    ua = f"{library_name}/{library_version}" if library_name is not None else "unknown/None"
     ua += f"; hf_hub/{huggingface_hub.__version__}"
     ua += f"; python/{sys.version.split()[0].rstrip('+')}"
     if not constants.HF_HUB_DISABLE_TELEMETRY:
