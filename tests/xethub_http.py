@@ -122,6 +122,12 @@ class BaseRoutes:
         if exp is None or exp < time.time():
             raise Reply(401, {"error": "invalid or expired CAS token"})
 
+    def count(self, counter: str, n: int) -> None:
+        """Add `n` bytes to a stats counter. Bytes are counted before they go (and taken back if they could not):
+        a test reading the counter as soon as its client has the bytes must find them counted."""
+        with self.hub.lock:
+            setattr(self.hub.stats, counter, getattr(self.hub.stats, counter) + n)
+
     def check_signature(self, kind: str, name: str, query: dict[str, str]) -> None:
         try:
             exp = int(query.get("exp", "0"))
@@ -149,12 +155,16 @@ class BaseRoutes:
         with open(path, "rb") as f:
             if fault is None:  # the common case, zero-copy: the emulator must not be what a benchmark measures
                 while sent < length:
-                    n = h.connection.sendfile(f, start + sent, min(8 * BLOCK, length - sent))
+                    want, n = min(8 * BLOCK, length - sent), 0
+                    self.count(counter, want)
+                    try:
+                        n = h.connection.sendfile(f, start + sent, want)
+                    finally:
+                        if n < want:
+                            self.count(counter, n - want)
                     if n == 0:
                         break
                     sent += n
-                    with self.hub.lock:
-                        setattr(self.hub.stats, counter, getattr(self.hub.stats, counter) + n)
                 return status
             f.seek(start)
             while sent < length:
@@ -164,10 +174,13 @@ class BaseRoutes:
                 if fault == "corrupt" and sent <= length // 2 < sent + len(block):
                     i = length // 2 - sent
                     block = block[:i] + bytes([block[i] ^ 0xFF]) + block[i + 1:]
-                h.wfile.write(block)
+                self.count(counter, len(block))
+                try:
+                    h.wfile.write(block)
+                except BaseException:
+                    self.count(counter, -len(block))
+                    raise
                 sent += len(block)
-                with self.hub.lock:
-                    setattr(self.hub.stats, counter, getattr(self.hub.stats, counter) + len(block))
                 if fault == "stall" and sent >= cut:
                     h.wfile.flush()
                     faults = self.hub.faults
@@ -208,9 +221,13 @@ class BaseRoutes:
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         out = body[:len(body) // 2] if fault == "reset" else body
-        h.wfile.write(out)
-        with self.hub.lock:
-            self.hub.stats.xorb_bytes += sum(b - a + 1 for a, b in spans) // (2 if fault == "reset" else 1)
+        counted = sum(b - a + 1 for a, b in spans) // (2 if fault == "reset" else 1)
+        self.count("xorb_bytes", counted)
+        try:
+            h.wfile.write(out)
+        except BaseException:
+            self.count("xorb_bytes", -counted)
+            raise
         if fault == "reset":
             h.wfile.flush()
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
