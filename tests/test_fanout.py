@@ -182,6 +182,37 @@ def test_workers_that_die_or_cannot_start_leave_their_share_to_this_process(many
     assert_clean(cache)
 
 
+def test_a_worker_that_dies_mid_run_keeps_the_files_it_reported_in_the_stats(many, tmp_path, monkeypatch):
+    """A worker killed after reporting some files (here: its stdout closes after three lines, so its next
+    report fails): those files count as fetched, by it, not as found in the cache when this process takes
+    over the worker's unfinished share."""
+    from hfcache.fetch.hub import HubClient
+
+    wrapper = tmp_path / "python-dies-after-3-lines"
+    wrapper.write_text(f'#!/bin/sh\n"{sys.executable}" "$@" | head -n 3\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(wrapper))
+    reported: list[tuple[str, bool]] = []
+
+    from hfcache.progress import Progress
+
+    class Recorder(Progress):
+        def file_done(self, path: str, size: int, fetched: bool) -> None:
+            if threading.current_thread().name == "hfcache-fanout":
+                reported.append((path, fetched))
+
+    cache = tmp_path / "c"
+    result = Fetcher(HubCache(cache), client=HubClient(many.url), progress=Recorder(), processes=2,
+                     max_workers=1).snapshot(RepoRef("org/many"))
+    by_worker = {p for p, fetched in reported if fetched}
+    assert len(reported) == 3 and by_worker, reported  # it reported three files, then died
+    assert by_worker <= set(result.stats.fetched_by_file)
+    assert result.stats.files_fetched + result.stats.files_reused == len(FILES)
+    for rel, data in FILES.items():
+        assert (result.path / rel).read_bytes() == data
+    assert_clean(cache)
+
+
 def test_few_files_stay_in_one_process(many, tmp_path, monkeypatch):
     """Auto mode starts no worker for a handful of files: its start-up would cost more than it saves."""
     from hfcache.fetch import fanout

@@ -109,6 +109,8 @@ class Workers:
         self._sent: list[set[str]] = [set() for _ in jobs]  # handed to each worker, not reported done
         self._file_done = file_done
         self._outcomes: list[dict] = [{} for _ in jobs]
+        # what each worker reported fetched, file by file: the stats of one that dies before its own
+        self._reported: list[dict] = [{"files_fetched": 0, "bytes_fetched": 0, "fetched_by_file": {}} for _ in jobs]
         self._procs: list[subprocess.Popen] = []
         # the worker imports this very hfcache, wherever the caller found it
         here = str(Path(__file__).resolve().parent.parent)
@@ -149,6 +151,11 @@ class Workers:
                 continue  # a line cut short by the worker's end: its exit status and outcome tell the rest
             if "file" in event:
                 sent.discard(event["file"])
+                if event["fetched"]:
+                    reported = self._reported[i]
+                    reported["files_fetched"] += 1
+                    reported["bytes_fetched"] += event["size"]
+                    reported["fetched_by_file"][event["file"]] = event["size"]
                 self._file_done(event["file"], event["size"], event["fetched"])
                 if not ended and len(sent) <= self._target() // 2:
                     ended = not self._feed(proc, sent)
@@ -183,14 +190,15 @@ class Workers:
             _close(proc.stdin)
             proc.wait()
         stats, unfinished = [], set()
-        for outcome, job_files in zip(self._outcomes, self._sent, strict=True):
+        for outcome, job_files, reported in zip(self._outcomes, self._sent, self._reported, strict=True):
             if "error" in outcome:
                 cls = getattr(errors, outcome["type"], errors.HfcacheError)
                 raise (cls if isinstance(cls, type) and issubclass(cls, errors.HfcacheError)
                        else errors.HfcacheError)(outcome["error"])
             if "stats" in outcome:
                 stats.append(outcome["stats"])
-            else:
+            else:  # died: the files it reported count as its (whole files: what it resumed is not known)
+                stats.append(reported)
                 unfinished.update(job_files)
         return stats, unfinished
 
