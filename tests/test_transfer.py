@@ -273,7 +273,7 @@ def test_partials_of_finished_blobs_are_swept_and_others_kept(fhub, tmp_path):
 def test_concurrent_snapshots_fetch_each_blob_once(fhub, tmp_path):
     fhub.app.faults.add(Fault("slow", "cdn/", times=-1, rate=4_000_000))
     before = len(fhub.app.log)
-    env = {**os.environ, "HF_ENDPOINT": fhub.url}
+    env = {**os.environ, **PATIENT, "HF_ENDPOINT": fhub.url}
     procs = [subprocess.Popen([sys.executable, "-m", "hfcache", "snapshot", "org/big", "--cache-dir", str(tmp_path)],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outs = [p.communicate(timeout=120) for p in procs]
