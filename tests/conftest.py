@@ -168,3 +168,37 @@ def wait_for(predicate, what: str, timeout: float = 60.0):
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.01)
+
+
+def _closed_by_clients_only(host: str, port: int) -> int:
+    """Connections to `host:port` that their client has closed (or never saw accepted) and the server has not
+    yet finished: in CLOSE_WAIT, or waiting in the listener's accept queue (Linux /proc/net/tcp, IPv4). A live
+    client's idle keep-alive connection is not counted, nor one the server has closed already."""
+    import socket
+    import struct
+
+    want = f"{struct.unpack('<I', socket.inet_aton(host))[0]:08X}:{port:04X}"
+    n = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] != want:
+            continue
+        if fields[3] == "0A":  # the listener: its rx_queue is the accept queue
+            n += int(fields[4].split(":")[1], 16)
+        elif fields[3] == "08":  # CLOSE_WAIT: the client is gone, the server has not read to the end and closed
+            n += 1
+    return n
+
+
+def wait_until_served(hub: Hub, what: str = "the server to be done with the requests of gone clients") -> None:
+    """Until the server has read everything that clients now gone sent, and finished every request. A killed
+    client may have sent a request that the server reads only later: its record would join `hub.app.log` among
+    the requests of whatever runs next. The dead client's connections stay in the accept queue or in CLOSE_WAIT
+    until the server has read them to their end (every request in them started, its task logging it in its first
+    step) and closed them; so once none is left and no request task runs, every request of a dead client is in
+    the log. Live clients' idle keep-alive connections are no obstacle."""
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux /proc/net/tcp to see the server's connections")
+    host, port = hub.url.removeprefix("http://").rsplit(":", 1)
+    state = hub.server._server.server_state
+    wait_for(lambda: not state.tasks and not _closed_by_clients_only(host, int(port)), what)

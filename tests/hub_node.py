@@ -23,7 +23,7 @@ if __name__ == "__main__":  # run as a script from a checkout
 
 from starlette.responses import Response
 
-from hfcache.server.accesslog import AccessLog, LineWriter
+from hfcache.server.accesslog import AccessLog
 from hfcache.server.app import HubApp
 from hfcache.server.catalog import Catalog
 from hfcache.server.faults import Fault
@@ -90,6 +90,14 @@ def control(hub: HubApp, rules: StatusRules, inner):
     return app
 
 
+def write_now(line: str) -> None:
+    """The access log line, in the file before the answer's last bytes leave (AccessLog logs then): a test reads
+    the log as soon as its clients are done. (`hfcache serve` hands its lines to a writer thread instead, which
+    may write them later; stderr here is a file, never a reader that could stall the server.)"""
+    sys.stderr.write(f"hfcache: {line}\n")
+    sys.stderr.flush()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cache-dir", type=Path, required=True)
@@ -102,7 +110,7 @@ def main() -> None:
     rules = StatusRules()
     inner = status_faults(rules, hub.asgi)
     if not args.quiet:
-        inner = AccessLog(inner, LineWriter(sys.stderr, prefix="hfcache: "))
+        inner = AccessLog(inner, write_now)
     hub.asgi = control(hub, rules, inner)  # serve_forever runs app.asgi
 
     def ready(url: str) -> None:

@@ -31,6 +31,14 @@ def json_reply(obj: object, status: int = 200, headers: dict[str, str] | None = 
     return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(obj).encode()
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    """A listen backlog of 5 (socketserver's default) overflows when clients connect in a burst while a loaded
+    machine's accept thread lags: each handshake dropped then costs its client a retransmission (1 s, 3 s...)."""
+
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class StubHub:
     def __init__(self, answer: Answer, tls: tuple[str, str] | None = None) -> None:
         """`tls`: (certificate file, key file) to serve https."""
@@ -63,8 +71,7 @@ class StubHub:
 
             do_GET = do_POST = do_HEAD = _handle
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         if tls is not None:

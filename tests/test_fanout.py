@@ -382,3 +382,37 @@ def test_a_worker_is_kept_with_as_many_files_as_its_threads_can_take():
     assert workers._feed(fake, few) and len(few) == fanout.BATCH
     lines = [json.loads(line) for line in fake.stdin.getvalue().splitlines()]
     assert [len(b["files"]) for b in lines] == [128, 68, fanout.BATCH - 1]
+
+
+def test_a_ctrl_c_while_a_worker_is_being_started_still_ends_that_worker(monkeypatch):
+    """Ctrl-C may land while `subprocess.Popen` of a worker has forked but not returned: that worker would be in
+    no list, so nothing would end or wait for it (in its own session, it sees no terminal Ctrl-C). It is held
+    until every started worker is known, then raised: every worker is ended and waited for."""
+    import signal
+
+    from hfcache.cache.meta import FileMeta
+    from hfcache.fetch import fanout
+
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        started.append(proc)
+        if len(started) == 2:
+            signal.raise_signal(signal.SIGINT)  # as if it came between this fork and the call's return
+        return proc
+
+    monkeypatch.setattr(fanout.subprocess, "Popen", popen)
+    meta = FileMeta.checked(size=1, blob_id="a" * 40, lfs_sha256=None, lfs_size=None, xet_hash=None)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            fanout.Workers([{"job": i} for i in range(3)], fanout.Cursor([("f", meta)]), lambda *a: None)
+        assert len(started) == 2  # the Ctrl-C stopped the starts
+        assert [p.returncode for p in started] == [-signal.SIGTERM] * 2  # both ended, and waited for
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

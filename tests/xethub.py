@@ -186,6 +186,14 @@ class Faults:
 _FAULT_LOCK = threading.Lock()
 
 
+class _Server(ThreadingHTTPServer):
+    """hf_xet opens dozens of connections at once: socketserver's listen backlog of 5 overflows while a loaded
+    machine's accept thread lags, and each handshake dropped then costs its client a retransmission (1 s, 3 s...)."""
+
+    request_queue_size = 512
+    daemon_threads = True
+
+
 class XetHub:
     """A Hub with Xet storage on one port. State (xorbs, shards, LFS bytes, git blobs, refs) lives in `root`,
     so a second `XetHub(root)` serves the same repos (benchmarks upload once)."""
@@ -388,8 +396,7 @@ class XetHub:
 
     def start(self) -> str:
         if self._server is None:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-            server.daemon_threads = True
+            server = _Server(("127.0.0.1", 0), Handler)
             server.routes = XetRoutes(self)
             server.open_sockets = set()
             self._server = server

@@ -32,10 +32,11 @@ import collections
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -117,10 +118,13 @@ class Workers:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
         self._readers: list[threading.Thread] = []
         try:  # a Ctrl-C here too must not leave a worker behind: it would not see the terminal's Ctrl-C
-            for _ in jobs:
-                self._procs.append(subprocess.Popen([sys.executable, "-m", "hfcache.fetch.worker"], env=env,
-                                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                                    **_OWN_SESSION))
+            with _ctrl_c_held() as interrupted:
+                for _ in jobs:
+                    if interrupted:
+                        break  # raised as the block ends
+                    self._procs.append(subprocess.Popen([sys.executable, "-m", "hfcache.fetch.worker"], env=env,
+                                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                                        **_OWN_SESSION))
             for i, (proc, j) in enumerate(zip(self._procs, jobs, strict=True)):
                 reader = threading.Thread(target=self._read, args=(proc, i, json.dumps(j)), daemon=True,
                                           name="hfcache-fanout")
@@ -210,6 +214,28 @@ class Workers:
             _close(proc.stdin)
         for proc in self._procs:
             proc.wait()
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[list[int]]:
+    """Hold a Ctrl-C until the block ends, then raise it (the list yielded says whether one came). A
+    KeyboardInterrupt raised inside `subprocess.Popen` after its fork loses the child: no Popen object comes back
+    to be kept in `_procs`, so `stop()` would neither end nor wait for that worker (in a session of its own, it
+    does not see the terminal's Ctrl-C either). Only the main thread gets KeyboardInterrupt (or whatever a Python
+    handler raises), and only there may a handler be set; SIG_DFL, SIG_IGN and a handler not set from Python are
+    left alone."""
+    previous = signal.getsignal(signal.SIGINT)
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield caught
+        return
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield caught
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # now the workers are all known: the handler the caller had
 
 
 _OWN_SESSION: dict = ({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if sys.platform == "win32"

@@ -86,7 +86,7 @@ def start_in_thread(app: HubApp, host: str = "127.0.0.1", port: int = 0) -> Runn
     server = _server(app, "error")
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="hfcache-serve")
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a bound for a server that cannot start: a loaded machine takes seconds
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("hfcache server did not start")
