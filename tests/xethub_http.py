@@ -122,11 +122,12 @@ class BaseRoutes:
         if exp is None or exp < time.time():
             raise Reply(401, {"error": "invalid or expired CAS token"})
 
-    def count(self, counter: str, n: int) -> None:
-        """Add `n` bytes to a stats counter. Bytes are counted before they go (and taken back if they could not):
-        a test reading the counter as soon as its client has the bytes must find them counted."""
+    def count(self, stats, counter: str, n: int) -> None:
+        """Add `n` bytes to a counter of `stats` (the request's own: a `stats.reset()` meanwhile leaves the new one
+        alone). Bytes are counted before they go (and taken back if they could not): a test reading the counter
+        as soon as its client has the bytes must find them counted."""
         with self.hub.lock:
-            setattr(self.hub.stats, counter, getattr(self.hub.stats, counter) + n)
+            setattr(stats, counter, getattr(stats, counter) + n)
 
     def check_signature(self, kind: str, name: str, query: dict[str, str]) -> None:
         try:
@@ -138,6 +139,7 @@ class BaseRoutes:
             raise Reply(403, b"<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>")
 
     def serve_file(self, h: Handler, path, size: int, headers: dict, counter: str, fault: str | None = None) -> int:
+        stats = self.hub.stats
         span = parse_range(h.headers.get("Range"), size)
         start, end = span if span else (0, size - 1)
         status = 206 if span else 200
@@ -156,12 +158,12 @@ class BaseRoutes:
             if fault is None:  # the common case, zero-copy: the emulator must not be what a benchmark measures
                 while sent < length:
                     want, n = min(8 * BLOCK, length - sent), 0
-                    self.count(counter, want)
+                    self.count(stats, counter, want)
                     try:
                         n = h.connection.sendfile(f, start + sent, want)
                     finally:
                         if n < want:
-                            self.count(counter, n - want)
+                            self.count(stats, counter, n - want)
                     if n == 0:
                         break
                     sent += n
@@ -174,11 +176,11 @@ class BaseRoutes:
                 if fault == "corrupt" and sent <= length // 2 < sent + len(block):
                     i = length // 2 - sent
                     block = block[:i] + bytes([block[i] ^ 0xFF]) + block[i + 1:]
-                self.count(counter, len(block))
+                self.count(stats, counter, len(block))
                 try:
                     h.wfile.write(block)
                 except BaseException:
-                    self.count(counter, -len(block))
+                    self.count(stats, counter, -len(block))
                     raise
                 sent += len(block)
                 if fault == "stall" and sent >= cut:
@@ -196,6 +198,7 @@ class BaseRoutes:
 
     def serve_ranges(self, h: Handler, path, spec: str, fault: str | None) -> int:
         """A multi-range GET (v2 fetches): a `multipart/byteranges` answer (RFC 7233), at most 256 parts."""
+        stats = self.hub.stats
         size = path.stat().st_size
         with self.hub.lock:
             self.hub.stats.multirange_gets += 1
@@ -222,11 +225,11 @@ class BaseRoutes:
         h.end_headers()
         out = body[:len(body) // 2] if fault == "reset" else body
         counted = sum(b - a + 1 for a, b in spans) // (2 if fault == "reset" else 1)
-        self.count("xorb_bytes", counted)
+        self.count(stats, "xorb_bytes", counted)
         try:
             h.wfile.write(out)
         except BaseException:
-            self.count("xorb_bytes", -counted)
+            self.count(stats, "xorb_bytes", -counted)
             raise
         if fault == "reset":
             h.wfile.flush()

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from hfcache import waits
+
 REFERENCE = 0.005  # seconds: every 5 ms of answer latency adds `lo` more streams
 T = TypeVar("T")
 R = TypeVar("R")
@@ -119,7 +121,7 @@ class _Elastic:
                 if not self._spawn():
                     break
         try:
-            self.done.wait()
+            waits.event(self.done)
         except BaseException as e:  # Ctrl-C: stop handing out items
             with self.lock:
                 self.error = self.error or e

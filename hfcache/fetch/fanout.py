@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from hfcache import errors
+from hfcache import errors, waits
 from hfcache.cache.layout import RepoRef
 from hfcache.cache.meta import FileMeta
 from hfcache.fetch.transfer import TransferOptions
@@ -190,9 +190,9 @@ class Workers:
         """Wait for every worker: their stats, and the files of any that died without a word (killed, or it
         could not start), which the caller then fetches itself. A download error a worker met is raised here."""
         for proc, reader in zip(self._procs, self._readers, strict=True):
-            reader.join()  # the worker's stdout ended: it has written its outcome, or died
+            waits.join(reader)  # the worker's stdout ended: it has written its outcome, or died
             _close(proc.stdin)
-            proc.wait()
+            waits.process(proc)
         stats, unfinished = [], set()
         for outcome, job_files, reported in zip(self._outcomes, self._sent, self._reported, strict=True):
             if "error" in outcome:

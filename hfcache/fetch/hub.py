@@ -233,7 +233,8 @@ class HubClient:
             from hfcache.fetch import hubheaders
 
             try:
-                self._headers = hubheaders.build_hf_headers(self.token, "hfcache", __version__, self._fetch_json)
+                self._headers = hubheaders.build_hf_headers(token=self.token, library_name="hfcache",
+                                                            library_version=__version__, fetch=self._fetch_json)
             except hubheaders.NoToken as e:
                 raise AuthError(str(e)) from None
         return dict(self._headers)

@@ -33,7 +33,7 @@ class NoToken(Exception):
     to get one where it was handed the job (an OIDC exchange refused)."""
 
 
-def build_hf_headers(token: bool | str | None = None, library_name: str | None = None,
+def build_hf_headers(*, token: bool | str | None = None, library_name: str | None = None,
                      library_version: str | None = None, fetch: FetchJson | None = None) -> dict[str, str]:
     """`build_hf_headers(token=..., library_name=..., library_version=...)` as huggingface_hub 2.4 builds it."""
     to_send = token_to_send(token)

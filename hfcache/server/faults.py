@@ -25,6 +25,7 @@ class Fault:
     times: int = 1
     after: int | None = None  # body byte where it misbehaves (default: half the response)
     seconds: float = 1.0  # stall length, or Retry-After for 429
+    release: threading.Event | None = None  # ends a stall early when set: a test holds a transfer until an event
     rate: int = 1_000_000  # bytes per second, for "slow"
 
 
@@ -77,7 +78,10 @@ async def faulty_body(local: Path, start: int, length: int, fault: Fault) -> Asy
                     raise ConnectionResetError("fault injection: connection reset mid-body")
                 return
             if sent == after and fault.kind == "stall":
-                await asyncio.sleep(fault.seconds)
+                if fault.release is not None:
+                    await asyncio.to_thread(fault.release.wait, fault.seconds)
+                else:
+                    await asyncio.sleep(fault.seconds)
             data = f.read(n)
             if fault.kind == "corrupt" and sent <= after < sent + len(data):
                 i = after - sent

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from hfcache import waits
 from hfcache.cache.hashing import HashKind, hash_file_kinds, kind_of
 from hfcache.progress import Progress
 from hfcache.verify.plan import _Target
@@ -156,7 +157,7 @@ class _Item:
         self.fut, self.index = fut, index
 
     def result(self) -> Result:
-        return self.fut.result()[self.index]
+        return waits.result(self.fut)[self.index]
 
 
 def _hash_all(targets: list[_Target], jobs: int, progress: Progress) -> list[Result]:

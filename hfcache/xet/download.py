@@ -18,6 +18,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from hfcache import waits
 from hfcache.cache.meta import FileMeta
 from hfcache.cache.paths import XetPartialPaths
 from hfcache.errors import IntegrityError
@@ -135,8 +136,8 @@ def rebuild(session: CasSession, index: ChunkIndex, paths: XetPartialPaths, meta
         bytes), and free them."""
         while len(writing) > keep:
             wrote, hashed, rows, n, done = writing.popleft()
-            wrote.result()
-            hashed.result()
+            waits.result(wrote)
+            waits.result(hashed)
             done()
             recf.write(rows)
             recf.flush()  # a killed run loses at most a few batches' record (the bytes are re-checked)
