@@ -99,3 +99,40 @@ def test_a_future_s_own_timeout_error_is_its_result():
     ok: Future = Future()
     ok.set_result(7)
     assert waits.result(ok) == 7
+
+
+def test_a_stop_ends_a_transfer_between_its_retries(tmp_path):
+    """A Ctrl-C (`Transfer.stop()`) while the server is down: the download ends at once, in `Stopped`, rather than
+    sitting out every retry's backoff (8 retries: ~40 s) with the process unable to exit."""
+    import hashlib
+    import socket
+    import threading
+
+    from hfcache.cache.meta import FileMeta
+    from hfcache.fetch.hub import HubClient
+    from hfcache.fetch.transfer import Stopped, Transfer, TransferOptions
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"  # closed once the block ends: every attempt is refused
+    data = b"x" * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    meta = FileMeta.checked(size=len(data), blob_id="0" * 40, lfs_sha256=sha, lfs_size=len(data))
+    transfer = Transfer(HubClient(url, token=False), TransferOptions(retries=8, read_timeout=30))
+    dest = tmp_path / "blobs" / sha
+    dest.parent.mkdir()
+    outcome: list[BaseException | int] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(transfer.fetch_blob(f"{url}/f", dest, meta))
+        except BaseException as e:  # noqa: BLE001 - the test reads it
+            outcome.append(e)
+
+    t = threading.Thread(target=fetch, daemon=True)
+    t.start()
+    transfer.stop()  # before or during its first attempt or backoff: it ends without the next attempt
+    t.join(60)
+    transfer.close()
+    assert outcome and isinstance(outcome[0], Stopped), outcome
+    assert not dest.exists()

@@ -110,4 +110,4 @@ def fetch_range(transfer: Transfer, locate: Locate, start: int | None, end: int 
                 return memoryview(buf)[:size] if buf is into else buf
             raise _Retryable(f"connection closed after {have} of {size} bytes")
         except (_Retryable, *_network_errors()) as e:
-            attempts = back_off(e, attempts, got, transfer.options.retries, what or url)
+            attempts = back_off(e, attempts, got, transfer.options.retries, what or url, transfer.stop_event)

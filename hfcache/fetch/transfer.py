@@ -199,6 +199,11 @@ class Transfer:
         """`stop()` was called: work in flight ends at its next chunk."""
         return self._stop.is_set()
 
+    @property
+    def stop_event(self) -> threading.Event:
+        """Set by `stop()`: what a retry's wait listens to."""
+        return self._stop
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -358,7 +363,7 @@ class Transfer:
                 if not part.complete:
                     raise _Retryable(f"connection closed after {part.offset} of {pf.size} bytes")
             except (_Retryable, *_network_errors()) as e:
-                attempts = back_off(e, attempts, got, self.options.retries, source.origin)
+                attempts = back_off(e, attempts, got, self.options.retries, source.origin, self._stop)
             finally:
                 received += got
         pf.checkpoint()
@@ -401,15 +406,21 @@ def _chunks(resp) -> Iterator[bytes]:
         yield chunk
 
 
-def back_off(e: BaseException, attempts: int, got: int, retries: int, what: str) -> int:
+def back_off(e: BaseException, attempts: int, got: int, retries: int, what: str,
+             stop: threading.Event | None = None) -> int:
     """One more failed attempt at `what` (a part, a range): wait before the next (the server's Retry-After, else
     exponential backoff with jitter) and return the new count, or give up in one line once `retries` are spent.
-    An attempt that moved PROGRESS_RESET bytes starts the count again."""
+    An attempt that moved PROGRESS_RESET bytes starts the count again. `stop` set (a Ctrl-C) ends the wait and
+    the attempts: a Ctrl-C while the server is down must not sit out every retry."""
     attempts = 1 if got >= PROGRESS_RESET else attempts + 1
     reason = str(e) if isinstance(e, _Retryable) else type(e).__name__
     if attempts > retries:
         tries = counted(retries, "retry", many="retries")
         raise EndpointError(f"giving up on {what} after {tries}: {reason}") from None
     wait = getattr(e, "wait", None)
-    time.sleep(wait if wait is not None else min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5))
+    delay = wait if wait is not None else min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
+    if stop is None:
+        time.sleep(delay)
+    elif stop.wait(delay):
+        raise Stopped("download stopped")
     return attempts
