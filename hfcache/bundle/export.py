@@ -6,7 +6,7 @@ A damaged source cache cannot produce a bundle: each payload is hashed as it is 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from hfcache.cache.hashing import HashKind, hash_bytes, hash_file, kind_of
 from hfcache.cache.layout import HubCache, RepoRef, is_commit, parse_repo_spec, safe_relpath
 from hfcache.cache.names import BlobName
 from hfcache.errors import IntegrityError, OfflineCacheMiss, UsageError
+from hfcache.fetch.patterns import selected
 from hfcache.progress import Progress
 from hfcache.units import counted
 
@@ -128,12 +129,12 @@ class _Plan:
         if spec.pinned is not None:
             files = _pinned_files(spec, snap)
         else:
-            files = set(_filter(_snapshot_files(snap), include, exclude))
+            files = set(selected(_snapshot_files(snap), include, exclude))
         for rel in sorted(files):
             self.add_file(cache, spec, commit, rel, tree)
         if tree is not None:
             if spec.pinned is None:
-                self.absent += [f"{repo}@{commit[:12]}/{p}" for p in _filter(list(tree), include, exclude)
+                self.absent += [f"{repo}@{commit[:12]}/{p}" for p in selected(tree, include, exclude)
                                 if p not in files]
             data = cache.tree_path(repo, commit).read_bytes()
             digest = hash_bytes(data, "sha256")
@@ -179,13 +180,6 @@ def _snapshot_files(folder: Path) -> list[str]:
         for name in sorted(filenames + [d for d in dirnames if (base / d).is_symlink()]):
             out.append(safe_relpath((base / name).relative_to(folder).as_posix()))
     return sorted(out)
-
-
-def _filter(files: Iterable[str], include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
-    """`snapshot`'s own pattern rules (huggingface_hub's `filter_repo_objects`, ported: `fetch.patterns`)."""
-    from hfcache.fetch.patterns import filter_names
-
-    return list(filter_names(list(files), list(include) if include else None, list(exclude) if exclude else None))
 
 
 def _locate(cache: HubCache, repo: RepoRef, pointer: Path, rel: str, tree) -> tuple[str, Path, str | None]:

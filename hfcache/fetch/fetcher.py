@@ -409,7 +409,6 @@ def select_files(files: dict[str, FileMeta], include: Sequence[str] | None,
                  exclude: Sequence[str] | None) -> dict[str, FileMeta]:
     """`huggingface_hub`'s own pattern rules (fnmatch, `*` crosses `/`, trailing `/` means the folder), as
     `patterns` ports them."""
-    from hfcache.fetch.patterns import filter_names
+    from hfcache.fetch.patterns import selected
 
-    keep = filter_names(files, list(include) if include else None, list(exclude) if exclude else None)
-    return {f: files[f] for f in keep}
+    return {f: files[f] for f in selected(files, include, exclude)}

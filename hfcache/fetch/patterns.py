@@ -35,3 +35,9 @@ def filter_names(names: Iterable[str], allow: Sequence[str] | str | None = None,
         if ignore_p is not None and any(fnmatchcase(path, p) for p in ignore_p):
             continue
         yield name
+
+
+def selected(names: Iterable[str], include: Sequence[str] | None, exclude: Sequence[str] | None) -> list[str]:
+    """`filter_names` for `--include`/`--exclude` as the commands take them: no option (None, or an empty list)
+    means no filter, where an empty `allow` list keeps nothing."""
+    return list(filter_names(names, list(include) if include else None, list(exclude) if exclude else None))

@@ -155,7 +155,7 @@ def pin(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]], client=Non
         include: Sequence[str] | None = None, exclude: Sequence[str] | None = None) -> Lock:
     """Resolve each `REPO_ID[@REV]` to a commit and its file listing: from the endpoint when `client` is given
     (a listing already in `trees/` is reused: a commit's files never change), else from the cache alone."""
-    from hfcache.fetch.patterns import filter_names
+    from hfcache.fetch.patterns import selected
 
     entries = []
     for repo, rev in specs:
@@ -172,7 +172,7 @@ def pin(cache: HubCache, specs: Sequence[tuple[RepoRef, str | None]], client=Non
             if files is None:
                 raise OfflineCacheMiss(f"cannot pin {repo}@{revision} offline: no cached listing "
                                        f"({'no ref' if commit is None else f'no trees/{commit}.json'}) in {cache.root}")
-        keep = filter_names(files, list(include) if include else None, list(exclude) if exclude else None)
+        keep = selected(files, include, exclude)
         entries.append(LockedRepo(repo, revision, commit, {p: LockedFile.from_meta(files[p]) for p in sorted(keep)}))
     return Lock(tuple(entries))
 
