@@ -110,8 +110,8 @@ class Workers:
         self._sent: list[set[str]] = [set() for _ in jobs]  # handed to each worker, not reported done
         self._file_done = file_done
         self._outcomes: list[dict] = [{} for _ in jobs]
-        # what each worker reported fetched, file by file: the stats of one that dies before its own
-        self._reported: list[dict] = [{"files_fetched": 0, "bytes_fetched": 0, "fetched_by_file": {}} for _ in jobs]
+        # the files each worker reported fetched, and their sizes: the stats of one that dies before its own
+        self._reported: list[dict[str, int]] = [{} for _ in jobs]
         self._procs: list[subprocess.Popen] = []
         # the worker imports this very hfcache, wherever the caller found it
         here = str(Path(__file__).resolve().parent.parent)
@@ -156,10 +156,7 @@ class Workers:
             if "file" in event:
                 sent.discard(event["file"])
                 if event["fetched"]:
-                    reported = self._reported[i]
-                    reported["files_fetched"] += 1
-                    reported["bytes_fetched"] += event["size"]
-                    reported["fetched_by_file"][event["file"]] = event["size"]
+                    self._reported[i][event["file"]] = event["size"]
                 self._file_done(event["file"], event["size"], event["fetched"])
                 if not ended and len(sent) <= self._target() // 2:
                     ended = not self._feed(proc, sent)
@@ -202,7 +199,8 @@ class Workers:
             if "stats" in outcome:
                 stats.append(outcome["stats"])
             else:  # died: the files it reported count as its (whole files: what it resumed is not known)
-                stats.append(reported)
+                stats.append({"files_fetched": len(reported), "bytes_fetched": sum(reported.values()),
+                              "fetched_by_file": reported})
                 unfinished.update(job_files)
         return stats, unfinished
 
