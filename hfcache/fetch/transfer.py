@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
@@ -406,8 +405,7 @@ def _chunks(resp) -> Iterator[bytes]:
         yield chunk
 
 
-def back_off(e: BaseException, attempts: int, got: int, retries: int, what: str,
-             stop: threading.Event | None = None) -> int:
+def back_off(e: BaseException, attempts: int, got: int, retries: int, what: str, stop: threading.Event) -> int:
     """One more failed attempt at `what` (a part, a range): wait before the next (the server's Retry-After, else
     exponential backoff with jitter) and return the new count, or give up in one line once `retries` are spent.
     An attempt that moved PROGRESS_RESET bytes starts the count again. `stop` set (a Ctrl-C) ends the wait and
@@ -419,8 +417,6 @@ def back_off(e: BaseException, attempts: int, got: int, retries: int, what: str,
         raise EndpointError(f"giving up on {what} after {tries}: {reason}") from None
     wait = getattr(e, "wait", None)
     delay = wait if wait is not None else min(10.0, 0.25 * 2 ** (attempts - 1)) * random.uniform(0.5, 1.5)
-    if stop is None:
-        time.sleep(delay)
-    elif stop.wait(delay):
+    if stop.wait(delay):
         raise Stopped("download stopped")
     return attempts
