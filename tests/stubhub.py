@@ -31,9 +31,10 @@ def json_reply(obj: object, status: int = 200, headers: dict[str, str] | None = 
     return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(obj).encode()
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    """A listen backlog of 5 (socketserver's default) overflows when clients connect in a burst while a loaded
-    machine's accept thread lags: each handshake dropped then costs its client a retransmission (1 s, 3 s...)."""
+class BurstServer(http.server.ThreadingHTTPServer):
+    """A threaded test server for clients that connect in a burst (hf_xet opens dozens at once): socketserver's
+    listen backlog of 5 overflows while a loaded machine's accept thread lags, and each handshake dropped then
+    costs its client a retransmission (1 s, 3 s...)."""
 
     request_queue_size = 512
     daemon_threads = True
@@ -71,7 +72,7 @@ class StubHub:
 
             do_GET = do_POST = do_HEAD = _handle
 
-        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.server = BurstServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         if tls is not None:

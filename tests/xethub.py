@@ -77,11 +77,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
+from tests.stubhub import BurstServer
 from tests.xetcas_format import Chunk, FormatError, parse_shard, xorb_chunks
 from tests.xethub_server import Handler, XetRoutes
 from tests.xethub_tools import (  # noqa: F401 (re-exported: tests import them from here)
@@ -186,14 +186,6 @@ class Faults:
 _FAULT_LOCK = threading.Lock()
 
 
-class _Server(ThreadingHTTPServer):
-    """hf_xet opens dozens of connections at once: socketserver's listen backlog of 5 overflows while a loaded
-    machine's accept thread lags, and each handshake dropped then costs its client a retransmission (1 s, 3 s...)."""
-
-    request_queue_size = 512
-    daemon_threads = True
-
-
 class XetHub:
     """A Hub with Xet storage on one port. State (xorbs, shards, LFS bytes, git blobs, refs) lives in `root`,
     so a second `XetHub(root)` serves the same repos (benchmarks upload once)."""
@@ -216,7 +208,7 @@ class XetHub:
         self.sha256_of_xet: dict[str, str] = {}
         for d in ("xorbs", "shards", "lfs", "git", "xet-uploader"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
-        self._server: ThreadingHTTPServer | None = None
+        self._server: BurstServer | None = None
         self._thread: threading.Thread | None = None
         self._load()
 
@@ -396,7 +388,7 @@ class XetHub:
 
     def start(self) -> str:
         if self._server is None:
-            server = _Server(("127.0.0.1", 0), Handler)
+            server = BurstServer(("127.0.0.1", 0), Handler)
             server.routes = XetRoutes(self)
             server.open_sockets = set()
             self._server = server
