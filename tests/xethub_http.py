@@ -129,6 +129,15 @@ class BaseRoutes:
         with self.hub.lock:
             setattr(stats, counter, getattr(stats, counter) + n)
 
+    def write_counted(self, h: Handler, data: bytes, stats, counter: str, n: int) -> None:
+        """Write `data`, counted as `n` bytes (`count`'s rule: before it goes, taken back if it could not)."""
+        self.count(stats, counter, n)
+        try:
+            h.wfile.write(data)
+        except BaseException:
+            self.count(stats, counter, -n)
+            raise
+
     def check_signature(self, kind: str, name: str, query: dict[str, str]) -> None:
         try:
             exp = int(query.get("exp", "0"))
@@ -176,12 +185,7 @@ class BaseRoutes:
                 if fault == "corrupt" and sent <= length // 2 < sent + len(block):
                     i = length // 2 - sent
                     block = block[:i] + bytes([block[i] ^ 0xFF]) + block[i + 1:]
-                self.count(stats, counter, len(block))
-                try:
-                    h.wfile.write(block)
-                except BaseException:
-                    self.count(stats, counter, -len(block))
-                    raise
+                self.write_counted(h, block, stats, counter, len(block))
                 sent += len(block)
                 if fault == "stall" and sent >= cut:
                     h.wfile.flush()
@@ -224,13 +228,8 @@ class BaseRoutes:
         h.send_header("Content-Length", str(len(body)))
         h.end_headers()
         out = body[:len(body) // 2] if fault == "reset" else body
-        counted = sum(b - a + 1 for a, b in spans) // (2 if fault == "reset" else 1)
-        self.count(stats, "xorb_bytes", counted)
-        try:
-            h.wfile.write(out)
-        except BaseException:
-            self.count(stats, "xorb_bytes", -counted)
-            raise
+        payload = sum(b - a + 1 for a, b in spans) // (2 if fault == "reset" else 1)  # range bytes, not framing
+        self.write_counted(h, out, stats, "xorb_bytes", payload)
         if fault == "reset":
             h.wfile.flush()
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
